@@ -1,0 +1,136 @@
+// Package cli is volctl, the command line of fusevol: it runs the daemon (`volctl daemon`) and
+// drives a running daemon over its control API on the plugin socket.
+//
+// Exit status is part of the interface: 0 success, 1 failure (one line on stderr saying what
+// failed and why; fsck also uses 1 for "problems found"), 2 usage error (the message and the
+// command's usage on stderr). Output on stdout is for the user or, with --format json, for scripts.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	ucli "github.com/urfave/cli/v2"
+)
+
+// Version is volctl's version, set at link time with
+// -ldflags "-X github.com/fusevol/fusevol/cli.Version=v1.2.3".
+var Version = "dev"
+
+// Main runs volctl with args (args[0] is the program name) and returns the process exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return exitStatus(newApp(stdout, stderr).RunContext(ctx, args), stderr)
+}
+
+func newApp(stdout, stderr io.Writer) *ucli.App {
+	app := &ucli.App{
+		Name:    "volctl",
+		Usage:   "manage fusevol volumes, snapshots and the store",
+		Version: Version,
+		// Every command reports through the returned error; exitStatus turns it into a status.
+		ExitErrHandler:         func(*ucli.Context, error) {},
+		HideVersion:            true,
+		EnableBashCompletion:   true,
+		UseShortOptionHandling: true,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"FUSEVOL_SOCKET"},
+				Usage: "the daemon's unix socket"},
+		},
+		Commands: []*ucli.Command{
+			daemonCommand(),
+			completionCommand(),
+			versionCommand(),
+		},
+		Action:       unknownCommand,
+		OnUsageError: flagError,
+	}
+	for _, c := range app.Commands {
+		setUsageHandlers(c)
+	}
+	return app
+}
+
+// setUsageHandlers makes flag errors usage errors everywhere and gives command groups an action
+// that rejects unknown subcommands (urfave would otherwise print help and exit 0).
+func setUsageHandlers(c *ucli.Command) {
+	c.OnUsageError = flagError
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = unknownCommand
+	}
+	for _, s := range c.Subcommands {
+		setUsageHandlers(s)
+	}
+}
+
+func unknownCommand(c *ucli.Context) error {
+	if c.NArg() == 0 {
+		return usageErrorf(c, "missing command")
+	}
+	return usageErrorf(c, "unknown command %q", c.Args().First())
+}
+
+func flagError(c *ucli.Context, err error, _ bool) error {
+	return usageErrorf(c, "%v", err)
+}
+
+// usageError is a command line the command cannot run; it carries the command's usage.
+type usageError struct {
+	msg   string
+	usage string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(c *ucli.Context, format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...), usage: usageText(c)}
+}
+
+// usageText is the short usage of the command c runs.
+func usageText(c *ucli.Context) string {
+	cmd := c.Command
+	name := c.App.Name
+	var args string
+	if cmd != nil && cmd.HelpName != "" {
+		name = cmd.HelpName
+		args = cmd.ArgsUsage
+	}
+	if cmd != nil && len(cmd.Subcommands) > 0 {
+		args = "COMMAND"
+	} else if cmd == nil || cmd.HelpName == "" {
+		args = "COMMAND"
+	}
+	line := strings.TrimSpace(fmt.Sprintf("Usage: %s [options] %s", name, args))
+	return line + "\nRun '" + name + " --help' for details."
+}
+
+// exitError is a failure whose message has already been printed (or that needs none).
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func exitStatus(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "volctl: %s\n%s\n", ue.msg, ue.usage)
+		return 2
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "volctl: %s\n", oneLine(err.Error()))
+	return 1
+}
+
+// oneLine keeps error output to one line even when a wrapped message spans several.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
