@@ -59,7 +59,9 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 // that rejects unknown subcommands (urfave would otherwise print help and exit 0).
 func setUsageHandlers(c *ucli.Command) {
 	c.OnUsageError = flagError
-	if len(c.Subcommands) > 0 && c.Action == nil {
+	if len(c.Subcommands) == 0 {
+		c.HideHelpCommand = true
+	} else if c.Action == nil {
 		c.Action = unknownCommand
 	}
 	for _, s := range c.Subcommands {
@@ -74,8 +76,16 @@ func unknownCommand(c *ucli.Context) error {
 	return usageErrorf(c, "unknown command %q", c.Args().First())
 }
 
+// flagError words the flag package's errors for people who typed --long options.
 func flagError(c *ucli.Context, err error, _ bool) error {
-	return usageErrorf(c, "%v", err)
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		if len(name) > 1 {
+			name = "-" + name
+		}
+		msg = "unknown option -" + name
+	}
+	return usageErrorf(c, "%s", msg)
 }
 
 // usageError is a command line the command cannot run; it carries the command's usage.
@@ -99,10 +109,8 @@ func usageText(c *ucli.Context) string {
 		name = cmd.HelpName
 		args = cmd.ArgsUsage
 	}
-	if cmd != nil && len(cmd.Subcommands) > 0 {
-		args = "COMMAND"
-	} else if cmd == nil || cmd.HelpName == "" {
-		args = "COMMAND"
+	if cmd == nil || cmd.HelpName == "" || !cmd.HideHelpCommand {
+		args = "COMMAND" // the root or a command group
 	}
 	line := strings.TrimSpace(fmt.Sprintf("Usage: %s [options] %s", name, args))
 	return line + "\nRun '" + name + " --help' for details."

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,7 +56,7 @@ func runDaemon(c *ucli.Context) error {
 	defer stop()
 	d, err := plugin.NewDaemon(plugin.Config{
 		Root:      c.String("root"),
-		Socket:    c.String("socket"),
+		Socket:    daemonSocket(c),
 		MountRoot: c.String("mount-root"),
 		Group:     c.String("group"),
 		Logger:    logger,
@@ -69,6 +68,14 @@ func runDaemon(c *ucli.Context) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	return nil
+}
+
+// daemonSocket lets `volctl --socket S daemon` work as well as `volctl daemon --socket S`.
+func daemonSocket(c *ucli.Context) string {
+	if c.IsSet("socket") {
+		return c.String("socket")
+	}
+	return c.Lineage()[1].String("socket")
 }
 
 // newLogger builds the daemon's logger; a bad level or format is a usage error.
