@@ -14,6 +14,9 @@ import (
 	"strings"
 
 	ucli "github.com/urfave/cli/v2"
+
+	"github.com/fusevol/fusevol/plugin"
+	"github.com/fusevol/fusevol/plugin/client"
 )
 
 // Version is volctl's version, set at link time with
@@ -38,11 +41,18 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"FUSEVOL_SOCKET"},
+			&ucli.StringFlag{Name: "socket", Value: plugin.DefaultSocket, EnvVars: []string{"FUSEVOL_SOCKET"},
 				Usage: "the daemon's unix socket"},
 		},
 		Commands: []*ucli.Command{
 			daemonCommand(),
+			volumeCommand(),
+			snapshotCommand(),
+			dfCommand(),
+			gcCommand(),
+			fsckCommand(),
+			mountCommand(),
+			unmountCommand(),
 			completionCommand(),
 			versionCommand(),
 		},
@@ -134,8 +144,17 @@ func exitStatus(err error, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	if errors.Is(err, client.ErrUnreachable) {
+		fmt.Fprintf(stderr, "volctl: %s (is the daemon running? start it with `volctl daemon`)\n", oneLine(err.Error()))
+		return 1
+	}
 	fmt.Fprintf(stderr, "volctl: %s\n", oneLine(err.Error()))
 	return 1
+}
+
+// daemonClient is a client for the daemon named by the global --socket.
+func daemonClient(c *ucli.Context) *client.Client {
+	return client.New(c.String("socket"))
 }
 
 // oneLine keeps error output to one line even when a wrapped message spans several.

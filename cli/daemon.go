@@ -13,11 +13,6 @@ import (
 	"github.com/fusevol/fusevol/plugin"
 )
 
-const (
-	defaultRoot   = "/var/lib/fusevol"
-	defaultSocket = "/run/docker/plugins/fusevol.sock"
-)
-
 func daemonCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:      "daemon",
@@ -27,9 +22,9 @@ func daemonCommand() *ucli.Command {
 			"control API on --socket, and mounts volumes under --mount-root. SIGTERM or SIGINT\n" +
 			"unmounts everything, closes the store and exits 0.",
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "root", Value: defaultRoot, EnvVars: []string{"FUSEVOL_ROOT"},
+			&ucli.StringFlag{Name: "root", Value: plugin.DefaultRoot, EnvVars: []string{"FUSEVOL_ROOT"},
 				Usage: "directory holding the store and state"},
-			&ucli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"FUSEVOL_SOCKET"},
+			&ucli.StringFlag{Name: "socket", Value: plugin.DefaultSocket, EnvVars: []string{"FUSEVOL_SOCKET"},
 				Usage: "unix socket to listen on"},
 			&ucli.StringFlag{Name: "mount-root", EnvVars: []string{"FUSEVOL_MOUNT_ROOT"},
 				Usage: "directory under which volumes are mounted (default: <root>/mounts)"},
@@ -60,6 +55,7 @@ func runDaemon(c *ucli.Context) error {
 		MountRoot: c.String("mount-root"),
 		Group:     c.String("group"),
 		Logger:    logger,
+		Version:   Version,
 	})
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)

@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/fusevol/fusevol/plugin/api"
+)
+
+func snapshotCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:  "snapshot",
+		Usage: "create, list, remove, restore and compare read-only snapshots",
+		Subcommands: []*ucli.Command{
+			{
+				Name:      "create",
+				Usage:     "take a read-only snapshot of a volume (constant time)",
+				ArgsUsage: "VOLUME NAME",
+				Action:    snapshotCreate,
+			},
+			{
+				Name:      "ls",
+				Aliases:   []string{"list"},
+				Usage:     "list the snapshots of one volume, or of every volume",
+				ArgsUsage: "[VOLUME]",
+				Flags:     []ucli.Flag{formatFlag()},
+				Action:    snapshotList,
+			},
+			{
+				Name:      "rm",
+				Aliases:   []string{"remove"},
+				Usage:     "remove a snapshot (clones made from it survive)",
+				ArgsUsage: "VOLUME NAME",
+				Action:    snapshotRemove,
+			},
+			{
+				Name:      "restore",
+				Usage:     "roll a volume back to a snapshot; refused while the volume is mounted",
+				ArgsUsage: "VOLUME NAME",
+				Action:    snapshotRestore,
+			},
+			{
+				Name:      "diff",
+				Usage:     "list paths added (A), modified (M) and removed (D) from snapshot FROM to TO",
+				ArgsUsage: "VOLUME FROM [TO]",
+				Description: "TO defaults to the live volume. A directory added or removed is listed with\n" +
+					"everything under it.",
+				Flags:  []ucli.Flag{formatFlag()},
+				Action: snapshotDiff,
+			},
+		},
+	}
+}
+
+func snapshotCreate(c *ucli.Context) error {
+	if c.NArg() != 2 {
+		return usageErrorf(c, "snapshot create needs VOLUME and NAME, got %d arguments", c.NArg())
+	}
+	vol, name := c.Args().Get(0), c.Args().Get(1)
+	s, err := daemonClient(c).CreateSnapshot(c.Context, vol, name)
+	if err != nil {
+		return fmt.Errorf("create snapshot %s@%s: %w", vol, name, err)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "%s@%s\n", s.Volume, s.Name)
+	return err
+}
+
+func snapshotList(c *ucli.Context) error {
+	if c.NArg() > 1 {
+		return usageErrorf(c, "snapshot ls takes at most one VOLUME")
+	}
+	asJSON, err := wantJSON(c)
+	if err != nil {
+		return err
+	}
+	vol := c.Args().First()
+	snaps, err := daemonClient(c).ListSnapshots(c.Context, vol)
+	if err != nil {
+		if vol != "" {
+			return fmt.Errorf("list snapshots of %q: %w", vol, err)
+		}
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if asJSON {
+		if snaps == nil {
+			snaps = []api.Snapshot{}
+		}
+		return writeJSON(c.App.Writer, snaps)
+	}
+	now := time.Now()
+	tw := table(c.App.Writer, "VOLUME", "NAME", "CREATED")
+	for _, s := range snaps {
+		row(tw, s.Volume, s.Name, ago(s.CreatedAt, now))
+	}
+	return tw.Flush()
+}
+
+func snapshotRemove(c *ucli.Context) error {
+	if c.NArg() != 2 {
+		return usageErrorf(c, "snapshot rm needs VOLUME and NAME, got %d arguments", c.NArg())
+	}
+	vol, name := c.Args().Get(0), c.Args().Get(1)
+	if err := daemonClient(c).RemoveSnapshot(c.Context, vol, name); err != nil {
+		return fmt.Errorf("remove snapshot %s@%s: %w", vol, name, err)
+	}
+	_, err := fmt.Fprintf(c.App.Writer, "%s@%s\n", vol, name)
+	return err
+}
+
+func snapshotRestore(c *ucli.Context) error {
+	if c.NArg() != 2 {
+		return usageErrorf(c, "snapshot restore needs VOLUME and NAME, got %d arguments", c.NArg())
+	}
+	vol, name := c.Args().Get(0), c.Args().Get(1)
+	stop := spinner(c.App.Writer, c.App.ErrWriter, "restoring "+vol+"@"+name)
+	err := daemonClient(c).RestoreSnapshot(c.Context, vol, name)
+	stop()
+	if err != nil {
+		return fmt.Errorf("restore %s to snapshot %s: %w", vol, name, err)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "restored %s to %s@%s\n", vol, vol, name)
+	return err
+}
+
+func snapshotDiff(c *ucli.Context) error {
+	if c.NArg() < 2 || c.NArg() > 3 {
+		return usageErrorf(c, "snapshot diff needs VOLUME FROM [TO], got %d arguments", c.NArg())
+	}
+	asJSON, err := wantJSON(c)
+	if err != nil {
+		return err
+	}
+	vol, from, to := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
+	d, err := daemonClient(c).DiffSnapshots(c.Context, vol, from, to)
+	if err != nil {
+		return fmt.Errorf("diff %s@%s: %w", vol, from, err)
+	}
+	if asJSON {
+		for _, l := range []*[]string{&d.Added, &d.Modified, &d.Removed} {
+			if *l == nil {
+				*l = []string{}
+			}
+		}
+		return writeJSON(c.App.Writer, d)
+	}
+	type change struct{ kind, path string }
+	var all []change
+	for _, l := range []struct {
+		kind  string
+		paths []string
+	}{{"A", d.Added}, {"M", d.Modified}, {"D", d.Removed}} {
+		for _, p := range l.paths {
+			all = append(all, change{l.kind, p})
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].path < all[j].path })
+	for _, ch := range all {
+		fmt.Fprintf(c.App.Writer, "%s %s\n", ch.kind, ch.path)
+	}
+	return nil
+}
