@@ -1,0 +1,512 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/plugin/api"
+)
+
+// registerControl adds the control API (plugin/api). Only root and members of the socket's group
+// may use it.
+func (d *Daemon) registerControl(mux *http.ServeMux) {
+	routes := map[string]func(ctx context.Context, r *http.Request) (any, error){
+		api.RouteStatus:          d.ctlStatus,
+		api.RouteVolumeList:      d.ctlVolumeList,
+		api.RouteVolumeCreate:    d.ctlVolumeCreate,
+		api.RouteVolumeInspect:   d.ctlVolumeInspect,
+		api.RouteVolumeRemove:    d.ctlVolumeRemove,
+		api.RouteSnapshotList:    d.ctlSnapshotList,
+		api.RouteSnapshotCreate:  d.ctlSnapshotCreate,
+		api.RouteSnapshotRemove:  d.ctlSnapshotRemove,
+		api.RouteSnapshotRestore: d.ctlSnapshotRestore,
+		api.RouteSnapshotDiff:    d.ctlSnapshotDiff,
+		api.RouteDF:              d.ctlDF,
+		api.RouteGC:              d.ctlGC,
+		api.RouteFsck:            d.ctlFsck,
+		api.RouteMountList:       d.ctlMountList,
+		api.RouteMount:           d.ctlMount,
+		api.RouteUnmount:         d.ctlUnmount,
+	}
+	for pattern, fn := range routes {
+		mux.Handle(pattern, d.controlCall(fn))
+	}
+}
+
+// noContent is returned by handlers whose success has no body.
+type noContent struct{}
+
+func (d *Daemon) controlCall(fn func(ctx context.Context, r *http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := d.allowed(r.Context()); err != nil {
+			writeAPIError(w, api.Errorf(api.CodeForbidden, "permission denied: %v", err), http.StatusForbidden)
+			return
+		}
+		out, err := fn(r.Context(), r)
+		if err != nil {
+			e, status := apiError(err)
+			writeAPIError(w, e, status)
+			return
+		}
+		if _, ok := out.(noContent); ok {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, http.StatusOK, "application/json", out)
+	})
+}
+
+func writeAPIError(w http.ResponseWriter, e *api.Error, status int) {
+	writeJSON(w, status, "application/json", e)
+}
+
+// apiError maps an error to the control API's code and HTTP status.
+func apiError(err error) (*api.Error, int) {
+	var e *api.Error
+	if errors.As(err, &e) {
+		return e, statusOf(e.Code)
+	}
+	code := api.CodeInternal
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		code = api.CodeTooLarge
+	case errors.Is(err, errMalformed), errors.Is(err, backend.ErrInvalid),
+		errors.Is(err, backend.ErrNameTooLong):
+		code = api.CodeInvalid
+	case errors.Is(err, backend.ErrNotFound):
+		code = api.CodeNotFound
+	case errors.Is(err, backend.ErrExists):
+		code = api.CodeExists
+	case errors.Is(err, backend.ErrInUse):
+		code = api.CodeInUse
+	case errors.Is(err, errUnavailable), errors.Is(err, backend.ErrClosed):
+		code = api.CodeUnavailable
+	}
+	return &api.Error{Code: code, Message: err.Error()}, statusOf(code)
+}
+
+func statusOf(code string) int {
+	switch code {
+	case api.CodeInvalid:
+		return http.StatusBadRequest
+	case api.CodeForbidden:
+		return http.StatusForbidden
+	case api.CodeNotFound:
+		return http.StatusNotFound
+	case api.CodeExists, api.CodeInUse:
+		return http.StatusConflict
+	case api.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case api.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func invalid(format string, args ...any) error { return api.Errorf(api.CodeInvalid, format, args...) }
+
+// body decodes the request body for a control handler.
+func body[T any](r *http.Request) (*T, error) {
+	v := new(T)
+	if err := decodeBody(nil, r, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (d *Daemon) ctlStatus(ctx context.Context, r *http.Request) (any, error) {
+	out := api.Status{
+		Version: d.cfg.Version, API: api.Version, PID: os.Getpid(), StartedAt: d.started,
+		Root: d.cfg.Root, Socket: d.cfg.Socket, MountRoot: d.cfg.MountRoot,
+	}
+	select {
+	case <-d.ready:
+		out.Ready = d.openErr == nil
+	default:
+	}
+	if out.Ready {
+		vols, err := d.store.ListVolumes(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list volumes: %w", err)
+		}
+		out.Volumes = len(vols)
+	}
+	d.mu.Lock()
+	for _, v := range d.vols {
+		if v.mnt != nil {
+			out.Mounts++
+		}
+		out.Mounts += len(v.snaps)
+	}
+	d.mu.Unlock()
+	return out, nil
+}
+
+func (d *Daemon) ctlVolumeList(ctx context.Context, r *http.Request) (any, error) {
+	st, err := d.storeFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := st.ListVolumes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	out := make([]api.Volume, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, d.apiVolume(info))
+	}
+	return out, nil
+}
+
+func (d *Daemon) ctlVolumeCreate(ctx context.Context, r *http.Request) (any, error) {
+	req, err := body[api.CreateVolumeRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	info, err := d.createVolume(ctx, req.Name, req.Options, false)
+	if err != nil {
+		return nil, err
+	}
+	return d.apiVolume(info), nil
+}
+
+func (d *Daemon) ctlVolumeInspect(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.GetVolume(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	out := d.apiVolume(info)
+	u, err := st.Usage(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: usage: %w", name, err)
+	}
+	out.Usage = &api.Usage{Bytes: u.Bytes, Files: u.Files}
+	snaps, err := st.ListSnapshots(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: snapshots: %w", name, err)
+	}
+	out.Snapshots = apiSnapshots(snaps)
+	return out, nil
+}
+
+func (d *Daemon) ctlVolumeRemove(ctx context.Context, r *http.Request) (any, error) {
+	force := r.URL.Query().Get("force")
+	if force != "" && force != "true" && force != "false" {
+		return nil, invalid("force=%q: want true or false", force)
+	}
+	if err := d.removeVolume(ctx, r.PathValue("name"), force == "true"); err != nil {
+		return nil, err
+	}
+	return noContent{}, nil
+}
+
+// createVolume creates a volume. For Docker (existingOK) the name of an existing volume succeeds
+// and its options are left alone, as dockerd expects; volctl gets "exists".
+func (d *Daemon) createVolume(ctx context.Context, name string, opts map[string]string, existingOK bool) (backend.VolumeInfo, error) {
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return backend.VolumeInfo{}, err
+	}
+	vo, err := backend.ParseVolumeOptions(opts)
+	if err != nil {
+		return backend.VolumeInfo{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	v := d.lockVolume(name)
+	defer d.unlockVolume(name, v)
+	info, err := st.CreateVolume(ctx, name, vo)
+	if errors.Is(err, backend.ErrExists) && existingOK {
+		return st.GetVolume(ctx, name)
+	}
+	if err != nil {
+		return backend.VolumeInfo{}, fmt.Errorf("create volume %s: %w", name, err)
+	}
+	d.log.Info("volume created", "volume", name, "from", vo.From)
+	return info, nil
+}
+
+// removeVolume deletes a volume and its snapshots. A mounted volume is refused unless force is
+// set, in which case every mount of it (Docker's included) is dropped first.
+func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) error {
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return err
+	}
+	v := d.lockVolume(name)
+	defer d.unlockVolume(name, v)
+	if v.inUse() {
+		if !force {
+			return errInUse(name, v)
+		}
+		if err := d.dropAllMounts(ctx, name, v); err != nil {
+			return err
+		}
+	}
+	if err := st.DeleteVolume(ctx, name); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	d.log.Info("volume removed", "volume", name, "force", force)
+	return nil
+}
+
+// dropAllMounts unmounts every mount of a volume and forgets its references.
+func (d *Daemon) dropAllMounts(ctx context.Context, name string, v *volState) error {
+	for dir, s := range v.snaps {
+		if err := s.mnt.Unmount(ctx); err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+		d.update(func() { delete(v.snaps, dir); delete(d.dirs, dir) })
+	}
+	for dir := range v.binds {
+		if err := unmountBind(dir); err != nil {
+			return err
+		}
+		d.update(func() { delete(v.binds, dir); delete(d.dirs, dir) })
+	}
+	d.update(func() { clear(v.refs) })
+	return d.releaseLive(ctx, name, v)
+}
+
+func (d *Daemon) apiVolume(info backend.VolumeInfo) api.Volume {
+	m := d.mountsOf(info.Name)
+	out := api.Volume{
+		Name: info.Name, ID: info.ID, CreatedAt: info.CreatedAt, Options: apiOptions(info.Options),
+		Mounted: m.mounted, MountIDs: m.refs, Dirs: m.dirs,
+	}
+	if m.mounted {
+		out.Mountpoint = d.mountDir(info.Name)
+	}
+	return out
+}
+
+func apiOptions(o backend.VolumeOptions) api.VolumeOptions {
+	return api.VolumeOptions{Size: o.Size, ChunkSize: o.ChunkSize, Compression: o.Compression,
+		UID: o.UID, GID: o.GID, Mode: o.Mode, From: o.From}
+}
+
+func apiSnapshots(snaps []backend.SnapshotInfo) []api.Snapshot {
+	out := make([]api.Snapshot, 0, len(snaps))
+	for _, s := range snaps {
+		out = append(out, api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt})
+	}
+	return out
+}
+
+func (d *Daemon) ctlSnapshotList(ctx context.Context, r *http.Request) (any, error) {
+	vol := r.URL.Query().Get("volume")
+	var st *backend.Store
+	var err error
+	if vol == "" {
+		st, err = d.storeFor(ctx)
+	} else {
+		st, err = d.checkedStore(ctx, vol)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if vol != "" {
+		if _, err := st.GetVolume(ctx, vol); err != nil {
+			return nil, fmt.Errorf("volume %s: %w", vol, err)
+		}
+	}
+	snaps, err := st.ListSnapshots(ctx, vol)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return apiSnapshots(snaps), nil
+}
+
+func (d *Daemon) ctlSnapshotCreate(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	req, err := body[api.CreateSnapshotRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := backend.ValidateName(req.Name); err != nil {
+		return nil, fmt.Errorf("snapshot name %q: %w", req.Name, err)
+	}
+	v := d.lockVolume(name)
+	defer d.unlockVolume(name, v)
+	if err := d.flushLive(ctx, name, v); err != nil {
+		return nil, err
+	}
+	s, err := st.CreateSnapshot(ctx, name, req.Name)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s@%s: %w", name, req.Name, err)
+	}
+	d.log.Info("snapshot created", "volume", name, "snapshot", req.Name)
+	return api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt}, nil
+}
+
+func (d *Daemon) ctlSnapshotRemove(ctx context.Context, r *http.Request) (any, error) {
+	name, snap := r.PathValue("name"), r.PathValue("snapshot")
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	v := d.lockVolume(name)
+	defer d.unlockVolume(name, v)
+	for dir, s := range v.snaps {
+		if s.snapshot == snap {
+			return nil, fmt.Errorf("snapshot %s@%s is mounted on %s: %w", name, snap, dir, backend.ErrInUse)
+		}
+	}
+	if err := st.DeleteSnapshot(ctx, name, snap); err != nil {
+		return nil, fmt.Errorf("remove snapshot %s@%s: %w", name, snap, err)
+	}
+	d.log.Info("snapshot removed", "volume", name, "snapshot", snap)
+	return noContent{}, nil
+}
+
+func (d *Daemon) ctlSnapshotRestore(ctx context.Context, r *http.Request) (any, error) {
+	name, snap := r.PathValue("name"), r.PathValue("snapshot")
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	v := d.lockVolume(name)
+	defer d.unlockVolume(name, v)
+	if v.mnt != nil || v.liveRefs() > 0 {
+		return nil, fmt.Errorf("cannot restore %s@%s: %w", name, snap, errInUse(name, v))
+	}
+	start := time.Now()
+	if err := st.RestoreSnapshot(ctx, name, snap); err != nil {
+		return nil, fmt.Errorf("restore %s@%s: %w", name, snap, err)
+	}
+	d.log.Info("snapshot restored", "volume", name, "snapshot", snap, "took", time.Since(start).Round(time.Millisecond))
+	return noContent{}, nil
+}
+
+func (d *Daemon) ctlDF(ctx context.Context, r *http.Request) (any, error) {
+	st, err := d.storeFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.flushAll(ctx); err != nil {
+		return nil, err
+	}
+	s, err := st.Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store stats: %w", err)
+	}
+	return apiDF(s), nil
+}
+
+func apiDF(s backend.StoreStats) api.DF {
+	out := api.DF{Volumes: make([]api.VolumeUsage, 0, len(s.Volumes)), LogicalBytes: s.LogicalBytes,
+		UniqueBytes: s.UniqueBytes, PhysicalBytes: s.PhysicalBytes, Chunks: s.Chunks,
+		DedupRatio: s.DedupRatio, DiskBytes: s.DiskBytes}
+	for name, u := range s.Volumes {
+		out.Volumes = append(out.Volumes, api.VolumeUsage{Name: name, Bytes: u.Bytes, Files: u.Files})
+	}
+	sortVolumeUsage(out.Volumes)
+	return out
+}
+
+func (d *Daemon) ctlGC(ctx context.Context, r *http.Request) (any, error) {
+	st, err := d.storeFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	before, err := st.Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store stats: %w", err)
+	}
+	if err := st.GC(ctx); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	after, err := st.Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store stats: %w", err)
+	}
+	d.log.Info("gc done", "disk_before", before.DiskBytes, "disk_after", after.DiskBytes)
+	return api.GCResult{DiskBytesBefore: before.DiskBytes, DiskBytesAfter: after.DiskBytes,
+		Seconds: time.Since(start).Seconds()}, nil
+}
+
+// ctlFsck checks the store after flushing every mount. Repair is refused while anything is
+// mounted: a live mount may hold unlinked-but-open files that repair would reclaim.
+func (d *Daemon) ctlFsck(ctx context.Context, r *http.Request) (any, error) {
+	req, err := body[api.FsckRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := d.storeFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.Repair {
+		if n := d.liveMounts(); n > 0 {
+			return nil, fmt.Errorf("fsck --repair: %d volume(s) mounted; unmount them first: %w", n, backend.ErrInUse)
+		}
+	}
+	if err := d.flushAll(ctx); err != nil {
+		return nil, err
+	}
+	rep, err := st.Fsck(ctx, req.Repair)
+	if err != nil {
+		return nil, fmt.Errorf("fsck: %w", err)
+	}
+	d.log.Info("fsck done", "repair", req.Repair, "problems", len(rep.Problems), "repaired", len(rep.Repaired))
+	return api.FsckReport{Clean: rep.Clean(), Problems: nonNil(rep.Problems),
+		Repaired: nonNil(rep.Repaired), Damaged: nonNil(rep.Damaged)}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// liveMounts counts FUSE mounts the daemon holds.
+func (d *Daemon) liveMounts() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, v := range d.vols {
+		if v.mnt != nil {
+			n++
+		}
+		n += len(v.snaps)
+	}
+	return n
+}
+
+// flushAll flushes every mounted volume, one volume lock at a time.
+func (d *Daemon) flushAll(ctx context.Context) error {
+	for _, name := range d.volumeNames() {
+		v := d.lockVolume(name)
+		err := d.flushLive(ctx, name, v)
+		d.unlockVolume(name, v)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// volumeNames lists the volumes the daemon holds state for.
+func (d *Daemon) volumeNames() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.vols))
+	for name := range d.vols {
+		names = append(names, name)
+	}
+	return names
+}

@@ -1,0 +1,230 @@
+// Package plugin is the fusevol daemon: it owns the store, mounts volumes with FUSE and serves
+// Docker's volume plugin protocol and the volctl control API (plugin/api) on one unix socket.
+//
+// Invariants:
+//   - The socket listens before the store opens; requests that arrive meanwhile wait for it and
+//     are never answered "no such volume".
+//   - The store is the only record of which volumes exist: List and Get read it on every call.
+//   - Each volume has its own lock, held over its slow work (mount, unmount, snapshot, remove);
+//     the daemon-wide mutex only guards maps and is never held across I/O.
+//   - A volume has at most one FUSE mount of its live state, at <MountRoot>/<name>; Docker's mount
+//     IDs and volctl's directories are references to it, and the last reference unmounts it.
+//   - Mount references live in memory only: a restarted daemon starts with none, removes the dead
+//     mounts its predecessor left under MountRoot, and treats Unmount of an unknown ID as done.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fusevol/fusevol/backend"
+)
+
+// Config configures a Daemon. Zero fields take the defaults shown.
+type Config struct {
+	Root      string // store and state; default /var/lib/fusevol
+	Socket    string // default /run/docker/plugins/fusevol.sock
+	MountRoot string // default <Root>/mounts
+	Group     string // socket group (name or gid), "" = root only
+	Logger    *slog.Logger
+	// Version is reported by the control API's status; default "dev".
+	Version string
+}
+
+// Defaults for Config.
+const (
+	DefaultRoot   = "/var/lib/fusevol"
+	DefaultSocket = "/run/docker/plugins/fusevol.sock"
+)
+
+// Time limits of shutdown: Docker sends SIGKILL 10 s after SIGTERM.
+const (
+	drainTimeout   = 3 * time.Second // in-flight requests
+	unmountTimeout = 5 * time.Second // flushing and unmounting every volume
+)
+
+// Daemon is one running fusevol instance. Create it with NewDaemon, run it with Run.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	gid     int // socket group, -1 = none
+	started time.Time
+	mount   mountFunc
+
+	ready   chan struct{} // closed once the store is open or failed to open
+	store   *backend.Store
+	openErr error
+	stop    chan struct{} // closed when shutdown begins
+
+	mu   sync.Mutex // guards vols and dirs; never held across I/O
+	vols map[string]*volState
+	dirs map[string]string // volctl mount directory -> volume name
+}
+
+// NewDaemon checks cfg and fills in defaults; nothing is opened or listened on until Run.
+func NewDaemon(cfg Config) (*Daemon, error) {
+	if cfg.Root == "" {
+		cfg.Root = DefaultRoot
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	if cfg.MountRoot == "" {
+		cfg.MountRoot = filepath.Join(cfg.Root, "mounts")
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, p := range []*string{&cfg.Root, &cfg.Socket, &cfg.MountRoot} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("path %q: %w", *p, err)
+		}
+		*p = abs
+	}
+	gid, err := lookupGroup(cfg.Group)
+	if err != nil {
+		return nil, err
+	}
+	return &Daemon{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		gid:   gid,
+		mount: mountFS,
+		ready: make(chan struct{}),
+		stop:  make(chan struct{}),
+		vols:  make(map[string]*volState),
+		dirs:  make(map[string]string),
+	}, nil
+}
+
+// Run listens on the socket before opening the store, serves until ctx is cancelled, then shuts
+// down cleanly (stop taking requests, flush, unmount, close the store) and returns nil. It
+// returns an error when the socket cannot be created or the store cannot be opened.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
+	ln, err := listenSocket(d.cfg.Socket, d.gid)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           d.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       withPeer,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	d.log.Info("listening", "socket", d.cfg.Socket, "root", d.cfg.Root, "mount_root", d.cfg.MountRoot)
+
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		d.open(ctx)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-opened:
+		if d.openErr != nil {
+			runErr = d.openErr
+		} else {
+			select {
+			case <-ctx.Done():
+			case err := <-served:
+				runErr = fmt.Errorf("serve %s: %w", d.cfg.Socket, err)
+			}
+		}
+	case err := <-served:
+		runErr = fmt.Errorf("serve %s: %w", d.cfg.Socket, err)
+	}
+	d.shutdown(srv, opened)
+	return runErr
+}
+
+// open recovers stale mounts, opens the store and releases waiting requests.
+func (d *Daemon) open(ctx context.Context) {
+	defer close(d.ready)
+	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
+		d.openErr = fmt.Errorf("create mount root: %w", err)
+		return
+	}
+	d.cleanStaleMounts()
+	start := time.Now()
+	st, err := backend.Open(ctx, filepath.Join(d.cfg.Root, "store"), backend.Options{Logger: d.log})
+	if err != nil {
+		d.openErr = fmt.Errorf("open store in %s: %w", d.cfg.Root, err)
+		d.log.Error("store did not open", "err", err)
+		return
+	}
+	d.store = st
+	d.log.Info("store open", "dir", filepath.Join(d.cfg.Root, "store"), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// shutdown stops taking requests, waits briefly for in-flight ones, unmounts every volume and
+// closes the store. It keeps within Docker's 10 s SIGTERM grace.
+func (d *Daemon) shutdown(srv *http.Server, opened <-chan struct{}) {
+	d.log.Info("shutting down")
+	close(d.stop)
+	drain, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	if err := srv.Shutdown(drain); err != nil {
+		d.log.Warn("requests still running at shutdown; closing their connections", "err", err)
+		srv.Close()
+	}
+	cancel()
+	<-opened
+	ctx, cancel := context.WithTimeout(context.Background(), unmountTimeout)
+	defer cancel()
+	d.unmountAll(ctx)
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			d.log.Error("close store", "err", err)
+		}
+	}
+	os.Remove(d.cfg.Socket)
+	d.log.Info("stopped")
+}
+
+// storeFor waits for the store to open. A request that arrives before it is ready waits rather
+// than being answered with a volume's absence.
+func (d *Daemon) storeFor(ctx context.Context) (*backend.Store, error) {
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the store to open: %w", ctx.Err())
+	case <-d.stop:
+		return nil, errShuttingDown
+	}
+	if d.openErr != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, d.openErr)
+	}
+	select {
+	case <-d.stop:
+		return nil, errShuttingDown
+	default:
+	}
+	return d.store, nil
+}
+
+var (
+	errUnavailable  = errors.New("store unavailable")
+	errShuttingDown = fmt.Errorf("%w: daemon is shutting down", errUnavailable)
+)
+
+// mountDir is where the live state of volume name is mounted. Names are validated before use,
+// so the result always lies directly under MountRoot.
+func (d *Daemon) mountDir(name string) string { return filepath.Join(d.cfg.MountRoot, name) }
+
+// Socket returns the socket path Run listens on.
+func (d *Daemon) Socket() string { return d.cfg.Socket }
