@@ -16,6 +16,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/fusevol/fusevol/plugin"
+	"github.com/fusevol/fusevol/plugin/api"
 	"github.com/fusevol/fusevol/plugin/client"
 )
 
@@ -150,6 +151,16 @@ func exitStatus(err error, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "volctl: %s\n", oneLine(err.Error()))
 	return 1
+}
+
+// failure says what volctl was doing, unless err comes from the daemon, whose messages already
+// name the operation and the volume.
+func failure(what string, err error) error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // daemonClient is a client for the daemon named by the global --socket.

@@ -25,11 +25,11 @@ func mount(c *ucli.Context) error {
 	src := c.Args().Get(0)
 	dir, err := filepath.Abs(c.Args().Get(1))
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", src, err)
+		return failure(fmt.Sprintf("mount %s", src), err)
 	}
 	m, err := daemonClient(c).Mount(c.Context, src, dir)
 	if err != nil {
-		return fmt.Errorf("mount %s on %s: %w", src, dir, err)
+		return failure(fmt.Sprintf("mount %s on %s", src, dir), err)
 	}
 	mode := "read-write"
 	if m.ReadOnly {
@@ -55,10 +55,10 @@ func unmount(c *ucli.Context) error {
 	}
 	dir, err := filepath.Abs(c.Args().First())
 	if err != nil {
-		return fmt.Errorf("unmount: %w", err)
+		return failure("unmount", err)
 	}
 	if err := daemonClient(c).Unmount(c.Context, dir); err != nil {
-		return fmt.Errorf("unmount %s: %w", dir, err)
+		return failure(fmt.Sprintf("unmount %s", dir), err)
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "unmounted %s\n", dir)
 	return err

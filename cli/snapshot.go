@@ -62,7 +62,7 @@ func snapshotCreate(c *ucli.Context) error {
 	vol, name := c.Args().Get(0), c.Args().Get(1)
 	s, err := daemonClient(c).CreateSnapshot(c.Context, vol, name)
 	if err != nil {
-		return fmt.Errorf("create snapshot %s@%s: %w", vol, name, err)
+		return failure(fmt.Sprintf("create snapshot %s@%s", vol, name), err)
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "%s@%s\n", s.Volume, s.Name)
 	return err
@@ -80,9 +80,9 @@ func snapshotList(c *ucli.Context) error {
 	snaps, err := daemonClient(c).ListSnapshots(c.Context, vol)
 	if err != nil {
 		if vol != "" {
-			return fmt.Errorf("list snapshots of %q: %w", vol, err)
+			return failure(fmt.Sprintf("list snapshots of %q", vol), err)
 		}
-		return fmt.Errorf("list snapshots: %w", err)
+		return failure("list snapshots", err)
 	}
 	if asJSON {
 		if snaps == nil {
@@ -104,7 +104,7 @@ func snapshotRemove(c *ucli.Context) error {
 	}
 	vol, name := c.Args().Get(0), c.Args().Get(1)
 	if err := daemonClient(c).RemoveSnapshot(c.Context, vol, name); err != nil {
-		return fmt.Errorf("remove snapshot %s@%s: %w", vol, name, err)
+		return failure(fmt.Sprintf("remove snapshot %s@%s", vol, name), err)
 	}
 	_, err := fmt.Fprintf(c.App.Writer, "%s@%s\n", vol, name)
 	return err
@@ -119,7 +119,7 @@ func snapshotRestore(c *ucli.Context) error {
 	err := daemonClient(c).RestoreSnapshot(c.Context, vol, name)
 	stop()
 	if err != nil {
-		return fmt.Errorf("restore %s to snapshot %s: %w", vol, name, err)
+		return failure(fmt.Sprintf("restore %s to snapshot %s", vol, name), err)
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "restored %s to %s@%s\n", vol, vol, name)
 	return err
@@ -136,7 +136,7 @@ func snapshotDiff(c *ucli.Context) error {
 	vol, from, to := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
 	d, err := daemonClient(c).DiffSnapshots(c.Context, vol, from, to)
 	if err != nil {
-		return fmt.Errorf("diff %s@%s: %w", vol, from, err)
+		return failure(fmt.Sprintf("diff %s@%s", vol, from), err)
 	}
 	if asJSON {
 		for _, l := range []*[]string{&d.Added, &d.Modified, &d.Removed} {

@@ -29,7 +29,7 @@ func df(c *ucli.Context) error {
 	}
 	d, err := daemonClient(c).DF(c.Context)
 	if err != nil {
-		return fmt.Errorf("df: %w", err)
+		return failure("df", err)
 	}
 	w := c.App.Writer
 	if asJSON {
@@ -77,7 +77,7 @@ func gc(c *ucli.Context) error {
 	r, err := daemonClient(c).GC(c.Context)
 	stop()
 	if err != nil {
-		return fmt.Errorf("gc: %w", err)
+		return failure("gc", err)
 	}
 	if asJSON {
 		return writeJSON(c.App.Writer, r)
@@ -116,7 +116,7 @@ func fsck(c *ucli.Context) error {
 	r, err := daemonClient(c).Fsck(c.Context, c.Bool("repair"))
 	stop()
 	if err != nil {
-		return fmt.Errorf("fsck: %w", err)
+		return failure("fsck", err)
 	}
 	w := c.App.Writer
 	if asJSON {

@@ -74,7 +74,7 @@ func volumeCreate(c *ucli.Context) error {
 	name := c.Args().First()
 	v, err := daemonClient(c).CreateVolume(c.Context, name, opts)
 	if err != nil {
-		return fmt.Errorf("create volume %q: %w", name, err)
+		return failure(fmt.Sprintf("create volume %q", name), err)
 	}
 	_, err = fmt.Fprintln(c.App.Writer, v.Name)
 	return err
@@ -110,7 +110,7 @@ func volumeList(c *ucli.Context) error {
 	}
 	vols, err := daemonClient(c).ListVolumes(c.Context)
 	if err != nil {
-		return fmt.Errorf("list volumes: %w", err)
+		return failure("list volumes", err)
 	}
 	w := c.App.Writer
 	switch {
@@ -158,7 +158,7 @@ func volumeInspect(c *ucli.Context) error {
 			if errors.Is(err, client.ErrUnreachable) {
 				return err
 			}
-			fmt.Fprintf(c.App.ErrWriter, "volctl: inspect volume %q: %s\n", name, oneLine(err.Error()))
+			fmt.Fprintf(c.App.ErrWriter, "volctl: %s\n", oneLine(failure("inspect volume "+name, err).Error()))
 			failed = true
 			continue
 		}
@@ -234,7 +234,7 @@ func volumeRemove(c *ucli.Context) error {
 			if errors.Is(err, client.ErrUnreachable) {
 				return err
 			}
-			fmt.Fprintf(c.App.ErrWriter, "volctl: remove volume %q: %s\n", name, oneLine(err.Error()))
+			fmt.Fprintf(c.App.ErrWriter, "volctl: %s\n", oneLine(failure("remove volume "+name, err).Error()))
 			failed = true
 			continue
 		}
