@@ -61,8 +61,9 @@ func TestDaemonCommand(t *testing.T) {
 }
 
 type daemonProcess struct {
-	cmd    *exec.Cmd
-	exited chan error
+	cmd     *exec.Cmd
+	exited  chan error
+	stopped bool
 }
 
 func startBinary(t *testing.T, bin string, env []string, logs *bytes.Buffer, args ...string) *daemonProcess {
@@ -76,9 +77,12 @@ func startBinary(t *testing.T, bin string, env []string, logs *bytes.Buffer, arg
 	p := &daemonProcess{cmd: cmd, exited: make(chan error, 1)}
 	go func() { p.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if !p.stopped {
 			cmd.Process.Kill()
-			<-p.exited
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+			}
 		}
 	})
 	return p
@@ -92,6 +96,7 @@ func (p *daemonProcess) stop(t *testing.T) {
 	}
 	select {
 	case err := <-p.exited:
+		p.stopped = true
 		if err != nil {
 			t.Fatalf("daemon exited with %v after SIGTERM", err)
 		}
