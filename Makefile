@@ -29,3 +29,36 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# --- plugin packaging (plugin/) ---
+PREFIX      ?= /usr/local
+UNITDIR     ?= /etc/systemd/system
+PLUGIN_NAME ?= fusevol
+
+.PHONY: install plugin plugin-create
+
+# Build and run the daemon in the foreground with the default root and socket (needs root).
+run: build
+	./$(BIN) daemon
+
+# Install the binary and the systemd unit (Before=docker.service); enable it with
+# `systemctl enable --now fusevol`.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/volctl
+	install -D -m 0644 plugin/systemd/fusevol.service $(DESTDIR)$(UNITDIR)/fusevol.service
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload; fi
+
+# Managed plugin: plugin/config.json plus plugin/rootfs holding the static binary. Then:
+#   docker plugin create fusevol ./plugin && docker plugin enable fusevol
+plugin:
+	rm -rf plugin/rootfs
+	mkdir -p plugin/rootfs/run/docker/plugins plugin/rootfs/mnt/volumes plugin/rootfs/mnt/state \
+	  plugin/rootfs/tmp plugin/rootfs/dev plugin/rootfs/proc plugin/rootfs/sys plugin/rootfs/etc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o plugin/rootfs/volctl ./cli/volctl
+	touch plugin/rootfs/etc/resolv.conf plugin/rootfs/etc/hosts
+
+# Build, then create and enable the managed plugin on the local Docker engine.
+plugin-create: plugin
+	docker plugin create $(PLUGIN_NAME) ./plugin
+	docker plugin enable $(PLUGIN_NAME)

@@ -156,6 +156,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 // open recovers stale mounts, opens the store and releases waiting requests.
 func (d *Daemon) open(ctx context.Context) {
 	defer close(d.ready)
+	if err := os.MkdirAll(d.cfg.Root, 0o700); err != nil {
+		d.openErr = fmt.Errorf("create root: %w", err)
+		return
+	}
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		d.openErr = fmt.Errorf("create mount root: %w", err)
 		return
