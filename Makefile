@@ -16,6 +16,7 @@ vet:
 test: vet
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(MAKE) fuzz
+	$(MAKE) bench-smoke
 
 # A short run of every fuzz target.
 FUZZTIME ?= 10s
@@ -26,6 +27,17 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Benchmarks (bench/): `bench` is the full-size run whose table and chart go into the README;
+# `bench-smoke` runs every workload at a tiny size to prove the harness works (CI, no timing checks).
+BENCH_OUT       ?= bench/results
+BENCH_SMOKE_OUT ?= bin/bench-smoke
+BENCH_FLAGS     ?=
+bench: build
+	$(GO) run ./bench/cmd/fusevol-bench --volctl $(BIN) --out $(BENCH_OUT) -v $(BENCH_FLAGS)
+
+bench-smoke: build
+	$(GO) run ./bench/cmd/fusevol-bench --smoke --volctl $(BIN) --out $(BENCH_SMOKE_OUT) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config sets what one run measures. Full() is the documented benchmark; Smoke() runs every
+// workload at a size that takes seconds, to prove the harness works.
+type Config struct {
+	Reps          int           // repetitions of every workload; figures are medians
+	SeqSize       int64         // sequential file size (written in 1 MiB writes)
+	RandDuration  time.Duration // each random 4 KiB phase
+	FsyncDuration time.Duration // the 4 KiB write+fsync loop
+	SmallFiles    int           // files in the small-file and readdir workloads
+	SmallSize     int           // bytes per small file
+	TreeFiles     int           // regular files in the source-tree unpack
+	CompressSize  int64         // compressible sequential write
+	DedupSize     int64         // bytes written into each of the four dedup volumes
+	SnapFiles     []int         // file counts at which snapshot and clone latency are measured
+	SnapReps      int           // snapshots (and clones) timed at each file count
+	Compression   string        // fusevol compression for the compressible workload
+	Verify        bool          // read back and compare data (costs CPU inside timed phases)
+}
+
+// Full is the configuration `make bench` runs.
+func Full() Config {
+	return Config{
+		Reps:          3,
+		SeqSize:       1 << 30,
+		RandDuration:  5 * time.Second,
+		FsyncDuration: 5 * time.Second,
+		SmallFiles:    10000,
+		SmallSize:     4096,
+		TreeFiles:     5000,
+		CompressSize:  256 << 20,
+		DedupSize:     256 << 20,
+		SnapFiles:     []int{1000, 10000, 100000},
+		SnapReps:      5,
+		Compression:   "zstd",
+	}
+}
+
+// Smoke is the tiny configuration `make bench-smoke` (and CI) runs: every workload, seconds in all.
+func Smoke() Config {
+	return Config{
+		Reps:          1,
+		SeqSize:       4 << 20,
+		RandDuration:  100 * time.Millisecond,
+		FsyncDuration: 100 * time.Millisecond,
+		SmallFiles:    200,
+		SmallSize:     4096,
+		TreeFiles:     100,
+		CompressSize:  4 << 20,
+		DedupSize:     2 << 20,
+		SnapFiles:     []int{10, 50, 100},
+		SnapReps:      2,
+		Compression:   "zstd",
+		Verify:        true,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Reps < 1:
+		return fmt.Errorf("reps %d: need at least 1", c.Reps)
+	case c.SeqSize < ioSize || c.SeqSize%ioSize != 0:
+		return fmt.Errorf("seq size %d: need a positive multiple of 1 MiB", c.SeqSize)
+	case c.CompressSize < ioSize || c.CompressSize%ioSize != 0:
+		return fmt.Errorf("compress size %d: need a positive multiple of 1 MiB", c.CompressSize)
+	case c.DedupSize < ioSize || c.DedupSize%ioSize != 0:
+		return fmt.Errorf("dedup size %d: need a positive multiple of 1 MiB", c.DedupSize)
+	case c.RandDuration <= 0 || c.FsyncDuration <= 0:
+		return fmt.Errorf("durations must be positive")
+	case c.SmallFiles < 1 || c.SmallSize < 1 || c.TreeFiles < 1:
+		return fmt.Errorf("small files, small size and tree files must be positive")
+	case len(c.SnapFiles) < 2:
+		return fmt.Errorf("snapshot file counts %v: need at least two", c.SnapFiles)
+	case c.SnapReps < 1:
+		return fmt.Errorf("snapshot reps %d: need at least 1", c.SnapReps)
+	}
+	for i, n := range c.SnapFiles {
+		if n < 1 || (i > 0 && n <= c.SnapFiles[i-1]) {
+			return fmt.Errorf("snapshot file counts %v: need positive, increasing counts", c.SnapFiles)
+		}
+	}
+	return nil
+}
+
+// ParseSize reads a byte count: a plain number or one with a K/M/G/T suffix (KiB, MB... all
+// binary multiples).
+func ParseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want a number of bytes like 4096, 256MiB or 1GiB", s)
+	}
+	return v * mult, nil
+}
+
+// ParseCounts reads a comma-separated list of positive integers ("1000,10000,100000").
+func ParseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("count list %q: want positive integers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

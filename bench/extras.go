@@ -1,0 +1,171 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// fusevolGroups are the workloads only the fusevol target runs (once per run, not per repetition:
+// each times its own repetitions).
+func fusevolGroups(cfg Config) []extraGroup {
+	var snap []string
+	for _, n := range cfg.SnapFiles {
+		snap = append(snap, SnapshotMetric(n), CloneMetric(n))
+	}
+	return []extraGroup{
+		{snap, runSnapshots},
+		{[]string{MDedup}, runDedup},
+		{[]string{MCompression}, runCompressionRatio},
+	}
+}
+
+type extraGroup struct {
+	metrics []string
+	run     func(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error
+}
+
+// runSnapshots fills a volume to each file count in turn and times snapshots of it, then clones
+// (writable volumes made from a snapshot).
+func runSnapshots(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
+	const vol = "snapsrc"
+	dir := filepath.Join(t.work, "fv-snap")
+	if err := t.newVolume(ctx, vol, nil, dir); err != nil {
+		return err
+	}
+	defer t.client.Unmount(ctx, dir)
+	src := e.pools.randomSource(800)
+	buf := make([]byte, blockSize)
+	have := 0
+	for _, n := range e.cfg.SnapFiles {
+		for ; have < n; have++ {
+			if have%1000 == 0 {
+				if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%04d", have/1000)), 0o755); err != nil {
+					return err
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			src.fill(buf)
+			p := filepath.Join(dir, fmt.Sprintf("d%04d/f%06d", have/1000, have))
+			if err := writeSmall(p, buf[:64]); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < e.cfg.SnapReps; i++ {
+			start := time.Now()
+			if _, err := t.client.CreateSnapshot(ctx, vol, fmt.Sprintf("s%d-%d", n, i)); err != nil {
+				return fmt.Errorf("snapshot at %d files: %w", n, err)
+			}
+			rec(SnapshotMetric(n), msSince(start))
+		}
+		for i := 0; i < e.cfg.SnapReps; i++ {
+			start := time.Now()
+			from := fmt.Sprintf("%s@s%d-0", vol, n)
+			if _, err := t.client.CreateVolume(ctx, fmt.Sprintf("clone%d-%d", n, i), map[string]string{"from": from}); err != nil {
+				return fmt.Errorf("clone of %s: %w", from, err)
+			}
+			rec(CloneMetric(n), msSince(start))
+		}
+	}
+	if e.cfg.Verify {
+		return checkClone(ctx, t, fmt.Sprintf("clone%d-0", have), have)
+	}
+	return nil
+}
+
+// checkClone mounts a clone and counts its files, so a clone that is fast because it is empty
+// cannot pass.
+func checkClone(ctx context.Context, t *fusevolTarget, vol string, want int) error {
+	dir := filepath.Join(t.work, "fv-clone")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if _, err := t.client.Mount(ctx, vol, dir); err != nil {
+		return fmt.Errorf("mount clone %s: %w", vol, err)
+	}
+	defer t.client.Unmount(ctx, dir)
+	got := 0
+	subs, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, s := range subs {
+		if !s.IsDir() || s.Name()[0] != 'd' {
+			continue
+		}
+		n, err := listNames(filepath.Join(dir, s.Name()))
+		if err != nil {
+			return err
+		}
+		got += n
+	}
+	if got != want {
+		return fmt.Errorf("clone %s holds %d files, want %d", vol, got, want)
+	}
+	return nil
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+// runDedup writes the same data into four fresh volumes and compares the store's growth after
+// four copies with its growth after one.
+func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
+	before, err := t.storeBytes()
+	if err != nil {
+		return err
+	}
+	var one int64
+	for i := 1; i <= 4; i++ {
+		vol, dir := fmt.Sprintf("dedup%d", i), filepath.Join(t.work, fmt.Sprintf("fv-dedup%d", i))
+		if err := t.newVolume(ctx, vol, nil, dir); err != nil {
+			return err
+		}
+		_, err := writeSeq(ctx, filepath.Join(dir, "copy.dat"), e.cfg.DedupSize, e.pools.randomSource(600))
+		t.client.Unmount(ctx, dir)
+		if err != nil {
+			return err
+		}
+		if i == 1 {
+			after, err := t.storeBytes()
+			if err != nil {
+				return err
+			}
+			if one = after - before; one <= 0 {
+				return fmt.Errorf("dedup: store did not grow after writing %d bytes", e.cfg.DedupSize)
+			}
+		}
+	}
+	after, err := t.storeBytes()
+	if err != nil {
+		return err
+	}
+	rec(MDedup, float64(after-before)/float64(one))
+	return nil
+}
+
+// runCompressionRatio writes compressible text into the compressed volume and reports how many
+// plain bytes each stored byte holds.
+func runCompressionRatio(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
+	df0, err := t.client.DF(ctx)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(t.cmpMnt, "ratio.dat")
+	if _, err := writeSeq(ctx, path, e.cfg.CompressSize, e.pools.textSource(700)); err != nil {
+		return err
+	}
+	df1, err := t.client.DF(ctx)
+	if err != nil {
+		return err
+	}
+	plain, stored := df1.UniqueBytes-df0.UniqueBytes, df1.PhysicalBytes-df0.PhysicalBytes
+	if plain <= 0 || stored <= 0 {
+		return fmt.Errorf("compression: df did not grow (unique %+d, physical %+d bytes)", plain, stored)
+	}
+	rec(MCompression, float64(plain)/float64(stored))
+	return os.Remove(path)
+}

@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+)
+
+// Goal check outcomes.
+const (
+	Pass = "PASS"
+	Fail = "FAIL"
+	Skip = "SKIP" // the run did not include what the goal compares
+)
+
+// GoalResult is one line of the goals check: a goal applied to one figure.
+type GoalResult struct {
+	Goal   string `json:"goal"`
+	Metric string `json:"metric"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+}
+
+// CheckGoals applies the project's performance goals (issue 6) to the fusevol target's figures.
+// It only reports; nothing fails because a goal is missed.
+func CheckGoals(r *Report) []GoalResult {
+	byID := map[string]Workload{}
+	for _, w := range r.Workloads {
+		byID[w.ID] = w
+	}
+	var out []GoalResult
+	vsLoop := func(goal string, min float64, ids ...string) {
+		for _, id := range ids {
+			g := GoalResult{Goal: goal, Metric: id}
+			w := byID[id]
+			ratio, ok := w.VsLoopback[TargetFusevol]
+			switch {
+			case !r.has(TargetFusevol) || !r.has(TargetLoopback):
+				g.Status, g.Detail = Skip, "needs the fusevol and loopback targets"
+			case !ok:
+				g.Status, g.Detail = Fail, "not measured: "+firstError(w)
+			default:
+				g.Status = passIf(ratio >= min)
+				g.Detail = fmt.Sprintf("fusevol %s %s = %.2f× loopback (%s %s), goal ≥ %.1f×",
+					formatValue(w.Values[TargetFusevol]), w.Unit, ratio, formatValue(w.Values[TargetLoopback]), w.Unit, min)
+			}
+			out = append(out, g)
+		}
+	}
+	vsLoop("sequential I/O ≥ 0.8× loopback", 0.8, MSeqWrite, MSeqReadCold, MSeqReadWarm)
+	vsLoop("small I/O and metadata ≥ 0.7× loopback", 0.7, MRandReadCold, MRandReadWarm, MRandWrite,
+		MFsyncOps, MSmallCreate, MSmallStat, MSmallReadCold, MSmallUnlink, MReaddir, MUntar, MRmRf)
+
+	cfg := r.Meta.Config
+	if len(cfg.SnapFiles) >= 2 {
+		lo, hi := cfg.SnapFiles[0], cfg.SnapFiles[len(cfg.SnapFiles)-1]
+		for _, kind := range []struct {
+			name   string
+			metric func(int) string
+		}{{"snapshot", SnapshotMetric}, {"clone", CloneMetric}} {
+			g := GoalResult{Goal: kind.name + " latency flat and < 50 ms", Metric: kind.metric(hi)}
+			wlo, whi := byID[kind.metric(lo)], byID[kind.metric(hi)]
+			vlo, ok1 := wlo.Values[TargetFusevol]
+			vhi, ok2 := whi.Values[TargetFusevol]
+			switch {
+			case !r.has(TargetFusevol):
+				g.Status, g.Detail = Skip, "needs the fusevol target"
+			case !ok1 || !ok2:
+				g.Status, g.Detail = Fail, "not measured: "+firstError(wlo)+firstError(whi)
+			default:
+				g.Status = passIf(vhi <= 1.5*vlo && vhi < 50)
+				g.Detail = fmt.Sprintf("%.2f ms at %d files, %.2f ms at %d files (%.2f×), goal ≤ 1.5× and < 50 ms",
+					vhi, hi, vlo, lo, vhi/vlo)
+			}
+			out = append(out, g)
+		}
+	}
+
+	single := func(goal, id string, ok func(v float64) bool, detail string) {
+		g := GoalResult{Goal: goal, Metric: id}
+		w := byID[id]
+		v, have := w.Values[TargetFusevol]
+		switch {
+		case !r.has(TargetFusevol):
+			g.Status, g.Detail = Skip, "needs the fusevol target"
+		case !have:
+			g.Status, g.Detail = Fail, "not measured: "+firstError(w)
+		default:
+			g.Status, g.Detail = passIf(ok(v)), fmt.Sprintf(detail, v)
+		}
+		out = append(out, g)
+	}
+	single("dedup: four copies cost ≤ 1.1× one", MDedup, func(v float64) bool { return v <= 1.1 },
+		"store grew %.2f× as much for four copies as for one, goal ≤ 1.1×")
+	single("daemon peak RSS < 512 MiB", MPeakRSS, func(v float64) bool { return v < 512 },
+		fmt.Sprintf("%%.0f MiB during the %d MiB sequential write and reads, goal < 512 MiB", cfg.SeqSize>>20))
+	return out
+}
+
+func passIf(ok bool) string {
+	if ok {
+		return Pass
+	}
+	return Fail
+}
+
+func firstError(w Workload) string {
+	if e, ok := w.Errors[TargetFusevol]; ok {
+		return e
+	}
+	return ""
+}
+
+// WriteGoals prints one PASS/FAIL/SKIP line per goal and figure.
+func (r *Report) WriteGoals(w io.Writer) {
+	fmt.Fprintln(w, "Goals (report only):")
+	for _, g := range r.Goals {
+		fmt.Fprintf(w, "%s  %-40s %-16s %s\n", g.Status, g.Goal, g.Metric, g.Detail)
+	}
+}

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Target names the harness knows.
+const (
+	TargetNative   = "native"
+	TargetLoopback = "loopback"
+	TargetFusevol  = "fusevol"
+)
+
+// Target is a filesystem the workloads run on.
+type Target interface {
+	Name() string
+	// Dir is an empty directory the harness owns on that filesystem.
+	Dir() string
+	// Close unmounts or stops whatever the target started and removes what the harness wrote.
+	Close(ctx context.Context) error
+}
+
+// compressedTarget is a target with a separate directory where compression is switched on; the
+// compressible workload runs there instead of in Dir.
+type compressedTarget interface {
+	CompressedDir() string
+}
+
+// dirTarget is a plain directory: the native target and every --target NAME=PATH.
+type dirTarget struct {
+	name string
+	dir  string
+}
+
+func (t *dirTarget) Name() string                { return t.name }
+func (t *dirTarget) Dir() string                 { return t.dir }
+func (t *dirTarget) Close(context.Context) error { return os.RemoveAll(t.dir) }
+
+// newDirTarget makes a fresh directory for the harness inside parent.
+func newDirTarget(name, parent string) (*dirTarget, error) {
+	dir, err := os.MkdirTemp(parent, "fusevol-bench-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", name, err)
+	}
+	return &dirTarget{name: name, dir: dir}, nil
+}
+
+// ParseTargetSpec reads --target NAME=PATH.
+func ParseTargetSpec(s string) (name, path string, err error) {
+	name, path, ok := strings.Cut(s, "=")
+	if !ok || name == "" || path == "" {
+		return "", "", fmt.Errorf("--target %q: want NAME=PATH", s)
+	}
+	switch name {
+	case TargetNative, TargetLoopback, TargetFusevol:
+		return "", "", fmt.Errorf("--target %q: %s is a built-in target name, choose another", s, name)
+	}
+	if strings.ContainsAny(name, " \t/") {
+		return "", "", fmt.Errorf("--target %q: the name may not contain spaces or slashes", s)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", "", fmt.Errorf("--target %q: %w", s, err)
+	}
+	if !st.IsDir() {
+		return "", "", fmt.Errorf("--target %q: %s is not a directory", s, path)
+	}
+	return name, path, nil
+}
+
+// loopbackTarget is go-fuse's loopback filesystem over a native directory, served by this
+// process: the cost of FUSE itself in Go, with go-fuse's default options.
+type loopbackTarget struct {
+	work   string
+	mnt    string
+	server *fuse.Server
+}
+
+func startLoopback(work string) (*loopbackTarget, error) {
+	backing, mnt := filepath.Join(work, "loopback-data"), filepath.Join(work, "loopback-mnt")
+	for _, d := range []string{backing, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("loopback: %w", err)
+		}
+	}
+	root, err := gofs.NewLoopbackRoot(backing)
+	if err != nil {
+		return nil, fmt.Errorf("loopback root: %w", err)
+	}
+	sec := time.Second
+	srv, err := gofs.Mount(mnt, root, &gofs.Options{
+		EntryTimeout: &sec, AttrTimeout: &sec,
+		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "bench-loopback", Name: "loopback"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount loopback on %s: %w", mnt, err)
+	}
+	return &loopbackTarget{work: work, mnt: mnt, server: srv}, nil
+}
+
+func (t *loopbackTarget) Name() string { return TargetLoopback }
+func (t *loopbackTarget) Dir() string  { return t.mnt }
+
+func (t *loopbackTarget) Close(ctx context.Context) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = t.server.Unmount(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("unmount loopback %s: %w", t.mnt, err)
+	}
+	return os.RemoveAll(filepath.Join(t.work, "loopback-data"))
+}

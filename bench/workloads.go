@@ -1,0 +1,402 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// ioSize is the request size of the sequential workloads.
+const ioSize = 1 << 20
+
+const mib = float64(1 << 20)
+
+// env is what every workload needs besides its directory.
+type env struct {
+	cfg   Config
+	pools *pools
+	tree  *treeArchive
+	// drop empties the kernel's caches before cold phases (a no-op when not permitted).
+	drop func()
+	// rss, when set, brackets the phases whose daemon peak RSS is reported.
+	rss rssProbe
+}
+
+// rssProbe resets and reads a daemon's peak resident set size.
+type rssProbe interface {
+	ResetPeak() error
+	PeakMiB() (float64, error)
+}
+
+// recorder receives one figure of the running workload.
+type recorder func(metric string, v float64)
+
+// group is a sequence of phases that share files; if one fails, the later ones cannot run.
+type group struct {
+	metrics []string
+	run     func(ctx context.Context, e *env, dir string, rep int, rec recorder) error
+}
+
+// commonGroups are the workloads every target runs, in order.
+func commonGroups() []group {
+	return []group{
+		{[]string{MSeqWrite, MSeqReadCold, MSeqReadWarm, MRandReadCold, MRandReadWarm, MRandWrite}, runSeqRand},
+		{[]string{MFsyncOps, MFsyncP50, MFsyncP99}, runFsyncLoop},
+		{[]string{MSmallCreate, MSmallStat, MReaddir, MSmallReadCold, MSmallUnlink}, runSmallFiles},
+		{[]string{MUntar, MRmRf}, runTree},
+	}
+}
+
+// runSeqRand writes one big file, reads it cold and warm, then runs the random phases on it.
+func runSeqRand(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
+	path := filepath.Join(dir, "seq.dat")
+	defer os.Remove(path)
+	stream := uint64(100 + rep)
+	if e.rss != nil {
+		if err := e.rss.ResetPeak(); err != nil {
+			return err
+		}
+	}
+	d, err := writeSeq(ctx, path, e.cfg.SeqSize, e.pools.randomSource(stream))
+	if err != nil {
+		return err
+	}
+	rec(MSeqWrite, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	e.drop()
+	var want *source
+	if e.cfg.Verify {
+		want = e.pools.randomSource(stream)
+	}
+	if d, err = readSeq(ctx, path, e.cfg.SeqSize, want); err != nil {
+		return fmt.Errorf("cold read: %w", err)
+	}
+	rec(MSeqReadCold, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	if d, err = readSeq(ctx, path, e.cfg.SeqSize, nil); err != nil {
+		return fmt.Errorf("warm read: %w", err)
+	}
+	rec(MSeqReadWarm, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	if e.rss != nil {
+		peak, err := e.rss.PeakMiB()
+		if err != nil {
+			return err
+		}
+		rec(MPeakRSS, peak)
+	}
+
+	e.drop()
+	rng := rand.New(rand.NewPCG(uint64(rep), 1))
+	ops, err := randomIO(ctx, path, e.cfg.SeqSize, e.cfg.RandDuration, rng, nil)
+	if err != nil {
+		return fmt.Errorf("cold random read: %w", err)
+	}
+	rec(MRandReadCold, ops)
+	if _, err := readSeq(ctx, path, e.cfg.SeqSize, nil); err != nil {
+		return fmt.Errorf("warm-up read: %w", err)
+	}
+	if ops, err = randomIO(ctx, path, e.cfg.SeqSize, e.cfg.RandDuration, rng, nil); err != nil {
+		return fmt.Errorf("warm random read: %w", err)
+	}
+	rec(MRandReadWarm, ops)
+	if ops, err = randomIO(ctx, path, e.cfg.SeqSize, e.cfg.RandDuration, rng, e.pools.randomSource(stream+1000)); err != nil {
+		return fmt.Errorf("random write: %w", err)
+	}
+	rec(MRandWrite, ops)
+	return nil
+}
+
+// writeSeq writes size bytes from src in 1 MiB writes and fsyncs; the time includes the fsync.
+func writeSeq(ctx context.Context, path string, size int64, src *source) (time.Duration, error) {
+	buf := make([]byte, ioSize)
+	start := time.Now()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	for off := int64(0); off < size; off += ioSize {
+		if err := ctx.Err(); err != nil {
+			f.Close()
+			return 0, err
+		}
+		src.fill(buf)
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("write %s at %d: %w", path, off, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("fsync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("close %s: %w", path, err)
+	}
+	return time.Since(start), nil
+}
+
+// readSeq reads the file in 1 MiB reads and checks its length (and its bytes, when want is set).
+func readSeq(ctx context.Context, path string, size int64, want *source) (time.Duration, error) {
+	buf, ref := make([]byte, ioSize), make([]byte, ioSize)
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		n, err := io.ReadFull(f, buf)
+		if want != nil && n > 0 {
+			want.fill(ref[:n])
+			if !bytes.Equal(buf[:n], ref[:n]) {
+				return 0, fmt.Errorf("%s: data read back at offset %d differs from what was written", path, total)
+			}
+		}
+		total += int64(n)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s at %d: %w", path, total, err)
+		}
+	}
+	d := time.Since(start)
+	if total != size {
+		return 0, fmt.Errorf("%s: read %d bytes, want %d", path, total, size)
+	}
+	return d, nil
+}
+
+// randomIO does 4 KiB reads (src == nil) or writes at random aligned offsets for dur, then (for
+// writes) fsyncs, and returns operations per second including the fsync.
+func randomIO(ctx context.Context, path string, size int64, dur time.Duration, rng *rand.Rand, src *source) (float64, error) {
+	flag := os.O_RDONLY
+	if src != nil {
+		flag = os.O_WRONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, blockSize)
+	blocks := size / blockSize
+	start := time.Now()
+	deadline := start.Add(dur)
+	ops := 0
+	for ; ops == 0 || time.Now().Before(deadline); ops++ {
+		if ops%256 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		off := rng.Int64N(blocks) * blockSize
+		var n int
+		if src != nil {
+			src.fill(buf)
+			n, err = f.WriteAt(buf, off)
+		} else {
+			n, err = f.ReadAt(buf, off)
+		}
+		if err != nil || n != blockSize {
+			return 0, fmt.Errorf("%s at %d: %d bytes, %v", path, off, n, err)
+		}
+	}
+	if src != nil {
+		if err := f.Sync(); err != nil {
+			return 0, fmt.Errorf("fsync %s: %w", path, err)
+		}
+	}
+	return float64(ops) / time.Since(start).Seconds(), nil
+}
+
+// runFsyncLoop appends 4 KiB and fsyncs, over and over, for the configured time.
+func runFsyncLoop(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
+	path := filepath.Join(dir, "fsync.dat")
+	defer os.Remove(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	src := e.pools.randomSource(uint64(200 + rep))
+	buf := make([]byte, blockSize)
+	var lat []float64
+	start := time.Now()
+	deadline := start.Add(e.cfg.FsyncDuration)
+	for len(lat) < 3 || time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		src.fill(buf)
+		t0 := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", path, err)
+		}
+		lat = append(lat, float64(time.Since(t0).Microseconds()))
+	}
+	rec(MFsyncOps, float64(len(lat))/time.Since(start).Seconds())
+	slices.Sort(lat)
+	rec(MFsyncP50, percentile(lat, 50))
+	rec(MFsyncP99, percentile(lat, 99))
+	return nil
+}
+
+// runSmallFiles creates, stats, lists, reads (cold) and unlinks many small files in one directory.
+func runSmallFiles(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
+	sub := filepath.Join(dir, "small")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(sub)
+	n, size := e.cfg.SmallFiles, e.cfg.SmallSize
+	names := make([]string, n)
+	for i := range names {
+		names[i] = filepath.Join(sub, fmt.Sprintf("f%06d", i))
+	}
+	src := e.pools.randomSource(uint64(300 + rep))
+	buf := make([]byte, (size+blockSize-1)/blockSize*blockSize)
+	rate := func(metric string, start time.Time) { rec(metric, float64(n)/time.Since(start).Seconds()) }
+
+	start := time.Now()
+	for _, p := range names {
+		src.fill(buf)
+		if err := writeSmall(p, buf[:size]); err != nil {
+			return err
+		}
+	}
+	rate(MSmallCreate, start)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	start = time.Now()
+	for _, p := range names {
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if st.Size() != int64(size) {
+			return fmt.Errorf("stat %s: size %d, want %d", p, st.Size(), size)
+		}
+	}
+	rate(MSmallStat, start)
+
+	start = time.Now()
+	got, err := listNames(sub)
+	if err != nil {
+		return err
+	}
+	if got != n {
+		return fmt.Errorf("readdir %s: %d entries, want %d", sub, got, n)
+	}
+	rate(MReaddir, start)
+
+	e.drop()
+	want := e.pools.randomSource(uint64(300 + rep))
+	start = time.Now()
+	for _, p := range names {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if len(b) != size {
+			return fmt.Errorf("read %s: %d bytes, want %d", p, len(b), size)
+		}
+		if e.cfg.Verify {
+			want.fill(buf)
+			if !bytes.Equal(b, buf[:size]) {
+				return fmt.Errorf("read %s: content differs from what was written", p)
+			}
+		}
+	}
+	rate(MSmallReadCold, start)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	start = time.Now()
+	for _, p := range names {
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	rate(MSmallUnlink, start)
+	return nil
+}
+
+func writeSmall(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// listNames reads a directory's names (getdents only, no stat) and counts them.
+func listNames(dir string) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	return len(names), err
+}
+
+// runTree unpacks the source-tree archive, then removes it with the equivalent of rm -rf.
+func runTree(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
+	sub := filepath.Join(dir, "tree")
+	defer os.RemoveAll(sub)
+	start := time.Now()
+	if err := e.tree.extract(ctx, sub); err != nil {
+		return err
+	}
+	rec(MUntar, float64(e.tree.entries)/time.Since(start).Seconds())
+	if e.cfg.Verify {
+		if err := e.tree.check(sub); err != nil {
+			return err
+		}
+	}
+	start = time.Now()
+	if err := os.RemoveAll(sub); err != nil {
+		return fmt.Errorf("rm -rf %s: %w", sub, err)
+	}
+	if _, err := os.Lstat(sub); !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rm -rf %s: still there (%v)", sub, err)
+	}
+	rec(MRmRf, float64(e.tree.entries)/time.Since(start).Seconds())
+	return nil
+}
+
+// runCompressWrite writes compressible text sequentially, ending with fsync.
+func runCompressWrite(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
+	path := filepath.Join(dir, "text.dat")
+	defer os.Remove(path)
+	stream := uint64(400 + rep)
+	d, err := writeSeq(ctx, path, e.cfg.CompressSize, e.pools.textSource(stream))
+	if err != nil {
+		return err
+	}
+	rec(MCompressWrite, float64(e.cfg.CompressSize)/mib/d.Seconds())
+	if e.cfg.Verify {
+		if _, err := readSeq(ctx, path, e.cfg.CompressSize, e.pools.textSource(stream)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
