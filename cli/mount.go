@@ -14,7 +14,8 @@ func mountCommand() *ucli.Command {
 		ArgsUsage: "VOLUME[@SNAPSHOT] DIR",
 		Description: "The daemon makes the FUSE mount, so DIR is a path on the daemon's host; it must be an\n" +
 			"existing directory. A volume mounted here counts as in use (rm and restore refuse it).",
-		Action: mount,
+		Action:       mount,
+		BashComplete: completeArgs(false, argSource),
 	}
 }
 

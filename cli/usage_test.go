@@ -120,6 +120,9 @@ func TestBashCompletion(t *testing.T) {
 		t.Skip("no bash")
 	}
 	bin := buildVolctl(t)
+	td := startDaemon(t)
+	td.run(t, "volume", "create", "alpha").ok(t)
+	td.run(t, "snapshot", "create", "alpha", "snap1").ok(t)
 	r := volctl(t, "completion", "bash").ok(t)
 	script := filepath.Join(t.TempDir(), "volctl.bash")
 	if err := os.WriteFile(script, []byte(r.stdout), 0o644); err != nil {
@@ -131,9 +134,13 @@ func TestBashCompletion(t *testing.T) {
 		{"volctl vol", "volume"},
 		{"volctl volume ", "create inspect ls remove rm"},
 		{"volctl snapshot re", "remove restore"},
+		{"volctl volume rm --f", "--force"},
+		{"volctl volume rm a", "alpha"},
+		{"volctl snapshot restore alpha ", "snap1"},
+		{"volctl mount al", "alpha alpha@snap1"},
 	} {
 		cmd := exec.Command(bash, "--norc", "-c", `source "$1"; read -r -a COMP_WORDS <<< "$2"; [[ "$2" == *" " ]] && COMP_WORDS+=(""); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); _volctl_complete; printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '`, "bash", script, tc.words)
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "FUSEVOL_SOCKET="+td.socket)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%q: %v\n%s", tc.words, err, out)

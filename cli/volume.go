@@ -43,11 +43,12 @@ func volumeCommand() *ucli.Command {
 				Action: volumeList,
 			},
 			{
-				Name:      "inspect",
-				Usage:     "show a volume's options, usage, snapshots and mounts",
-				ArgsUsage: "NAME...",
-				Flags:     []ucli.Flag{formatFlag()},
-				Action:    volumeInspect,
+				Name:         "inspect",
+				Usage:        "show a volume's options, usage, snapshots and mounts",
+				ArgsUsage:    "NAME...",
+				Flags:        []ucli.Flag{formatFlag()},
+				Action:       volumeInspect,
+				BashComplete: completeArgs(true, argVolume),
 			},
 			{
 				Name:      "rm",
@@ -57,7 +58,8 @@ func volumeCommand() *ucli.Command {
 				Flags: []ucli.Flag{
 					&ucli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "unmount a mounted volume first"},
 				},
-				Action: volumeRemove,
+				Action:       volumeRemove,
+				BashComplete: completeArgs(true, argVolume),
 			},
 		},
 	}
