@@ -23,6 +23,7 @@ var (
 	ErrTooManyLink = errors.New("too many links")          // EMLINK
 	ErrNotSupp     = errors.New("operation not supported") // EOPNOTSUPP
 	ErrClosed      = errors.New("store is closed")         // EIO / 503
+	ErrPerm        = errors.New("operation not permitted") // EPERM
 )
 
 // Ino is an inode number. Numbers are allocated per snapshot tree and never reused,

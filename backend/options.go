@@ -1,5 +1,22 @@
 package backend
 
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Chunk sizes a volume may use, and the default (see README: chosen by benchmark).
+const (
+	MinChunkSize     = 64 << 10
+	MaxChunkSize     = 4 << 20
+	DefaultChunkSize = 1 << 20
+)
+
+// Compression codecs for chunk bodies.
+var compressionCodecs = []string{"none", "s2", "zstd"}
+
 // VolumeOptions are a volume's creation options (docker volume create -o KEY=VALUE).
 type VolumeOptions struct {
 	Size        int64  `json:"size,omitempty"` // quota in bytes, 0 = none
@@ -13,10 +30,153 @@ type VolumeOptions struct {
 
 // ValidateName checks a volume or snapshot name: 1–255 bytes of [A-Za-z0-9][A-Za-z0-9_.-]*.
 // The error says what is wrong with it.
-func ValidateName(name string) error { return ErrNotSupp }
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty name", ErrInvalid)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: name is %d bytes, the limit is %d", ErrInvalid, len(name), MaxNameLen)
+	case !isAlnum(name[0]):
+		return fmt.Errorf("%w: name %q must start with a letter or digit", ErrInvalid, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return fmt.Errorf("%w: name %q contains %q; allowed are letters, digits, '_', '.' and '-'", ErrInvalid, name, string(rune(c)))
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// optionParsers maps each accepted option to its parser.
+var optionParsers = map[string]func(*VolumeOptions, string) error{
+	"size": func(o *VolumeOptions, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return fmt.Errorf("must be positive")
+		}
+		o.Size = n
+		return nil
+	},
+	"chunk-size": func(o *VolumeOptions, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < MinChunkSize || n > MaxChunkSize || n&(n-1) != 0 {
+			return fmt.Errorf("must be a power of two from 64KiB to 4MiB")
+		}
+		o.ChunkSize = int(n)
+		return nil
+	},
+	"compression": func(o *VolumeOptions, v string) error {
+		for _, c := range compressionCodecs {
+			if v == c {
+				o.Compression = v
+				return nil
+			}
+		}
+		return fmt.Errorf("accepted values: %s", strings.Join(compressionCodecs, ", "))
+	},
+	"uid": func(o *VolumeOptions, v string) error { return parseUint32(v, 10, &o.UID) },
+	"gid": func(o *VolumeOptions, v string) error { return parseUint32(v, 10, &o.GID) },
+	"mode": func(o *VolumeOptions, v string) error {
+		if err := parseUint32(v, 8, &o.Mode); err != nil {
+			return fmt.Errorf("an octal permission such as 0755")
+		}
+		if o.Mode > 07777 {
+			return fmt.Errorf("an octal permission such as 0755 (at most 07777)")
+		}
+		return nil
+	},
+	"from": func(o *VolumeOptions, v string) error {
+		vol, snap, ok := strings.Cut(v, "@")
+		if !ok || ValidateName(vol) != nil || ValidateName(snap) != nil {
+			return fmt.Errorf("the form VOLUME@SNAPSHOT with valid names")
+		}
+		o.From = v
+		return nil
+	},
+}
+
+func parseUint32(s string, base int, dst *uint32) error {
+	n, err := strconv.ParseUint(s, base, 32)
+	if err != nil {
+		return fmt.Errorf("a non-negative integer below 2^32")
+	}
+	*dst = uint32(n)
+	return nil
+}
+
+// DefaultVolumeOptions are the options of a volume created without any.
+func DefaultVolumeOptions() VolumeOptions {
+	return VolumeOptions{ChunkSize: DefaultChunkSize, Compression: "none", Mode: 0o755}
+}
 
 // ParseVolumeOptions parses docker's -o KEY=VALUE map (nil is fine) into options with defaults
 // filled in. An unknown key or a bad value is an error naming the option and the accepted values.
 func ParseVolumeOptions(opts map[string]string) (VolumeOptions, error) {
-	return VolumeOptions{}, ErrNotSupp
+	o := DefaultVolumeOptions()
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		parse, ok := optionParsers[k]
+		if !ok {
+			return o, fmt.Errorf("%w: unknown option %q; accepted options: %s", ErrInvalid, k, strings.Join(optionNames(), ", "))
+		}
+		if err := parse(&o, strings.TrimSpace(opts[k])); err != nil {
+			return o, fmt.Errorf("%w: option %s=%q: %v", ErrInvalid, k, opts[k], err)
+		}
+	}
+	return o, nil
+}
+
+func optionNames() []string {
+	names := make([]string, 0, len(optionParsers))
+	for k := range optionParsers {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40},
+	{"B", 1}, {"b", 1},
+}
+
+// ParseSize parses a byte count: a plain number or one with a unit (512MiB, 10GiB, 1G = 1 GiB, 1GB = 10^9).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("a byte count such as 512MiB, 10GiB, 1G or 1073741824")
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("too large")
+	}
+	return n * mult, nil
 }

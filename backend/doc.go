@@ -1,0 +1,67 @@
+// Package backend is fusevol's storage engine: one Badger database holding every volume, snapshot
+// and clone, their POSIX metadata, and deduplicated, content-addressed file data. It knows nothing of
+// FUSE or HTTP; the fs and plugin packages sit on top of it.
+//
+// # Keys
+//
+// All integers are big-endian so that Badger's byte order is numeric order.
+//
+//	V name                        volume record (JSON)
+//	S volume 0x00 snapshot        snapshot record (JSON)
+//	N node                        snapshot-tree node: tree, parent
+//	T tree                        next inode number of a snapshot tree
+//	A "node" | "tree"             allocators
+//	U node                        usage of a node: allocated bytes, inode count
+//	M tree kind ino [suffix] node versioned metadata (see below)
+//	R hash                        chunk refcount, plain length, stored length
+//	B hash                        chunk body: codec byte + payload (kept in the value log)
+//
+// Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
+// 'c' chunk-map entry (suffix: chunk index), 'o' orphan marker. Names cannot contain NUL, so the NUL
+// terminator keeps the versions of one name contiguous. Every value starts with a tag byte: 0 is a
+// whiteout ("deleted at this node"), 1 is a live value.
+//
+// # Snapshots: a snapshot-tree node ID inside every key (the bcachefs scheme)
+//
+// Volumes that share history (a volume, its snapshots, clones of those snapshots) form a tree of nodes.
+// Every metadata key ends with the 32-bit ID of the node that wrote it. Node IDs are allocated downwards,
+// so a child always has a smaller ID than its parent: scanning forward from key‖S, the first version
+// whose node is S or one of its ancestors is the nearest one, the one S sees. Writes only ever go to a
+// volume's live node, which is a leaf.
+//
+//   - CreateSnapshot freezes the live node L as the snapshot and gives the volume a new child of L to
+//     write in: two small keys, whatever the volume holds. Writers wait only for that one transaction.
+//   - A clone is a new volume whose live node is another child of the snapshot's node.
+//   - RestoreSnapshot gives the volume a fresh child of the snapshot's node and retires the old one.
+//   - Deleting something that an ancestor still holds writes a whiteout; deleting something that only the
+//     live node holds removes the key. Truncation whiteouts the chunk-map entries past the new end, so a
+//     later extension reads zeros, never an ancestor's data.
+//   - Reads of the live volume seek straight to key‖live; the live version, when there is one, is the
+//     first key found, so reads do not slow down as snapshots accumulate.
+//   - Deleted snapshots and volumes leave nodes nobody references. Background GC drops the keys of such a
+//     node when it has no children and merges it into its only child otherwise (moving down each key the
+//     child does not override), batch by batch, each batch one transaction. A crash between batches leaves
+//     a consistent store: until the node is unlinked from the tree, the child still sees through it.
+//
+// # Chunks
+//
+// File data is cut into fixed-size chunks (per volume). A chunk is addressed by the BLAKE3-256 hash of its
+// plain bytes and stored once in the whole store, optionally compressed. All-zero chunks are not stored:
+// they are holes. Every chunk-map version holds one reference on its chunk; the refcount key is changed in
+// the same transaction as the chunk map, and the body is written in the transaction that takes the first
+// reference and deleted in the one that drops the last. Snapshots add no versions, so they change no
+// counts. Bodies are verified against their hash on every read: a mismatch is ErrCorrupt, never data.
+//
+// # Invariants (checked by Fsck)
+//
+//   - Every metadata change is one Badger transaction, made while holding the store's write lock, so
+//     there are no write conflicts and a crash leaves either the old or the new state.
+//   - Every directory entry visible at a node points at an inode visible there; every inode's nlink equals
+//     its links (2 + subdirectories for a directory); inodes with nlink 0 carry an orphan marker.
+//   - Refcount = number of chunk-map versions naming the hash; every refcount has a body that hashes
+//     right; no body without a refcount.
+//   - Node parents exist and have larger IDs; volume live nodes are leaves.
+//
+// Durability: Badger runs with SyncWrites off; Store.Sync (used by fsync) makes everything committed
+// so far durable.
+package backend

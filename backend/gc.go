@@ -1,0 +1,347 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// gcBatch bounds the keys one background transaction touches, so that GC never holds the write
+// lock for long and never exceeds Badger's transaction limits.
+const gcBatch = 2000
+
+// reclaim frees an orphan (an inode with nlink 0) at the view's live node: its own chunk-map
+// versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
+// transaction. Anything else is left alone. Interrupted, it resumes at the next Open.
+func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
+	for {
+		done := false
+		err := v.write(ctx, func(t *tx) error {
+			n, err := t.getInode(ino)
+			if errors.Is(err, ErrNotFound) || err == nil && n.Nlink > 0 {
+				done = true
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if o, err := t.lookup(orphanLKey(t.tree, ino), 0); err != nil || !o.live() {
+				done = true
+				return err
+			}
+			more, err := t.dropOwnChunks(ino, gcBatch)
+			if err != nil || more {
+				return err
+			}
+			done = true
+			if err := t.dropOwn(metaKind(t.tree, kXattr, ino)); err != nil {
+				return err
+			}
+			for _, lk := range [][]byte{inodeLKey(t.tree, ino), orphanLKey(t.tree, ino)} {
+				if err := t.remove(lk); err != nil {
+					return err
+				}
+			}
+			return t.addUsage(t.node, -int64(n.alloc), -1)
+		})
+		if err != nil {
+			return fmt.Errorf("reclaim inode %d of %q: %w", ino, v.info.Name, err)
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// dropOwnChunks deletes up to limit chunk-map versions of ino written at the transaction's node,
+// releasing their references. It reports whether more remain.
+func (t *tx) dropOwnChunks(ino Ino, limit int) (bool, error) {
+	type kv struct{ k, v []byte }
+	var own []kv
+	prefix := metaKind(t.tree, kChunk, ino)
+	t.closeIter()
+	err := scanPrefix(t.txn, prefix, true, func(k, v []byte) error {
+		if beUint32(k[len(k)-4:]) == t.node {
+			own = append(own, kv{k, v})
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	more := len(own) > limit
+	if more {
+		own = own[:limit]
+	}
+	for _, e := range own {
+		if len(e.v) > 0 && e.v[0] == tagLive {
+			ref, err := decodeChunkRef(e.v)
+			if err != nil {
+				return false, err
+			}
+			if err := t.decref(ref.hash); err != nil {
+				return false, err
+			}
+		}
+		if err := t.delete(e.k); err != nil {
+			return false, err
+		}
+	}
+	return more, nil
+}
+
+// reclaimAllOrphans frees the orphans of every volume: at Open nothing can hold them open.
+func (s *Store) reclaimAllOrphans(ctx context.Context) error {
+	s.mu.RLock()
+	vols := s.sortedVolumesLocked()
+	s.mu.RUnlock()
+	for _, rec := range vols {
+		v, err := s.OpenVolume(ctx, rec.Name)
+		if err != nil {
+			return err
+		}
+		var orphans []Ino
+		prefix := append(treePrefix(rec.Tree), kOrphan)
+		if err := v.read(func(t *tx) error {
+			return t.scanVisible(prefix, func(lkey []byte, ver version) error {
+				if ver.live() {
+					orphans = append(orphans, Ino(beUint64(lkey[len(prefix):])))
+				}
+				return nil
+			})
+		}); err != nil {
+			return err
+		}
+		for _, ino := range orphans {
+			if err := s.reclaim(ctx, v, ino); err != nil {
+				return err
+			}
+		}
+		if len(orphans) > 0 {
+			s.log.Info("reclaimed orphaned inodes", "volume", rec.Name, "count", len(orphans))
+		}
+	}
+	return nil
+}
+
+// gcLoop runs GC periodically until ctx ends.
+func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
+	defer s.bg.Done()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := s.GC(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("background gc", "err", err)
+			}
+		}
+	}
+}
+
+// GC drops the keys of deleted snapshots and volumes (merging nodes that still have one child),
+// then runs value-log GC until nothing is left to rewrite, so disk space is returned now.
+func (s *Store) GC(ctx context.Context) error {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	for {
+		n, ok, err := s.pickDeadNode()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if err := s.collectNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	return s.vlogGC(ctx)
+}
+
+// vlogGC rewrites value-log files while Badger finds garbage in them. Flattening first lets
+// compaction drop deleted keys, which is what tells the value log they are garbage.
+func (s *Store) vlogGC(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	for i := 0; i < 100 && ctx.Err() == nil; i++ {
+		err := s.db.RunValueLogGC(0.3)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("value-log gc: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// referencedNodes returns the nodes that volumes and snapshots point at.
+func (s *Store) referencedNodes() (map[uint32]bool, error) {
+	refs := map[uint32]bool{}
+	err := s.view(func(t *tx) error {
+		if err := scanPrefix(t.txn, []byte{pVolume}, true, func(k, v []byte) error {
+			var r volRec
+			if err := jsonDecode(v, &r); err != nil {
+				return err
+			}
+			refs[r.Head] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		return scanPrefix(t.txn, []byte{pSnapshot}, true, func(k, v []byte) error {
+			var r snapRec
+			if err := jsonDecode(v, &r); err != nil {
+				return err
+			}
+			refs[r.Node] = true
+			return nil
+		})
+	})
+	return refs, err
+}
+
+// pickDeadNode finds a node nothing references that has at most one child.
+func (s *Store) pickDeadNode() (uint32, bool, error) {
+	refs, err := s.referencedNodes()
+	if err != nil {
+		return 0, false, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	children := map[uint32]int{}
+	for _, n := range s.nodes {
+		children[n.parent]++
+	}
+	for id := range s.nodes {
+		if !refs[id] && children[id] <= 1 {
+			return id, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// collectNode drops a dead node's keys (no child) or merges them into its only child, batch by
+// batch, then unlinks the node. Until the unlink, the child still reads through the node, so every
+// intermediate state is consistent.
+func (s *Store) collectNode(ctx context.Context, id uint32) error {
+	for {
+		more := false
+		err := s.update(ctx, func(t *tx) error {
+			s.mu.RLock()
+			rec, ok := s.nodes[id]
+			child, nchild := uint32(0), 0
+			for cid, n := range s.nodes {
+				if n.parent == id {
+					child, nchild = cid, nchild+1
+				}
+			}
+			s.mu.RUnlock()
+			if !ok || nchild > 1 {
+				return nil
+			}
+			t.tree = rec.tree
+			var err error
+			more, err = t.moveNodeKeys(id, child, gcBatch)
+			if err != nil || more {
+				return err
+			}
+			return t.unlinkNode(id, rec, child)
+		})
+		if err != nil {
+			return fmt.Errorf("collect snapshot node %d: %w", id, err)
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// moveNodeKeys moves up to limit metadata keys of node into child (dropping those the child
+// overrides); with child == 0 it drops them. Dropped chunk-map versions release their references.
+func (t *tx) moveNodeKeys(node, child uint32, limit int) (bool, error) {
+	type kv struct{ k, v []byte }
+	var keys []kv
+	t.closeIter()
+	err := scanPrefix(t.txn, treePrefix(t.tree), false, func(k, _ []byte) error {
+		if len(keys) <= limit && beUint32(k[len(k)-4:]) == node {
+			keys = append(keys, kv{k: k})
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	more := len(keys) > limit
+	if more {
+		keys = keys[:limit]
+	}
+	for _, e := range keys {
+		item, err := t.txn.Get(e.k)
+		if err != nil {
+			return false, err
+		}
+		if e.v, err = item.ValueCopy(nil); err != nil {
+			return false, err
+		}
+		keep := false
+		if child != 0 {
+			_, err := t.txn.Get(versionKey(e.k[:len(e.k)-4], child))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				keep = true
+			case err != nil:
+				return false, err
+			}
+		}
+		if keep {
+			if err := t.set(versionKey(e.k[:len(e.k)-4], child), e.v); err != nil {
+				return false, err
+			}
+		} else if e.k[5] == kChunk && len(e.v) > 0 && e.v[0] == tagLive {
+			ref, err := decodeChunkRef(e.v)
+			if err != nil {
+				return false, err
+			}
+			if err := t.decref(ref.hash); err != nil {
+				return false, err
+			}
+		}
+		if err := t.delete(e.k); err != nil {
+			return false, err
+		}
+	}
+	return more, nil
+}
+
+// unlinkNode removes a node whose keys are gone, reparenting its only child.
+func (t *tx) unlinkNode(id uint32, rec nodeRec, child uint32) error {
+	s := t.s
+	if child != 0 {
+		s.mu.RLock()
+		c := s.nodes[child]
+		s.mu.RUnlock()
+		c.parent = rec.parent
+		if err := t.set(nodeKey(child), encodeNode(c)); err != nil {
+			return err
+		}
+		t.onCommit(func() { s.nodes[child] = c })
+	}
+	for _, k := range [][]byte{nodeKey(id), usageKey(id)} {
+		if err := t.delete(k); err != nil {
+			return err
+		}
+	}
+	t.onCommit(func() {
+		delete(s.nodes, id)
+		clear(s.anc)
+	})
+	return nil
+}

@@ -1,0 +1,298 @@
+package backend
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// tx wraps a Badger transaction with the snapshot-visibility rule: reads of versioned metadata
+// return the version that the view's node sees, writes go to the view's node.
+type tx struct {
+	txn   *badger.Txn
+	s     *Store
+	it    *badger.Iterator // lazily created; closed by every write (it would not see the write)
+	hooks []func()
+
+	tree uint32
+	node uint32   // the node this transaction reads at and writes to
+	anc  []uint32 // node and its ancestors, nearest first
+}
+
+// at binds the transaction to a node of a tree.
+func (t *tx) at(tree, node uint32, anc []uint32) {
+	t.tree, t.node, t.anc = tree, node, anc
+}
+
+func (t *tx) onCommit(f func()) { t.hooks = append(t.hooks, f) }
+
+func (t *tx) closeIter() {
+	if t.it != nil {
+		t.it.Close()
+		t.it = nil
+	}
+}
+
+func (t *tx) iter() *badger.Iterator {
+	if t.it == nil {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = false
+		o.Prefix = treePrefix(t.tree)
+		t.it = t.txn.NewIterator(o)
+	}
+	return t.it
+}
+
+func (t *tx) set(k, v []byte) error {
+	t.closeIter()
+	if err := t.txn.Set(k, v); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+func (t *tx) delete(k []byte) error {
+	t.closeIter()
+	if err := t.txn.Delete(k); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// isAncestor reports whether versions written at node n are visible from t.node.
+func (t *tx) isAncestor(n uint32) bool {
+	for _, a := range t.anc {
+		if a == n {
+			return true
+		}
+	}
+	return false
+}
+
+// version is a metadata version found by lookup.
+type version struct {
+	val  []byte // nil when none is visible
+	node uint32
+}
+
+func (v version) live() bool { return v.val != nil && v.val[0] == tagLive }
+
+// lookup returns the visible version of a logical key; skip > 0 skips that many visible versions
+// (skip=1 gives what the parent chain alone would show).
+func (t *tx) lookup(lkey []byte, skip int) (version, error) {
+	it := t.iter()
+	for it.Seek(versionKey(lkey, t.node)); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if !bytes.HasPrefix(k, lkey) {
+			break
+		}
+		if len(k) != len(lkey)+4 {
+			continue
+		}
+		n := binary.BigEndian.Uint32(k[len(lkey):])
+		if !t.isAncestor(n) {
+			continue
+		}
+		if skip > 0 {
+			skip--
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return version{}, fmt.Errorf("read: %w", err)
+		}
+		if len(v) == 0 {
+			return version{}, fmt.Errorf("%w: empty metadata value", ErrCorrupt)
+		}
+		return version{val: v, node: n}, nil
+	}
+	return version{}, nil
+}
+
+// put writes a live version of lkey at the transaction's node.
+func (t *tx) put(lkey, val []byte) error { return t.set(versionKey(lkey, t.node), val) }
+
+// remove makes lkey invisible from the transaction's node: the own version (if any) goes, and a
+// whiteout is written if an ancestor still shows a live version.
+func (t *tx) remove(lkey []byte) error {
+	cur, err := t.lookup(lkey, 0)
+	if err != nil || cur.val == nil {
+		return err
+	}
+	below := cur
+	if cur.node == t.node {
+		if below, err = t.lookup(lkey, 1); err != nil {
+			return err
+		}
+	}
+	if below.live() {
+		return t.put(lkey, []byte{tagWhiteout})
+	}
+	if cur.node == t.node {
+		return t.delete(versionKey(lkey, t.node))
+	}
+	return nil
+}
+
+// scanVisible calls fn for each logical key under prefix (with its visible version), in key order.
+// Logical keys are the versioned keys without their last 4 bytes. Whiteouts are passed too.
+func (t *tx) scanVisible(prefix []byte, fn func(lkey []byte, v version) error) error {
+	t.closeIter()
+	o := badger.DefaultIteratorOptions
+	o.PrefetchValues = false
+	o.Prefix = prefix
+	it := t.txn.NewIterator(o)
+	defer it.Close()
+	var last []byte
+	found := false
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if len(k) < len(prefix)+4 {
+			continue
+		}
+		lk := k[:len(k)-4]
+		if !bytes.Equal(lk, last) {
+			last, found = append(last[:0], lk...), false
+		}
+		if found {
+			continue
+		}
+		n := binary.BigEndian.Uint32(k[len(k)-4:])
+		if !t.isAncestor(n) {
+			continue
+		}
+		found = true
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if len(v) == 0 {
+			return fmt.Errorf("%w: empty metadata value", ErrCorrupt)
+		}
+		if err := fn(append([]byte(nil), lk...), version{val: v, node: n}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getInode returns the visible inode; ErrNotFound when there is none.
+func (t *tx) getInode(ino Ino) (*inode, error) {
+	v, err := t.lookup(inodeLKey(t.tree, ino), 0)
+	if err != nil {
+		return nil, err
+	}
+	if !v.live() {
+		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
+	}
+	return decodeInode(ino, v.val)
+}
+
+func (t *tx) putInode(n *inode) error { return t.put(inodeLKey(t.tree, n.Ino), encodeInode(n)) }
+
+// getDirent returns the child a name points at; ErrNotFound when absent.
+func (t *tx) getDirent(dir Ino, name string) (Ino, uint32, error) {
+	v, err := t.lookup(direntLKey(t.tree, dir, name), 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !v.live() {
+		return 0, 0, fmt.Errorf("%q: %w", name, ErrNotFound)
+	}
+	return decodeDirent(v.val)
+}
+
+// chunk-map helpers
+
+func (t *tx) getChunk(ino Ino, index uint64) (*chunkRef, version, error) {
+	v, err := t.lookup(chunkLKey(t.tree, ino, index), 0)
+	if err != nil || !v.live() {
+		return nil, v, err
+	}
+	r, err := decodeChunkRef(v.val)
+	return &r, v, err
+}
+
+// setChunk points chunk index of ino at c (nil makes it a hole), keeping refcounts exact.
+// It returns the change in allocated bytes.
+func (t *tx) setChunk(ino Ino, index uint64, c *Chunk) (int64, error) {
+	lkey := chunkLKey(t.tree, ino, index)
+	old, v, err := t.getChunk(ino, index)
+	if err != nil {
+		return 0, err
+	}
+	var delta int64
+	if old != nil {
+		delta -= int64(old.n)
+		if v.node == t.node {
+			if err := t.decref(old.hash); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if c == nil || c.zero {
+		if old != nil {
+			return delta, t.remove(lkey)
+		}
+		return delta, nil
+	}
+	if err := t.incref(c); err != nil {
+		return 0, err
+	}
+	return delta + int64(c.n), t.put(lkey, encodeChunkRef(chunkRef{c.hash, uint32(c.n)}))
+}
+
+func (t *tx) getRef(h Hash) (refVal, bool, error) {
+	item, err := t.txn.Get(refKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return refVal{}, false, nil
+	}
+	if err != nil {
+		return refVal{}, false, fmt.Errorf("read refcount: %w", err)
+	}
+	var r refVal
+	err = item.Value(func(v []byte) error { r, err = decodeRef(v); return err })
+	return r, err == nil, err
+}
+
+// incref takes a reference on c's chunk, storing its body with the first reference.
+func (t *tx) incref(c *Chunk) error {
+	r, ok, err := t.getRef(c.hash)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := t.set(bodyKey(c.hash), c.body); err != nil {
+			return err
+		}
+		r = refVal{plain: uint32(c.n), stored: uint32(len(c.body))}
+	}
+	r.count++
+	return t.set(refKey(c.hash), encodeRef(r))
+}
+
+// decref drops a reference, deleting the body with the last one.
+func (t *tx) decref(h Hash) error {
+	r, ok, err := t.getRef(h)
+	if err != nil {
+		return err
+	}
+	if !ok || r.count == 0 {
+		// Never block a deletion on accounting damage; fsck reports and repairs it.
+		t.s.log.Warn("refcount underflow", "chunk", fmt.Sprintf("%x", h[:8]))
+		return nil
+	}
+	r.count--
+	if r.count == 0 {
+		if err := t.delete(refKey(h)); err != nil {
+			return err
+		}
+		return t.delete(bodyKey(h))
+	}
+	return t.set(refKey(h), encodeRef(r))
+}

@@ -1,0 +1,291 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// CreateVolume creates a volume; opts.From ("VOL@SNAP") makes it a clone of that snapshot, sharing
+// its data (the clone's chunk size is the origin's). ErrExists if the name is taken.
+func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOptions) (VolumeInfo, error) {
+	if err := ValidateName(name); err != nil {
+		return VolumeInfo{}, err
+	}
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.Compression == "" {
+		opts.Compression = "none"
+	}
+	rec := &volRec{Name: name, ID: uuid.NewString(), CreatedAt: time.Now().UTC(), Options: opts}
+	err := s.update(ctx, func(t *tx) error {
+		var existing volRec
+		if err := t.getJSON(volumeKey(name), &existing); err == nil {
+			return fmt.Errorf("volume %q: %w", name, ErrExists)
+		} else if err != ErrNotFound {
+			return err
+		}
+		if opts.From != "" {
+			return s.initClone(t, rec)
+		}
+		return s.initVolume(t, rec)
+	})
+	if err != nil {
+		return VolumeInfo{}, err
+	}
+	return rec.info(), nil
+}
+
+// initVolume creates a new snapshot tree with an empty root directory.
+func (s *Store) initVolume(t *tx, rec *volRec) error {
+	tree, err := t.newTree()
+	if err != nil {
+		return err
+	}
+	head, err := t.newNode(tree, 0)
+	if err != nil {
+		return err
+	}
+	rec.Tree, rec.Head = tree, head
+	t.at(tree, head, []uint32{head})
+	now := time.Now().UnixNano()
+	root := &inode{Attr: Attr{Ino: RootIno, Mode: syscall.S_IFDIR | rec.Options.Mode&07777,
+		UID: rec.Options.UID, GID: rec.Options.GID, Nlink: 2, Atime: now, Mtime: now, Ctime: now, Gen: 1}}
+	if err := t.putInode(root); err != nil {
+		return err
+	}
+	if err := t.addUsage(head, 0, 1); err != nil {
+		return err
+	}
+	return s.putVolume(t, rec)
+}
+
+// initClone makes rec a new child of a snapshot's node.
+func (s *Store) initClone(t *tx, rec *volRec) error {
+	volName, snapName, _ := strings.Cut(rec.Options.From, "@")
+	var origin volRec
+	if err := t.getJSON(volumeKey(volName), &origin); err != nil {
+		return fmt.Errorf("clone from %q: volume %q: %w", rec.Options.From, volName, err)
+	}
+	var snap snapRec
+	if err := t.getJSON(snapshotKey(volName, snapName), &snap); err != nil {
+		return fmt.Errorf("clone from %q: snapshot %q: %w", rec.Options.From, snapName, err)
+	}
+	if rec.Options.ChunkSize != origin.Options.ChunkSize && rec.Options.ChunkSize != DefaultChunkSize {
+		return fmt.Errorf("%w: option chunk-size: a clone keeps its origin's chunk size (%d)", ErrInvalid, origin.Options.ChunkSize)
+	}
+	rec.Options.ChunkSize = origin.Options.ChunkSize
+	head, err := t.newNode(origin.Tree, snap.Node)
+	if err != nil {
+		return err
+	}
+	rec.Tree, rec.Head = origin.Tree, head
+	if err := copyUsage(t, snap.Node, head); err != nil {
+		return err
+	}
+	return s.putVolume(t, rec)
+}
+
+func copyUsage(t *tx, from, to uint32) error {
+	u, err := t.getUsage(from)
+	if err != nil {
+		return err
+	}
+	return t.set(usageKey(to), encodeUsage(u))
+}
+
+// putVolume writes a volume record and mirrors it in memory on commit.
+func (s *Store) putVolume(t *tx, rec *volRec) error {
+	if err := t.setJSON(volumeKey(rec.Name), rec); err != nil {
+		return err
+	}
+	cp := *rec
+	t.onCommit(func() { s.vols[cp.Name] = &cp })
+	return nil
+}
+
+// GetVolume returns ErrNotFound for an unknown name. It reads the store, not a cache.
+func (s *Store) GetVolume(ctx context.Context, name string) (VolumeInfo, error) {
+	var rec volRec
+	err := s.view(func(t *tx) error { return t.getJSON(volumeKey(name), &rec) })
+	if err != nil {
+		return VolumeInfo{}, fmt.Errorf("volume %q: %w", name, err)
+	}
+	return rec.info(), nil
+}
+
+// ListVolumes returns every volume, sorted by name, read from the store.
+func (s *Store) ListVolumes(ctx context.Context) ([]VolumeInfo, error) {
+	var out []VolumeInfo
+	err := s.view(func(t *tx) error {
+		return scanPrefix(t.txn, []byte{pVolume}, true, func(k, v []byte) error {
+			var r volRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: volume record %q: %v", ErrCorrupt, k[1:], err)
+			}
+			out = append(out, r.info())
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteVolume deletes a volume and its snapshots (clones made from them survive).
+// Space is reclaimed by GC. The caller must make sure it is not mounted.
+func (s *Store) DeleteVolume(ctx context.Context, name string) error {
+	return s.update(ctx, func(t *tx) error {
+		var rec volRec
+		if err := t.getJSON(volumeKey(name), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", name, err)
+		}
+		if err := scanPrefix(t.txn, snapshotPrefix(name), false, func(k, _ []byte) error {
+			return t.delete(k)
+		}); err != nil {
+			return err
+		}
+		if err := t.delete(volumeKey(name)); err != nil {
+			return err
+		}
+		t.onCommit(func() { delete(s.vols, name) })
+		return nil
+	})
+}
+
+// CreateSnapshot takes a read-only snapshot of the volume's committed state in constant time: the
+// live node is frozen as the snapshot and the volume continues in a new child of it.
+func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (SnapshotInfo, error) {
+	if err := ValidateName(name); err != nil {
+		return SnapshotInfo{}, err
+	}
+	snap := snapRec{CreatedAt: time.Now().UTC()}
+	err := s.update(ctx, func(t *tx) error {
+		var rec volRec
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", volume, err)
+		}
+		var existing snapRec
+		if err := t.getJSON(snapshotKey(volume, name), &existing); err == nil {
+			return fmt.Errorf("snapshot %s@%s: %w", volume, name, ErrExists)
+		} else if err != ErrNotFound {
+			return err
+		}
+		head, err := t.newNode(rec.Tree, rec.Head)
+		if err != nil {
+			return err
+		}
+		if err := copyUsage(t, rec.Head, head); err != nil {
+			return err
+		}
+		snap.Node, rec.Head = rec.Head, head
+		if err := t.setJSON(snapshotKey(volume, name), snap); err != nil {
+			return err
+		}
+		return s.putVolume(t, &rec)
+	})
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	return SnapshotInfo{Volume: volume, Name: name, CreatedAt: snap.CreatedAt}, nil
+}
+
+// ListSnapshots returns a volume's snapshots, oldest first (volume "" lists all volumes').
+func (s *Store) ListSnapshots(ctx context.Context, volume string) ([]SnapshotInfo, error) {
+	prefix := []byte{pSnapshot}
+	if volume != "" {
+		prefix = snapshotPrefix(volume)
+	}
+	var out []SnapshotInfo
+	err := s.view(func(t *tx) error {
+		if volume != "" {
+			var rec volRec
+			if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+				return fmt.Errorf("volume %q: %w", volume, err)
+			}
+		}
+		return scanPrefix(t.txn, prefix, true, func(k, v []byte) error {
+			vol, name, _ := strings.Cut(string(k[1:]), "\x00")
+			var r snapRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: snapshot record %q: %v", ErrCorrupt, k[1:], err)
+			}
+			out = append(out, SnapshotInfo{Volume: vol, Name: name, CreatedAt: r.CreatedAt})
+			return nil
+		})
+	})
+	sortSnapshots(out)
+	return out, err
+}
+
+func sortSnapshots(s []SnapshotInfo) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && snapLess(s[j], s[j-1]); j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func snapLess(a, b SnapshotInfo) bool {
+	if a.Volume != b.Volume {
+		return a.Volume < b.Volume
+	}
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	return a.Name < b.Name
+}
+
+// DeleteSnapshot deletes a snapshot; clones made from it are unaffected. Its space is reclaimed by GC.
+func (s *Store) DeleteSnapshot(ctx context.Context, volume, name string) error {
+	return s.update(ctx, func(t *tx) error {
+		var snap snapRec
+		if err := t.getJSON(snapshotKey(volume, name), &snap); err != nil {
+			return fmt.Errorf("snapshot %s@%s: %w", volume, name, err)
+		}
+		return t.delete(snapshotKey(volume, name))
+	})
+}
+
+// RestoreSnapshot rolls the volume back to the snapshot: the volume continues in a new child of the
+// snapshot's node and its previous live node is left to GC. The caller makes sure it is not mounted.
+func (s *Store) RestoreSnapshot(ctx context.Context, volume, name string) error {
+	return s.update(ctx, func(t *tx) error {
+		var rec volRec
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", volume, err)
+		}
+		var snap snapRec
+		if err := t.getJSON(snapshotKey(volume, name), &snap); err != nil {
+			return fmt.Errorf("snapshot %s@%s: %w", volume, name, err)
+		}
+		head, err := t.newNode(rec.Tree, snap.Node)
+		if err != nil {
+			return err
+		}
+		if err := copyUsage(t, snap.Node, head); err != nil {
+			return err
+		}
+		rec.Head = head
+		return s.putVolume(t, &rec)
+	})
+}
+
+// Usage returns one volume's allocated logical bytes and file count.
+func (s *Store) Usage(ctx context.Context, volume string) (Usage, error) {
+	var u Usage
+	err := s.view(func(t *tx) error {
+		var rec volRec
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", volume, err)
+		}
+		var err error
+		u, err = t.getUsage(rec.Head)
+		return err
+	})
+	return u, err
+}
