@@ -1,0 +1,271 @@
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fusevol/fusevol/backend"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Node ids: the low 48 bits are the backend inode, the high 16 bits the view slot.
+// Slot 0 is the mounted view, slots 1..0xFFFE are snapshots opened under .snapshots,
+// and slot 0xFFFF holds the .snapshots directory itself.
+const (
+	slotShift   = 48
+	inoMask     = 1<<slotShift - 1
+	snapDirSlot = 0xFFFF
+	snapDirID   = uint64(snapDirSlot)<<slotShift | 1
+	snapDirName = ".snapshots"
+)
+
+// Kernel cache lifetimes. Every change to a live volume passes through this mount, so the
+// kernel's caches stay coherent and long timeouts are safe; snapshots never change.
+const (
+	liveTimeout     = 30 * time.Second
+	negativeTimeout = 10 * time.Second
+	snapTimeout     = time.Hour
+	snapListTimeout = time.Second
+)
+
+// fsys implements fuse.RawFileSystem over a Volume.
+type fsys struct {
+	fuse.RawFileSystem
+
+	ctx     context.Context // lives as long as the mount; requests are not cancelled by interrupts
+	log     *slog.Logger
+	vol     Volume
+	ro      bool
+	snapDir bool // expose .snapshots in the root
+	cs      int
+
+	snaps      snapshotter // nil: no .snapshots
+	snapMu     sync.RWMutex
+	slots      []*snapSlot // slot k is slots[k-1]
+	snapByName map[string]*snapSlot
+
+	nodesMu sync.Mutex
+	nodes   map[uint64]*nodeRef
+
+	handlesMu sync.Mutex
+	handles   map[uint64]any // *fileHandle or *dirHandle
+	nextFh    uint64
+
+	wb     *writeback
+	cache  *chunkCache
+	noCaps sync.Map // node id -> struct{}: known to have no security.capability xattr
+	quota  quotaEstimate
+}
+
+type snapSlot struct {
+	slot    uint16
+	name    string
+	created time.Time
+	vol     Volume
+}
+
+// nodeRef counts the kernel's references (lookups) and open handles of one node.
+type nodeRef struct {
+	lookups uint64
+	opens   int
+	orphan  bool // unlinked to nlink 0 while referenced: View.Forget when the last reference goes
+}
+
+func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
+	f := &fsys{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		ctx:           ctx,
+		log:           opts.Logger,
+		vol:           vol,
+		ro:            vol.ReadOnly(),
+		cs:            vol.ChunkSize(),
+		snapByName:    map[string]*snapSlot{},
+		nodes:         map[uint64]*nodeRef{},
+		handles:       map[uint64]any{},
+	}
+	if sn, ok := vol.(snapshotter); ok && !vol.ReadOnly() {
+		f.snaps, f.snapDir = sn, true
+	}
+	f.cache = newChunkCache(opts.CacheBytes)
+	f.wb = newWriteback(ctx, f, opts.DirtyLimit)
+	return f
+}
+
+func (f *fsys) String() string { return "fusevol" }
+
+// view returns the volume and backend inode a node id refers to.
+func (f *fsys) view(id uint64) (Volume, backend.Ino, uint16, syscall.Errno) {
+	slot := uint16(id >> slotShift)
+	ino := backend.Ino(id & inoMask)
+	if slot == 0 {
+		return f.vol, ino, 0, 0
+	}
+	if slot == snapDirSlot {
+		return nil, 0, slot, syscall.EROFS
+	}
+	f.snapMu.RLock()
+	defer f.snapMu.RUnlock()
+	if int(slot) > len(f.slots) {
+		return nil, 0, slot, syscall.ESTALE
+	}
+	return f.slots[slot-1].vol, ino, slot, 0
+}
+
+// writable is like view but refuses read-only views with EROFS.
+func (f *fsys) writable(id uint64) (Volume, backend.Ino, uint16, syscall.Errno) {
+	vol, ino, slot, en := f.view(id)
+	if en == 0 && (slot != 0 || f.ro) {
+		en = syscall.EROFS
+	}
+	return vol, ino, slot, en
+}
+
+func nodeID(slot uint16, ino backend.Ino) uint64 {
+	return uint64(slot)<<slotShift | uint64(ino)
+}
+
+func timeouts(slot uint16) time.Duration {
+	if slot == 0 {
+		return liveTimeout
+	}
+	return snapTimeout
+}
+
+// fillAttr converts a backend attribute (with buffered writes applied) to FUSE's.
+func (f *fsys) fillAttr(slot uint16, a backend.Attr, out *fuse.Attr) {
+	f.wb.overlay(nodeID(slot, a.Ino), &a)
+	*out = fuse.Attr{
+		Ino:       nodeID(slot, a.Ino),
+		Size:      a.Size,
+		Blocks:    a.Blocks,
+		Atime:     uint64(a.Atime / 1e9),
+		Atimensec: uint32(a.Atime % 1e9),
+		Mtime:     uint64(a.Mtime / 1e9),
+		Mtimensec: uint32(a.Mtime % 1e9),
+		Ctime:     uint64(a.Ctime / 1e9),
+		Ctimensec: uint32(a.Ctime % 1e9),
+		Mode:      a.Mode,
+		Nlink:     a.Nlink,
+		Owner:     fuse.Owner{Uid: a.UID, Gid: a.GID},
+		Rdev:      a.Rdev,
+		Blksize:   uint32(f.cs),
+	}
+}
+
+// entry fills a lookup reply and counts the kernel reference it creates.
+func (f *fsys) entry(slot uint16, a backend.Attr, out *fuse.EntryOut) {
+	id := nodeID(slot, a.Ino)
+	out.NodeId = id
+	out.Generation = a.Gen
+	t := timeouts(slot)
+	out.SetEntryTimeout(t)
+	out.SetAttrTimeout(t)
+	f.fillAttr(slot, a, &out.Attr)
+	f.ref(id, 1, 0)
+}
+
+// ref adds kernel lookups and open handles to a node.
+func (f *fsys) ref(id uint64, lookups uint64, opens int) {
+	f.nodesMu.Lock()
+	n := f.nodes[id]
+	if n == nil {
+		n = &nodeRef{}
+		f.nodes[id] = n
+	}
+	n.lookups += lookups
+	n.opens += opens
+	f.nodesMu.Unlock()
+}
+
+// unref drops references; when none remain, an orphaned inode is reclaimed.
+func (f *fsys) unref(id uint64, lookups uint64, opens int) {
+	f.nodesMu.Lock()
+	n := f.nodes[id]
+	if n == nil {
+		f.nodesMu.Unlock()
+		return
+	}
+	n.lookups -= min(lookups, n.lookups)
+	n.opens -= opens
+	gone := n.lookups == 0 && n.opens <= 0
+	orphan := gone && n.orphan
+	if gone {
+		delete(f.nodes, id)
+	}
+	f.nodesMu.Unlock()
+	if orphan {
+		f.reclaim(id)
+	}
+}
+
+// removed is called after an entry naming a (an inode of slot 0) was removed. If that was the
+// inode's last link it becomes an orphan, reclaimed now or when the kernel lets it go.
+func (f *fsys) removed(a backend.Attr) {
+	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR && a.Nlink > 1 {
+		return
+	}
+	id := nodeID(0, a.Ino)
+	f.nodesMu.Lock()
+	n := f.nodes[id]
+	if n != nil {
+		n.orphan = true
+	}
+	f.nodesMu.Unlock()
+	if n == nil {
+		f.reclaim(id)
+	}
+}
+
+func (f *fsys) reclaim(id uint64) {
+	f.wb.discard(id)
+	f.cache.invalidate(id)
+	f.noCaps.Delete(id)
+	if err := f.vol.Forget(f.ctx, backend.Ino(id&inoMask)); err != nil && toErrno(err) != syscall.ENOENT {
+		f.log.Warn("forget orphan", "ino", id, "err", err)
+	}
+}
+
+// reclaimOrphans hands every still-referenced orphan to the backend when the mount goes away.
+func (f *fsys) reclaimOrphans() {
+	f.nodesMu.Lock()
+	var ids []uint64
+	for id, n := range f.nodes {
+		if n.orphan {
+			ids = append(ids, id)
+		}
+	}
+	f.nodes = map[uint64]*nodeRef{}
+	f.nodesMu.Unlock()
+	for _, id := range ids {
+		f.reclaim(id)
+	}
+}
+
+func (f *fsys) Forget(nodeid, nlookup uint64) {
+	f.unref(nodeid, nlookup, 0)
+}
+
+func (f *fsys) addHandle(h any) uint64 {
+	f.handlesMu.Lock()
+	defer f.handlesMu.Unlock()
+	f.nextFh++
+	f.handles[f.nextFh] = h
+	return f.nextFh
+}
+
+func (f *fsys) handle(fh uint64) any {
+	f.handlesMu.Lock()
+	defer f.handlesMu.Unlock()
+	return f.handles[fh]
+}
+
+func (f *fsys) dropHandle(fh uint64) any {
+	f.handlesMu.Lock()
+	defer f.handlesMu.Unlock()
+	h := f.handles[fh]
+	delete(f.handles, fh)
+	return h
+}

@@ -1,0 +1,140 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Options tunes a mount.
+type Options struct {
+	Logger *slog.Logger
+	// DirtyLimit caps buffered, uncommitted write data across the mount (0 = 256 MiB default);
+	// writers block (backpressure) beyond it.
+	DirtyLimit int64
+	// CacheBytes bounds the chunk read cache (0 = 64 MiB default).
+	CacheBytes int64
+	Debug      bool
+}
+
+// Mounted is a mounted view.
+type Mounted struct {
+	dir    string
+	f      *fsys
+	srv    *fuse.Server
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the server has stopped
+}
+
+// Mount mounts the view (read-write volume, or read-only snapshot when view.ReadOnly()) at dir
+// using DirectMount, allow_other and default_permissions, and returns only once the mount
+// answers requests; on error nothing is left mounted.
+func Mount(ctx context.Context, dir string, view Volume, opts Options) (*Mounted, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cs := view.ChunkSize(); cs <= 0 {
+		return nil, fmt.Errorf("mount %s: bad chunk size %d", dir, cs)
+	}
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f := newFsys(fctx, view, opts)
+	for range 2 {
+		go f.cache.runPrefetch(fctx)
+	}
+	mo := &fuse.MountOptions{
+		AllowOther:               true,
+		Options:                  []string{"default_permissions"},
+		MaxBackground:            128,
+		MaxWrite:                 1 << 20,
+		MaxReadAhead:             1 << 20,
+		FsName:                   "fusevol:" + view.Volume().Name,
+		Name:                     "fusevol",
+		DirectMount:              true,
+		DirectMountStrict:        true,
+		ExplicitDataCacheControl: true,
+		Debug:                    opts.Debug,
+	}
+	if view.ReadOnly() {
+		mo.Options = append(mo.Options, "ro")
+	}
+	srv, err := fuse.NewServer(f, dir, mo)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m := &Mounted{dir: dir, f: f, srv: srv, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		srv.Serve()
+		close(m.done)
+	}()
+	if err := srv.WaitMount(); err != nil {
+		m.abort()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		m.abort()
+		return nil, fmt.Errorf("mount %s: mount does not answer: %w", dir, err)
+	}
+	setReadAhead(st.Dev, opts.Logger)
+	return m, nil
+}
+
+// setReadAhead raises the kernel's read-ahead for the mount to 1 MiB (its default for
+// FUSE is 128 KiB), so sequential reads arrive in large requests.
+func setReadAhead(dev uint64, log *slog.Logger) {
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
+	if err := os.WriteFile(p, []byte("1024"), 0); err != nil {
+		log.Debug("cannot raise read-ahead", "path", p, "err", err)
+	}
+}
+
+func (m *Mounted) abort() {
+	if err := m.srv.Unmount(); err != nil {
+		_ = syscall.Unmount(m.dir, syscall.MNT_DETACH)
+	}
+	m.cancel()
+}
+
+// Dir is the mount point.
+func (m *Mounted) Dir() string { return m.dir }
+
+// Flush commits every dirty buffer of the mount to the store (the daemon calls it before
+// taking a snapshot).
+func (m *Mounted) Flush(ctx context.Context) error {
+	return m.f.wb.flushAll(ctx)
+}
+
+// Unmount flushes, unmounts (lazily if busy after a few tries) and waits for the server to stop.
+func (m *Mounted) Unmount(ctx context.Context) error {
+	ferr := m.Flush(ctx)
+	if err := m.srv.Unmount(); err != nil {
+		m.f.log.Warn("mount busy: detaching lazily", "dir", m.dir, "err", err)
+		if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("unmount %s: %w", m.dir, err)
+		}
+	}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		return fmt.Errorf("unmount %s: waiting for the server: %w", m.dir, ctx.Err())
+	}
+	// Late writes (from lazily detached users) are committed before the store lets go.
+	ferr = errors.Join(ferr, m.f.wb.flushAll(ctx))
+	m.f.reclaimOrphans()
+	m.cancel()
+	waitQuiet := time.NewTimer(0)
+	<-waitQuiet.C
+	if ferr != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, ferr)
+	}
+	return nil
+}

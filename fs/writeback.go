@@ -1,0 +1,535 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/fusevol/fusevol/backend"
+)
+
+// writeback buffers written data per file in whole chunks. A chunk that a write fills
+// completely is hashed at once by the hash workers and committed in the background; partial
+// chunks wait for close, fsync or memory pressure, and are merged with the stored contents
+// before they are committed. Commits of one file happen in submission order.
+type writeback struct {
+	f     *fsys
+	ctx   context.Context
+	cs    int
+	limit int64
+	hashq chan *commitJob
+
+	mu    sync.Mutex
+	files map[uint64]*fileState
+
+	bmu   sync.Mutex
+	bcond *sync.Cond
+	used  int64 // bytes of chunk buffers handed out (dirty or being committed)
+}
+
+// fileState is the buffered state of one file, shared by its open handles.
+type fileState struct {
+	wb  *writeback
+	id  uint64
+	vol Volume
+	ino backend.Ino
+
+	mu         sync.Mutex
+	cond       *sync.Cond // broadcast when a commit batch finishes
+	opens      int
+	size       uint64 // file size including buffered writes
+	stored     uint64 // file size in the store
+	mtime      int64  // time of the last buffered write
+	dirty      map[uint64]*chunkBuf
+	inflight   map[uint64][]byte // newest submitted, not yet committed content per chunk
+	queue      []*commitJob
+	committing bool
+	err        error // first failed commit since the last flush reported it
+}
+
+// chunkBuf is one chunk being written. Until base is set only data[lo:hi] is meaningful.
+type chunkBuf struct {
+	data   []byte
+	lo, hi int
+	end    int // end of the highest byte written
+	base   bool
+}
+
+type commitJob struct {
+	st    *fileState
+	idx   uint64
+	data  []byte
+	done  chan struct{}
+	chunk backend.Chunk
+}
+
+const (
+	defaultDirtyLimit = 256 << 20
+	maxCommitBatch    = 64
+)
+
+func newWriteback(ctx context.Context, f *fsys, limit int64) *writeback {
+	if limit <= 0 {
+		limit = defaultDirtyLimit
+	}
+	wb := &writeback{f: f, ctx: ctx, cs: f.cs, limit: limit, files: map[uint64]*fileState{}}
+	wb.bcond = sync.NewCond(&wb.bmu)
+	// Every job holds a chunk of the dirty budget, so this many never block a submitter.
+	wb.hashq = make(chan *commitJob, int(limit)/max(wb.cs, 1)+64)
+	for range runtime.GOMAXPROCS(0) {
+		go wb.hashWorker()
+	}
+	return wb
+}
+
+func (wb *writeback) hashWorker() {
+	for {
+		select {
+		case <-wb.ctx.Done():
+			return
+		case j := <-wb.hashq:
+			j.chunk = j.st.vol.PrepareChunk(j.idx, j.data)
+			close(j.done)
+		}
+	}
+}
+
+// acquire takes a chunk buffer's worth of the dirty budget, pushing buffered data to the
+// store and waiting while the mount is over its limit.
+func (wb *writeback) acquire() {
+	wb.bmu.Lock()
+	defer wb.bmu.Unlock()
+	for wb.used > 0 && wb.used+int64(wb.cs) > wb.limit {
+		wb.bmu.Unlock()
+		wb.kick()
+		wb.bmu.Lock()
+		if wb.used > 0 && wb.used+int64(wb.cs) > wb.limit {
+			wb.bcond.Wait()
+		}
+	}
+	wb.used += int64(wb.cs)
+}
+
+func (wb *writeback) release(n int) {
+	wb.bmu.Lock()
+	wb.used -= int64(n) * int64(wb.cs)
+	wb.bmu.Unlock()
+	wb.bcond.Broadcast()
+}
+
+// kick submits every file's partial chunks so that their memory can be freed.
+func (wb *writeback) kick() {
+	for _, st := range wb.all() {
+		st.mu.Lock()
+		st.submitAll()
+		st.mu.Unlock()
+	}
+}
+
+func (wb *writeback) all() []*fileState {
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	out := make([]*fileState, 0, len(wb.files))
+	for _, st := range wb.files {
+		out = append(out, st)
+	}
+	return out
+}
+
+func (wb *writeback) get(id uint64) *fileState {
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	return wb.files[id]
+}
+
+// state returns the file's state, creating it (and counting an open when opening) if needed.
+func (wb *writeback) state(id uint64, vol Volume, ino backend.Ino, opening bool) (*fileState, error) {
+	wb.mu.Lock()
+	st := wb.files[id]
+	if st != nil {
+		if opening {
+			st.mu.Lock()
+			st.opens++
+			st.mu.Unlock()
+		}
+		wb.mu.Unlock()
+		return st, nil
+	}
+	wb.mu.Unlock()
+	a, err := vol.GetAttr(wb.ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	if st = wb.files[id]; st == nil {
+		st = &fileState{wb: wb, id: id, vol: vol, ino: ino, size: a.Size, stored: a.Size,
+			dirty: map[uint64]*chunkBuf{}, inflight: map[uint64][]byte{}}
+		st.cond = sync.NewCond(&st.mu)
+		wb.files[id] = st
+	}
+	if opening {
+		st.mu.Lock()
+		st.opens++
+		st.mu.Unlock()
+	}
+	return st, nil
+}
+
+// closeFile drops an open of the file, and the state when nothing is left in it.
+func (wb *writeback) closeFile(id uint64) {
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	st := wb.files[id]
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	st.opens--
+	if st.idle() {
+		delete(wb.files, id)
+	}
+	st.mu.Unlock()
+}
+
+// idle reports (under st.mu) that the state holds nothing and nobody has the file open.
+func (st *fileState) idle() bool {
+	return st.opens <= 0 && !st.active() && st.err == nil
+}
+
+func (st *fileState) active() bool {
+	return len(st.dirty) > 0 || len(st.queue) > 0 || st.committing
+}
+
+// overlay applies buffered writes to attributes read from the store.
+func (wb *writeback) overlay(id uint64, a *backend.Attr) {
+	st := wb.get(id)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.active() {
+		return
+	}
+	a.Size = st.size
+	a.Mtime = max(a.Mtime, st.mtime)
+	a.Ctime = max(a.Ctime, st.mtime)
+	a.Blocks = max(a.Blocks, (st.size+511)/512)
+}
+
+// sizeChanged records a size set in the store by truncate or fallocate.
+func (wb *writeback) sizeChanged(id uint64, size uint64) {
+	if st := wb.get(id); st != nil {
+		st.mu.Lock()
+		st.size, st.stored = size, size
+		st.mu.Unlock()
+	}
+}
+
+// write buffers data at off. It returns the number of bytes accepted.
+func (wb *writeback) write(id uint64, vol Volume, ino backend.Ino, data []byte, off int64) (int, error) {
+	st, err := wb.state(id, vol, ino, false)
+	if err != nil {
+		return 0, err
+	}
+	st.mu.Lock()
+	size := int64(st.size)
+	st.mu.Unlock()
+	if end := off + int64(len(data)); end > size {
+		allowed, err := wb.f.reserve(end - max(off, size))
+		if err != nil {
+			return 0, err
+		}
+		data = data[:int64(len(data))-(end-max(off, size)-allowed)]
+	}
+	cs := int64(wb.cs)
+	done := 0
+	for done < len(data) {
+		pos := off + int64(done)
+		idx, within := uint64(pos/cs), int(pos%cs)
+		n := min(int(cs)-within, len(data)-done)
+		if err := st.put(idx, within, data[done:done+n]); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// put copies p into chunk idx at offset within.
+func (st *fileState) put(idx uint64, within int, p []byte) error {
+	wb := st.wb
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b := st.dirty[idx]
+	if b == nil {
+		st.mu.Unlock()
+		wb.acquire()
+		st.mu.Lock()
+		if b = st.dirty[idx]; b != nil {
+			wb.release(1)
+		} else {
+			b = &chunkBuf{data: make([]byte, wb.cs), lo: -1}
+			st.dirty[idx] = b
+			wb.f.cache.invalidateChunk(st.id, idx)
+		}
+	}
+	end := within + len(p)
+	switch {
+	case b.base:
+	case b.lo < 0:
+		b.lo, b.hi = within, end
+	case within <= b.hi && end >= b.lo:
+		b.lo, b.hi = min(b.lo, within), max(b.hi, end)
+	default:
+		if err := st.loadBase(idx, b); err != nil {
+			return err
+		}
+	}
+	copy(b.data[within:], p)
+	b.end = max(b.end, end)
+	st.size = max(st.size, idx*uint64(wb.cs)+uint64(end))
+	st.mtime = time.Now().UnixNano()
+	if b.lo == 0 && b.hi == wb.cs {
+		st.submit(idx, b)
+	}
+	return nil
+}
+
+// loadBase merges the chunk's current content under the buffered bytes.
+func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
+	cs := st.wb.cs
+	start := idx * uint64(cs)
+	var base []byte
+	if d, ok := st.inflight[idx]; ok {
+		base = d
+	} else if start < st.stored {
+		buf := make([]byte, cs)
+		n, err := st.vol.ReadChunk(st.wb.ctx, st.ino, idx, buf)
+		if err != nil {
+			return err
+		}
+		base = buf[:min(uint64(n), st.stored-start)]
+	}
+	fill := func(from, to int) {
+		if from >= to {
+			return
+		}
+		n := 0
+		if from < len(base) {
+			n = copy(b.data[from:to], base[from:min(to, len(base))])
+		}
+		clear(b.data[from+n : to])
+	}
+	if b.lo < 0 {
+		fill(0, cs)
+	} else {
+		fill(0, b.lo)
+		fill(b.hi, cs)
+	}
+	b.base = true
+	return nil
+}
+
+// submit hands a chunk to the hash workers and the file's committer (under st.mu).
+func (st *fileState) submit(idx uint64, b *chunkBuf) {
+	cs := uint64(st.wb.cs)
+	length := int(min(cs, st.size-min(st.size, idx*cs)))
+	if !b.base && !(b.lo == 0 && b.hi >= length) {
+		if err := st.loadBase(idx, b); err != nil {
+			st.fail(err)
+			delete(st.dirty, idx)
+			st.wb.release(1)
+			return
+		}
+	}
+	delete(st.dirty, idx)
+	data := b.data[:length]
+	st.inflight[idx] = data
+	j := &commitJob{st: st, idx: idx, data: data, done: make(chan struct{})}
+	st.queue = append(st.queue, j)
+	st.wb.hashq <- j
+	if !st.committing {
+		st.committing = true
+		go st.commitLoop()
+	}
+}
+
+// submitAll submits every dirty chunk, lowest index first (under st.mu).
+func (st *fileState) submitAll() {
+	idxs := make([]uint64, 0, len(st.dirty))
+	for idx := range st.dirty {
+		idxs = append(idxs, idx)
+	}
+	slices.Sort(idxs)
+	for _, idx := range idxs {
+		st.submit(idx, st.dirty[idx])
+	}
+}
+
+func (st *fileState) fail(err error) {
+	if st.err == nil {
+		st.err = err
+	}
+	st.wb.f.log.Warn("write-back failed", "ino", st.ino, "err", err)
+}
+
+// commitLoop commits queued chunks in order, batching those already hashed.
+func (st *fileState) commitLoop() {
+	for {
+		st.mu.Lock()
+		if len(st.queue) == 0 {
+			st.committing = false
+			st.cond.Broadcast()
+			st.mu.Unlock()
+			st.wb.dropIfIdle(st)
+			return
+		}
+		jobs := slices.Clone(st.queue[:min(len(st.queue), maxCommitBatch)])
+		st.mu.Unlock()
+
+		<-jobs[0].done
+		k := 1
+		for k < len(jobs) && isDone(jobs[k].done) {
+			k++
+		}
+		chunks := make([]backend.Chunk, k)
+		for i, j := range jobs[:k] {
+			chunks[i] = j.chunk
+		}
+		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, 0)
+
+		st.mu.Lock()
+		st.queue = st.queue[k:]
+		for _, j := range jobs[:k] {
+			if d, ok := st.inflight[j.idx]; ok && unsafe.SliceData(d) == unsafe.SliceData(j.data) {
+				delete(st.inflight, j.idx)
+			}
+		}
+		if err != nil {
+			st.fail(err)
+			st.resize()
+		} else {
+			st.stored = a.Size
+		}
+		st.cond.Broadcast()
+		st.mu.Unlock()
+		st.wb.release(k)
+	}
+}
+
+// resize recomputes the size after buffered data was lost (under st.mu).
+func (st *fileState) resize() {
+	cs := uint64(st.wb.cs)
+	size := st.stored
+	for idx, b := range st.dirty {
+		size = max(size, idx*cs+uint64(b.end))
+	}
+	for _, j := range st.queue {
+		size = max(size, j.idx*cs+uint64(len(j.data)))
+	}
+	st.size = size
+}
+
+func isDone(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (wb *writeback) dropIfIdle(st *fileState) {
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.idle() && wb.files[st.id] == st {
+		delete(wb.files, st.id)
+	}
+}
+
+// flush commits everything buffered for the file and returns the first commit error
+// since the last flush.
+func (wb *writeback) flush(ctx context.Context, id uint64) error {
+	st := wb.get(id)
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	st.submitAll()
+	for len(st.queue) > 0 || st.committing {
+		st.cond.Wait()
+	}
+	err := st.err
+	st.err = nil
+	st.mu.Unlock()
+	wb.dropIfIdle(st)
+	return err
+}
+
+// flushAll commits every file's buffered data.
+func (wb *writeback) flushAll(ctx context.Context) error {
+	var errs []error
+	for _, st := range wb.all() {
+		if err := wb.flush(ctx, st.id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// discard drops the buffered data of a file that is being reclaimed.
+func (wb *writeback) discard(id uint64) {
+	st := wb.get(id)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	for len(st.queue) > 0 || st.committing {
+		st.cond.Wait()
+	}
+	n := len(st.dirty)
+	st.dirty = map[uint64]*chunkBuf{}
+	st.err = nil
+	st.mu.Unlock()
+	wb.release(n)
+	wb.dropIfIdle(st)
+}
+
+// readBuffered copies buffered content of chunk idx at within into p, reporting false when
+// the chunk has nothing buffered.
+func (wb *writeback) readBuffered(st *fileState, idx uint64, within int, p []byte) (bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if b := st.dirty[idx]; b != nil {
+		if !b.base && (within < b.lo || within+len(p) > b.hi) {
+			if err := st.loadBase(idx, b); err != nil {
+				return true, err
+			}
+		}
+		copy(p, b.data[within:])
+		return true, nil
+	}
+	if d, ok := st.inflight[idx]; ok {
+		copyChunk(p, d, within)
+		return true, nil
+	}
+	return false, nil
+}
+
+// copyChunk copies stored chunk content from offset within into p; bytes past the
+// stored content are zeros.
+func copyChunk(p, data []byte, within int) {
+	n := 0
+	if within < len(data) {
+		n = copy(p, data[within:])
+	}
+	clear(p[n:])
+}
