@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,9 @@ func ParseSize(s string) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("size %q: want a number of bytes like 4096, 256MiB or 1GiB", s)
+	}
+	if v > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
 	}
 	return v * mult, nil
 }
