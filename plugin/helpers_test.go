@@ -1,0 +1,217 @@
+package plugin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/plugin/api"
+)
+
+// needFUSE skips a test that mounts filesystems unless it can run; in CI a missing
+// prerequisite fails the test instead.
+func needFUSE(t testing.TB) {
+	t.Helper()
+	var why string
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "needs /dev/fuse"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true: %s", why)
+	}
+	t.Skip(why)
+}
+
+// testDaemon is a daemon running in-process on a temporary root and socket.
+type testDaemon struct {
+	*Daemon
+	root   string
+	sock   string
+	cancel context.CancelFunc
+	done   chan error
+	http   *http.Client
+}
+
+// startDaemon runs a daemon on root (a new temporary directory when "") and waits for its socket.
+// The daemon is stopped at the end of the test.
+func startDaemon(t *testing.T, root string, mod ...func(*Config)) *testDaemon {
+	t.Helper()
+	if root == "" {
+		root = t.TempDir()
+	}
+	cfg := Config{
+		Root:   root,
+		Socket: filepath.Join(root, "fusevol.sock"),
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	d, err := NewDaemon(cfg)
+	if err != nil {
+		t.Fatalf("NewDaemon: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	td := &testDaemon{Daemon: d, root: root, sock: d.Socket(), cancel: cancel, done: make(chan error, 1),
+		http: unixClient(d.Socket())}
+	go func() { td.done <- d.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", td.sock); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-td.done:
+			t.Fatalf("daemon exited before listening: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("daemon socket did not appear within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Cleanup(func() { td.stop(t) })
+	return td
+}
+
+// stop cancels the daemon and checks that Run returns nil within Docker's 10 s grace.
+func (td *testDaemon) stop(t *testing.T) {
+	t.Helper()
+	if td.cancel == nil {
+		return
+	}
+	td.cancel()
+	td.cancel = nil
+	select {
+	case err := <-td.done:
+		if err != nil {
+			t.Errorf("Run returned %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop within 10s")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+		Timeout: 2 * time.Minute,
+	}
+}
+
+// post sends body to a Docker protocol endpoint the way dockerd does and decodes the answer.
+func (td *testDaemon) post(t testing.TB, endpoint, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://plugin.moby.localhost/"+endpoint, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.docker.plugins.v1.2+json")
+	resp, err := td.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", endpoint, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: read: %v", endpoint, err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatalf("%s: answer is not a JSON object (status %d): %q", endpoint, resp.StatusCode, data)
+	}
+	return resp.StatusCode, out
+}
+
+// ok calls an endpoint that must succeed.
+func (td *testDaemon) ok(t testing.TB, endpoint, body string) map[string]any {
+	t.Helper()
+	status, out := td.post(t, endpoint, body)
+	if status != http.StatusOK || out["Err"] != nil && out["Err"] != "" {
+		t.Fatalf("%s %s: status %d, answer %v", endpoint, body, status, out)
+	}
+	return out
+}
+
+// fails calls an endpoint that must fail with an Err containing want.
+func (td *testDaemon) fails(t testing.TB, endpoint, body, want string) {
+	t.Helper()
+	status, out := td.post(t, endpoint, body)
+	msg, _ := out["Err"].(string)
+	if status == http.StatusOK || msg == "" {
+		t.Fatalf("%s %s: status %d, answer %v; want an error", endpoint, body, status, out)
+	}
+	if !strings.Contains(msg, want) {
+		t.Fatalf("%s %s: error %q does not mention %q", endpoint, body, msg, want)
+	}
+}
+
+// mountsUnderRoot lists mount points under dir from this process's mount table.
+func mountedUnder(t testing.TB, dir string) []string {
+	t.Helper()
+	m, err := mountsUnder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// isMountPoint reports whether dir is a mount point.
+func isMountPoint(t testing.TB, dir string) bool {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func mountTmpfs(dir string) error { return unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m") }
+
+func newRequest(method, path, body string) (*http.Request, error) {
+	return http.NewRequest(method, "http://fusevol"+path, strings.NewReader(body))
+}
+
+func decodeAPIError(t *testing.T, resp *http.Response) api.Error {
+	t.Helper()
+	var e api.Error
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatalf("error body is not JSON: %v", err)
+	}
+	return e
+}
