@@ -11,19 +11,19 @@ import (
 // Config sets what one run measures. Full() is the documented benchmark; Smoke() runs every
 // workload at a size that takes seconds, to prove the harness works.
 type Config struct {
-	Reps          int           // repetitions of every workload; figures are medians
-	SeqSize       int64         // sequential file size (written in 1 MiB writes)
-	RandDuration  time.Duration // each random 4 KiB phase
-	FsyncDuration time.Duration // the 4 KiB write+fsync loop
-	SmallFiles    int           // files in the small-file and readdir workloads
-	SmallSize     int           // bytes per small file
-	TreeFiles     int           // regular files in the source-tree unpack
-	CompressSize  int64         // compressible sequential write
-	DedupSize     int64         // bytes written into each of the four dedup volumes
-	SnapFiles     []int         // file counts at which snapshot and clone latency are measured
-	SnapReps      int           // snapshots (and clones) timed at each file count
-	Compression   string        // fusevol compression for the compressible workload
-	Verify        bool          // read back and compare data (costs CPU inside timed phases)
+	Reps          int           `json:"reps"`              // repetitions of every workload; figures are medians
+	SeqSize       int64         `json:"seq_size"`          // sequential file size (written in 1 MiB writes)
+	RandDuration  time.Duration `json:"rand_duration_ns"`  // each random 4 KiB phase
+	FsyncDuration time.Duration `json:"fsync_duration_ns"` // the 4 KiB write+fsync loop
+	SmallFiles    int           `json:"small_files"`       // files in the small-file and readdir workloads
+	SmallSize     int           `json:"small_size"`        // bytes per small file
+	TreeFiles     int           `json:"tree_files"`        // regular files in the source-tree unpack
+	CompressSize  int64         `json:"compress_size"`     // compressible sequential write
+	DedupSize     int64         `json:"dedup_size"`        // bytes written into each of the four dedup volumes
+	SnapFiles     []int         `json:"snap_files"`        // file counts at which snapshot and clone latency are measured
+	SnapReps      int           `json:"snap_reps"`         // snapshots (and clones) timed at each file count
+	Compression   string        `json:"compression"`       // fusevol compression for the compressible workload
+	Verify        bool          `json:"verify"`            // read back and compare data (costs CPU inside timed phases)
 }
 
 // Full is the configuration `make bench` runs.
