@@ -5,9 +5,14 @@ import (
 	"log/slog"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
 )
 
-// mountFS mounts a view with the fs package. TEMPORARY until fs lands.
+// mountFS mounts a view with the fs package; it returns once the mount answers requests.
 func mountFS(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
-	return nil, backend.ErrNotSupp
+	m, err := fs.Mount(ctx, dir, view, fs.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
