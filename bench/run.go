@@ -126,27 +126,8 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 
 	for rep := 0; rep < cfg.Reps; rep++ {
 		for _, t := range targets {
-			e := *base
-			if fv, ok := t.(*fusevolTarget); ok {
-				e.rss = fv
-			}
 			r.log.Info("running", "target", t.Name(), "rep", rep+1, "of", cfg.Reps)
-			for _, g := range commonGroups() {
-				metrics := g.metrics
-				if e.rss != nil && metrics[0] == MSeqWrite {
-					metrics = append(metrics[:len(metrics):len(metrics)], MPeakRSS)
-				}
-				r.runGroup(ctx, res, t.Name(), metrics, func(rec recorder) error {
-					return g.run(ctx, &e, t.Dir(), rep, rec)
-				})
-			}
-			dir := t.Dir()
-			if c, ok := t.(compressedTarget); ok {
-				dir = c.CompressedDir()
-			}
-			r.runGroup(ctx, res, t.Name(), []string{MCompressWrite}, func(rec recorder) error {
-				return runCompressWrite(ctx, &e, dir, rep, rec)
-			})
+			r.runCommon(ctx, base, res, t, rep)
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -166,6 +147,30 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 		return nil, err
 	}
 	return r.report(res, started), nil
+}
+
+// runCommon runs one repetition of the workloads every target runs.
+func (r *runner) runCommon(ctx context.Context, base *env, res *results, t Target, rep int) {
+	e := *base
+	if fv, ok := t.(*fusevolTarget); ok {
+		e.rss = fv
+	}
+	for _, g := range commonGroups() {
+		metrics := g.metrics
+		if e.rss != nil && metrics[0] == MSeqWrite {
+			metrics = append(metrics[:len(metrics):len(metrics)], MPeakRSS)
+		}
+		r.runGroup(ctx, res, t.Name(), metrics, func(rec recorder) error {
+			return g.run(ctx, &e, t.Dir(), rep, rec)
+		})
+	}
+	dir := t.Dir()
+	if c, ok := t.(compressedTarget); ok {
+		dir = c.CompressedDir()
+	}
+	r.runGroup(ctx, res, t.Name(), []string{MCompressWrite}, func(rec recorder) error {
+		return runCompressWrite(ctx, &e, dir, rep, rec)
+	})
 }
 
 // runGroup runs one workload group; if it fails, every figure it did not produce is marked failed.

@@ -59,16 +59,26 @@ func runSeqRand(ctx context.Context, e *env, dir string, rep int, rec recorder) 
 	path := filepath.Join(dir, "seq.dat")
 	defer os.Remove(path)
 	stream := uint64(100 + rep)
+	if err := seqPhases(ctx, e, path, stream, rec); err != nil {
+		return err
+	}
+	return randPhases(ctx, e, path, stream, rand.New(rand.NewPCG(uint64(rep), 1)), rec)
+}
+
+// seqPhases writes the file and reads it cold then warm; for the fusevol target it also reports
+// the daemon's peak RSS over these phases.
+func seqPhases(ctx context.Context, e *env, path string, stream uint64, rec recorder) error {
 	if e.rss != nil {
 		if err := e.rss.ResetPeak(); err != nil {
 			return err
 		}
 	}
+	mibps := func(d time.Duration) float64 { return float64(e.cfg.SeqSize) / mib / d.Seconds() }
 	d, err := writeSeq(ctx, path, e.cfg.SeqSize, e.pools.randomSource(stream))
 	if err != nil {
 		return err
 	}
-	rec(MSeqWrite, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	rec(MSeqWrite, mibps(d))
 	e.drop()
 	var want *source
 	if e.cfg.Verify {
@@ -77,11 +87,11 @@ func runSeqRand(ctx context.Context, e *env, dir string, rep int, rec recorder) 
 	if d, err = readSeq(ctx, path, e.cfg.SeqSize, want); err != nil {
 		return fmt.Errorf("cold read: %w", err)
 	}
-	rec(MSeqReadCold, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	rec(MSeqReadCold, mibps(d))
 	if d, err = readSeq(ctx, path, e.cfg.SeqSize, nil); err != nil {
 		return fmt.Errorf("warm read: %w", err)
 	}
-	rec(MSeqReadWarm, float64(e.cfg.SeqSize)/mib/d.Seconds())
+	rec(MSeqReadWarm, mibps(d))
 	if e.rss != nil {
 		peak, err := e.rss.PeakMiB()
 		if err != nil {
@@ -89,9 +99,13 @@ func runSeqRand(ctx context.Context, e *env, dir string, rep int, rec recorder) 
 		}
 		rec(MPeakRSS, peak)
 	}
+	return nil
+}
 
+// randPhases reads 4 KiB blocks at random cold, then warm (after reading the whole file), then
+// writes 4 KiB blocks at random.
+func randPhases(ctx context.Context, e *env, path string, stream uint64, rng *rand.Rand, rec recorder) error {
 	e.drop()
-	rng := rand.New(rand.NewPCG(uint64(rep), 1))
 	ops, err := randomIO(ctx, path, e.cfg.SeqSize, e.cfg.RandDuration, rng, nil)
 	if err != nil {
 		return fmt.Errorf("cold random read: %w", err)
@@ -259,81 +273,96 @@ func runSmallFiles(ctx context.Context, e *env, dir string, rep int, rec recorde
 		return err
 	}
 	defer os.RemoveAll(sub)
-	n, size := e.cfg.SmallFiles, e.cfg.SmallSize
+	n := e.cfg.SmallFiles
 	names := make([]string, n)
 	for i := range names {
 		names[i] = filepath.Join(sub, fmt.Sprintf("f%06d", i))
 	}
-	src := e.pools.randomSource(uint64(300 + rep))
-	buf := make([]byte, (size+blockSize-1)/blockSize*blockSize)
-	rate := func(metric string, start time.Time) { rec(metric, float64(n)/time.Since(start).Seconds()) }
+	stream := uint64(300 + rep)
+	phases := []struct {
+		metric string
+		run    func() error
+	}{
+		{MSmallCreate, func() error { return createSmall(e, names, stream) }},
+		{MSmallStat, func() error { return statSmall(names, int64(e.cfg.SmallSize)) }},
+		{MReaddir, func() error { return checkCount(sub, n) }},
+		{MSmallReadCold, func() error { return readSmall(e, names, stream) }},
+		{MSmallUnlink, func() error { return forEach(names, os.Remove) }},
+	}
+	for _, ph := range phases {
+		if ph.metric == MSmallReadCold {
+			e.drop()
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := ph.run(); err != nil {
+			return err
+		}
+		rec(ph.metric, float64(n)/time.Since(start).Seconds())
+	}
+	return nil
+}
 
-	start := time.Now()
-	for _, p := range names {
+func createSmall(e *env, names []string, stream uint64) error {
+	src := e.pools.randomSource(stream)
+	buf := make([]byte, roundUp(e.cfg.SmallSize))
+	return forEach(names, func(p string) error {
 		src.fill(buf)
-		if err := writeSmall(p, buf[:size]); err != nil {
-			return err
-		}
-	}
-	rate(MSmallCreate, start)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+		return writeSmall(p, buf[:e.cfg.SmallSize])
+	})
+}
 
-	start = time.Now()
-	for _, p := range names {
+func statSmall(names []string, size int64) error {
+	return forEach(names, func(p string) error {
 		st, err := os.Lstat(p)
-		if err != nil {
-			return err
+		if err == nil && st.Size() != size {
+			err = fmt.Errorf("stat %s: size %d, want %d", p, st.Size(), size)
 		}
-		if st.Size() != int64(size) {
-			return fmt.Errorf("stat %s: size %d, want %d", p, st.Size(), size)
-		}
-	}
-	rate(MSmallStat, start)
-
-	start = time.Now()
-	got, err := listNames(sub)
-	if err != nil {
 		return err
-	}
-	if got != n {
-		return fmt.Errorf("readdir %s: %d entries, want %d", sub, got, n)
-	}
-	rate(MReaddir, start)
+	})
+}
 
-	e.drop()
-	want := e.pools.randomSource(uint64(300 + rep))
-	start = time.Now()
-	for _, p := range names {
+func readSmall(e *env, names []string, stream uint64) error {
+	want := e.pools.randomSource(stream)
+	ref := make([]byte, roundUp(e.cfg.SmallSize))
+	return forEach(names, func(p string) error {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		if len(b) != size {
-			return fmt.Errorf("read %s: %d bytes, want %d", p, len(b), size)
+		if len(b) != e.cfg.SmallSize {
+			return fmt.Errorf("read %s: %d bytes, want %d", p, len(b), e.cfg.SmallSize)
 		}
 		if e.cfg.Verify {
-			want.fill(buf)
-			if !bytes.Equal(b, buf[:size]) {
+			want.fill(ref)
+			if !bytes.Equal(b, ref[:len(b)]) {
 				return fmt.Errorf("read %s: content differs from what was written", p)
 			}
 		}
-	}
-	rate(MSmallReadCold, start)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+		return nil
+	})
+}
 
-	start = time.Now()
+func checkCount(dir string, want int) error {
+	got, err := listNames(dir)
+	if err == nil && got != want {
+		err = fmt.Errorf("readdir %s: %d entries, want %d", dir, got, want)
+	}
+	return err
+}
+
+func forEach(names []string, f func(string) error) error {
 	for _, p := range names {
-		if err := os.Remove(p); err != nil {
+		if err := f(p); err != nil {
 			return err
 		}
 	}
-	rate(MSmallUnlink, start)
 	return nil
 }
+
+func roundUp(n int) int { return (n + blockSize - 1) / blockSize * blockSize }
 
 func writeSmall(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
