@@ -39,7 +39,7 @@ func Full() Config {
 		CompressSize:  256 << 20,
 		DedupSize:     256 << 20,
 		SnapFiles:     []int{1000, 10000, 100000},
-		SnapReps:      5,
+		SnapReps:      9,
 		Compression:   "zstd",
 	}
 }
@@ -57,7 +57,7 @@ func Smoke() Config {
 		CompressSize:  4 << 20,
 		DedupSize:     2 << 20,
 		SnapFiles:     []int{10, 50, 100},
-		SnapReps:      2,
+		SnapReps:      3,
 		Compression:   "zstd",
 		Verify:        true,
 	}
