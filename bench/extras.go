@@ -112,39 +112,51 @@ func checkClone(ctx context.Context, t *fusevolTarget, vol string, want int) err
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // runDedup writes the same data into four fresh volumes and compares the store's growth after
-// four copies with its growth after one.
+// four copies with its growth after one. A fifth volume then gets different data, which must
+// grow the store: otherwise the measurement could not tell dedup from a store that hides writes.
 func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
 	before, err := t.storeBytes()
 	if err != nil {
 		return err
 	}
-	var one int64
-	for i := 1; i <= 4; i++ {
-		vol, dir := fmt.Sprintf("dedup%d", i), filepath.Join(t.work, fmt.Sprintf("fv-dedup%d", i))
-		if err := t.newVolume(ctx, vol, nil, dir); err != nil {
+	sizes := make([]int64, 0, 5)
+	for i := 1; i <= 5; i++ {
+		stream := uint64(600)
+		if i == 5 {
+			stream = 601
+		}
+		if err := t.writeVolume(ctx, fmt.Sprintf("dedup%d", i), e.pools.randomSource(stream), e.cfg.DedupSize); err != nil {
 			return err
 		}
-		_, err := writeSeq(ctx, filepath.Join(dir, "copy.dat"), e.cfg.DedupSize, e.pools.randomSource(600))
-		t.client.Unmount(ctx, dir)
+		after, err := t.storeBytes()
 		if err != nil {
 			return err
 		}
-		if i == 1 {
-			after, err := t.storeBytes()
-			if err != nil {
-				return err
-			}
-			if one = after - before; one <= 0 {
-				return fmt.Errorf("dedup: store did not grow after writing %d bytes", e.cfg.DedupSize)
-			}
-		}
+		sizes = append(sizes, after-before)
 	}
-	after, err := t.storeBytes()
-	if err != nil {
+	one, four, five := sizes[0], sizes[3], sizes[4]
+	if one <= 0 {
+		return fmt.Errorf("dedup: store did not grow after writing %d bytes", e.cfg.DedupSize)
+	}
+	if five-four < one/2 {
+		return fmt.Errorf("dedup: store grew only %d bytes for %d bytes of new data (one copy: %d): its size does not show writes",
+			five-four, e.cfg.DedupSize, one)
+	}
+	rec(MDedup, float64(four)/float64(one))
+	return nil
+}
+
+// writeVolume creates a volume, writes size bytes from src into one file with fsync, and unmounts it.
+func (t *fusevolTarget) writeVolume(ctx context.Context, vol string, src *source, size int64) error {
+	dir := filepath.Join(t.work, "fv-"+vol)
+	if err := t.newVolume(ctx, vol, nil, dir); err != nil {
 		return err
 	}
-	rec(MDedup, float64(after-before)/float64(one))
-	return nil
+	_, err := writeSeq(ctx, filepath.Join(dir, "copy.dat"), size, src)
+	if uerr := t.client.Unmount(ctx, dir); err == nil && uerr != nil {
+		err = fmt.Errorf("unmount %s: %w", dir, uerr)
+	}
+	return err
 }
 
 // runCompressionRatio writes compressible text into the compressed volume and reports how many
