@@ -72,12 +72,7 @@ func ago(t, now time.Time) string {
 	if d < time.Second {
 		return "just now"
 	}
-	plural := func(n int64, unit string) string {
-		if n == 1 {
-			return "1 " + unit + " ago"
-		}
-		return fmt.Sprintf("%d %ss ago", n, unit)
-	}
+	plural := func(n int64, unit string) string { return count(n, unit) + " ago" }
 	switch {
 	case d < time.Minute:
 		return plural(int64(d/time.Second), "second")
@@ -96,6 +91,14 @@ func timestamp(t, now time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339) + " (" + ago(t, now) + ")"
+}
+
+// count is "1 file", "2 files".
+func count(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func yesNo(b bool) string {

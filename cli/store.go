@@ -45,10 +45,9 @@ func df(c *ucli.Context) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w)
-	tw = table(w, "STORE", "")
-	row(tw, "logical", humanBytes(d.LogicalBytes)+"  (every volume and snapshot, before dedup)")
-	row(tw, "unique", humanBytes(d.UniqueBytes)+fmt.Sprintf("  (%d distinct chunks)", d.Chunks))
+	fmt.Fprint(w, "\nSTORE\n")
+	tw = table(w, "logical", humanBytes(d.LogicalBytes)+"  (every volume and snapshot, before dedup)")
+	row(tw, "unique", humanBytes(d.UniqueBytes)+"  ("+count(d.Chunks, "distinct chunk")+")")
 	row(tw, "stored", humanBytes(d.PhysicalBytes)+"  (after compression)")
 	row(tw, "on disk", humanBytes(d.DiskBytes))
 	row(tw, "dedup ratio", fmt.Sprintf("%.2fx", d.DedupRatio))

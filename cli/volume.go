@@ -196,7 +196,7 @@ func writeVolume(w io.Writer, v api.Volume, now time.Time) error {
 	row(tw, "Root owner:", fmt.Sprintf("%d:%d mode %04o", v.Options.UID, v.Options.GID, v.Options.Mode))
 	row(tw, "Origin:", orDash(v.Options.From))
 	if v.Usage != nil {
-		row(tw, "Usage:", fmt.Sprintf("%s in %d files", humanBytes(v.Usage.Bytes), v.Usage.Files))
+		row(tw, "Usage:", fmt.Sprintf("%s, %s", humanBytes(v.Usage.Bytes), count(v.Usage.Files, "file")))
 	}
 	mounted := "no"
 	if v.Mounted {
