@@ -40,6 +40,7 @@ func (t *tx) iter() *badger.Iterator {
 	if t.it == nil {
 		o := badger.DefaultIteratorOptions
 		o.PrefetchValues = false
+		o.AllVersions = true // see lookup
 		o.Prefix = treePrefix(t.tree)
 		t.it = t.txn.NewIterator(o)
 	}
@@ -82,35 +83,68 @@ func (v version) live() bool { return v.val != nil && v.val[0] == tagLive }
 
 // lookup returns the visible version of a logical key; skip > 0 skips that many visible versions
 // (skip=1 gives what the parent chain alone would show).
+//
+// The own node is probed with a point read: hot keys live there. Ancestors are then found by
+// seeking: each seek lands on the key's first version at or above a candidate ancestor, and the next
+// seek jumps straight to the next ancestor above that version. The iterator returns all MVCC
+// versions, so no step ever walks over the old versions of a busy key that Badger still holds;
+// the cost is one seek per version of this key on the way up, however deep the snapshot chain is.
 func (t *tx) lookup(lkey []byte, skip int) (version, error) {
+	if len(t.anc) == 0 {
+		return version{}, nil
+	}
+	item, err := t.txn.Get(versionKey(lkey, t.anc[0]))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return version{}, fmt.Errorf("read: %w", err)
+	case skip == 0:
+		return itemVersion(item, t.anc[0])
+	default:
+		skip--
+	}
 	it := t.iter()
-	for it.Seek(versionKey(lkey, t.node)); it.Valid(); it.Next() {
-		item := it.Item()
-		k := item.Key()
-		if !bytes.HasPrefix(k, lkey) {
+	seek := versionKey(lkey, 0)
+	for i := 1; i < len(t.anc); {
+		binary.BigEndian.PutUint32(seek[len(lkey):], t.anc[i])
+		it.Seek(seek)
+		if !it.Valid() {
 			break
 		}
-		if len(k) != len(lkey)+4 {
-			continue
+		item := it.Item()
+		k := item.Key()
+		if len(k) != len(seek) || !bytes.HasPrefix(k, lkey) {
+			break
 		}
 		n := binary.BigEndian.Uint32(k[len(lkey):])
-		if !t.isAncestor(n) {
+		for i < len(t.anc) && t.anc[i] < n {
+			i++
+		}
+		if i == len(t.anc) || t.anc[i] != n {
+			continue // a version of another branch: seek on to the next ancestor above it
+		}
+		i++
+		if item.IsDeletedOrExpired() {
 			continue
 		}
 		if skip > 0 {
 			skip--
 			continue
 		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return version{}, fmt.Errorf("read: %w", err)
-		}
-		if len(v) == 0 {
-			return version{}, fmt.Errorf("%w: empty metadata value", ErrCorrupt)
-		}
-		return version{val: v, node: n}, nil
+		return itemVersion(item, n)
 	}
 	return version{}, nil
+}
+
+func itemVersion(item *badger.Item, n uint32) (version, error) {
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return version{}, fmt.Errorf("read: %w", err)
+	}
+	if len(v) == 0 {
+		return version{}, fmt.Errorf("%w: empty metadata value", ErrCorrupt)
+	}
+	return version{val: v, node: n}, nil
 }
 
 // put writes a live version of lkey at the transaction's node.
