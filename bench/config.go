@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,24 @@ type Config struct {
 	SnapReps      int           `json:"snap_reps"`         // snapshots (and clones) timed at each file count
 	Compression   string        `json:"compression"`       // fusevol compression for the compressible workload
 	Verify        bool          `json:"verify"`            // read back and compare data (costs CPU inside timed phases)
+	// Only restricts the run to these workload groups (see GroupNames); empty means all.
+	Only []string `json:"only,omitempty"`
+}
+
+// GroupNames lists the workload groups --only accepts.
+func GroupNames() []string {
+	var names []string
+	for _, g := range commonGroups() {
+		names = append(names, g.name)
+	}
+	for _, g := range fusevolGroups(Config{}) {
+		names = append(names, g.name)
+	}
+	return names
+}
+
+func (c Config) selected(group string) bool {
+	return len(c.Only) == 0 || slices.Contains(c.Only, group)
 }
 
 // Full is the configuration `make bench` runs.
@@ -82,6 +101,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("snapshot file counts %v: need at least two", c.SnapFiles)
 	case c.SnapReps < 1:
 		return fmt.Errorf("snapshot reps %d: need at least 1", c.SnapReps)
+	}
+	for _, g := range c.Only {
+		if !slices.Contains(GroupNames(), g) {
+			return fmt.Errorf("workload group %q: want one of %s", g, strings.Join(GroupNames(), ", "))
+		}
 	}
 	for i, n := range c.SnapFiles {
 		if n < 1 || (i > 0 && n <= c.SnapFiles[i-1]) {

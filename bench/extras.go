@@ -16,13 +16,14 @@ func fusevolGroups(cfg Config) []extraGroup {
 		snap = append(snap, SnapshotMetric(n), CloneMetric(n))
 	}
 	return []extraGroup{
-		{snap, runSnapshots},
-		{[]string{MDedup}, runDedup},
-		{[]string{MCompression}, runCompressionRatio},
+		{"snapshot", snap, runSnapshots},
+		{"dedup", []string{MDedup}, runDedup},
+		{"compression", []string{MCompression}, runCompressionRatio},
 	}
 }
 
 type extraGroup struct {
+	name    string // for --only
 	metrics []string
 	run     func(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error
 }

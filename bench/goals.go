@@ -31,9 +31,11 @@ func CheckGoals(r *Report) []GoalResult {
 	vsLoop := func(goal string, min float64, ids ...string) {
 		for _, id := range ids {
 			g := GoalResult{Goal: goal, Metric: id}
-			w := byID[id]
+			w, ran := byID[id]
 			ratio, ok := w.VsLoopback[TargetFusevol]
 			switch {
+			case !ran:
+				g.Status, g.Detail = Skip, "workload not run"
 			case !r.has(TargetFusevol) || !r.has(TargetLoopback):
 				g.Status, g.Detail = Skip, "needs the fusevol and loopback targets"
 			case !ok:
@@ -58,10 +60,13 @@ func CheckGoals(r *Report) []GoalResult {
 			metric func(int) string
 		}{{"snapshot", SnapshotMetric}, {"clone", CloneMetric}} {
 			g := GoalResult{Goal: kind.name + " latency flat and < 50 ms", Metric: kind.metric(hi)}
-			wlo, whi := byID[kind.metric(lo)], byID[kind.metric(hi)]
+			wlo, ran := byID[kind.metric(lo)]
+			whi := byID[kind.metric(hi)]
 			vlo, ok1 := wlo.Values[TargetFusevol]
 			vhi, ok2 := whi.Values[TargetFusevol]
 			switch {
+			case !ran:
+				g.Status, g.Detail = Skip, "workload not run"
 			case !r.has(TargetFusevol):
 				g.Status, g.Detail = Skip, "needs the fusevol target"
 			case !ok1 || !ok2:
@@ -77,9 +82,11 @@ func CheckGoals(r *Report) []GoalResult {
 
 	single := func(goal, id string, ok func(v float64) bool, detail string) {
 		g := GoalResult{Goal: goal, Metric: id}
-		w := byID[id]
+		w, ran := byID[id]
 		v, have := w.Values[TargetFusevol]
 		switch {
+		case !ran:
+			g.Status, g.Detail = Skip, "workload not run"
 		case !r.has(TargetFusevol):
 			g.Status, g.Detail = Skip, "needs the fusevol target"
 		case !have:

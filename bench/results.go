@@ -52,6 +52,34 @@ func CloneMetric(files int) string    { return fmt.Sprintf("clone_%d", files) }
 
 // Catalogue lists every metric a run with cfg reports, in order.
 func Catalogue(cfg Config) []Metric {
+	var out []Metric
+	for _, m := range allMetrics(cfg) {
+		if cfg.selected(groupOf(cfg, m.ID)) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// groupOf names the workload group that produces a metric.
+func groupOf(cfg Config, metric string) string {
+	if metric == MPeakRSS {
+		return "seq"
+	}
+	for _, g := range commonGroups() {
+		if slices.Contains(g.metrics, metric) {
+			return g.name
+		}
+	}
+	for _, g := range fusevolGroups(cfg) {
+		if slices.Contains(g.metrics, metric) {
+			return g.name
+		}
+	}
+	return ""
+}
+
+func allMetrics(cfg Config) []Metric {
 	ms := []Metric{
 		{ID: MSeqWrite, Title: "seq write 1 MiB + fsync", Unit: "MiB/s"},
 		{ID: MSeqReadCold, Title: "seq read cold", Unit: "MiB/s"},

@@ -136,6 +136,9 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 	for _, t := range targets {
 		if fv, ok := t.(*fusevolTarget); ok {
 			for _, g := range fusevolGroups(cfg) {
+				if !cfg.selected(g.name) {
+					continue
+				}
 				r.log.Info("running fusevol-only workload", "metrics", strings.Join(g.metrics, ","))
 				r.runGroup(ctx, res, t.Name(), g.metrics, func(rec recorder) error {
 					return g.run(ctx, base, fv, rec)
@@ -156,21 +159,20 @@ func (r *runner) runCommon(ctx context.Context, base *env, res *results, t Targe
 		e.rss = fv
 	}
 	for _, g := range commonGroups() {
-		metrics := g.metrics
-		if e.rss != nil && metrics[0] == MSeqWrite {
+		if !e.cfg.selected(g.name) {
+			continue
+		}
+		metrics, dir := g.metrics, t.Dir()
+		if e.rss != nil && g.name == "seq" {
 			metrics = append(metrics[:len(metrics):len(metrics)], MPeakRSS)
 		}
+		if c, ok := t.(compressedTarget); ok && g.name == "compress" {
+			dir = c.CompressedDir()
+		}
 		r.runGroup(ctx, res, t.Name(), metrics, func(rec recorder) error {
-			return g.run(ctx, &e, t.Dir(), rep, rec)
+			return g.run(ctx, &e, dir, rep, rec)
 		})
 	}
-	dir := t.Dir()
-	if c, ok := t.(compressedTarget); ok {
-		dir = c.CompressedDir()
-	}
-	r.runGroup(ctx, res, t.Name(), []string{MCompressWrite}, func(rec recorder) error {
-		return runCompressWrite(ctx, &e, dir, rep, rec)
-	})
 }
 
 // runGroup runs one workload group; if it fails, every figure it did not produce is marked failed.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -212,3 +213,31 @@ func TestGoals(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestCatalogueOnly(t *testing.T) {
+	cfg := Smoke()
+	all := Catalogue(cfg)
+	seen := map[string]bool{}
+	for _, m := range all {
+		if seen[m.ID] {
+			t.Errorf("metric %s listed twice", m.ID)
+		}
+		seen[m.ID] = true
+		if groupOf(cfg, m.ID) == "" {
+			t.Errorf("metric %s belongs to no workload group", m.ID)
+		}
+	}
+	cfg.Only = []string{"small", "dedup"}
+	var got []string
+	for _, m := range Catalogue(cfg) {
+		got = append(got, m.ID)
+	}
+	want := []string{MSmallCreate, MSmallStat, MSmallReadCold, MSmallUnlink, MReaddir, MDedup}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("Catalogue with --only small,dedup = %v, want %v", got, want)
+	}
+	cfg.Only = []string{"small", "nope"}
+	if err := cfg.Validate(); err == nil {
+		t.Error("unknown workload group accepted")
+	}
+}

@@ -40,6 +40,7 @@ type recorder func(metric string, v float64)
 
 // group is a sequence of phases that share files; if one fails, the later ones cannot run.
 type group struct {
+	name    string // for --only
 	metrics []string
 	run     func(ctx context.Context, e *env, dir string, rep int, rec recorder) error
 }
@@ -47,10 +48,11 @@ type group struct {
 // commonGroups are the workloads every target runs, in order.
 func commonGroups() []group {
 	return []group{
-		{[]string{MSeqWrite, MSeqReadCold, MSeqReadWarm, MRandReadCold, MRandReadWarm, MRandWrite}, runSeqRand},
-		{[]string{MFsyncOps, MFsyncP50, MFsyncP99}, runFsyncLoop},
-		{[]string{MSmallCreate, MSmallStat, MReaddir, MSmallReadCold, MSmallUnlink}, runSmallFiles},
-		{[]string{MUntar, MRmRf}, runTree},
+		{"seq", []string{MSeqWrite, MSeqReadCold, MSeqReadWarm, MRandReadCold, MRandReadWarm, MRandWrite}, runSeqRand},
+		{"fsync", []string{MFsyncOps, MFsyncP50, MFsyncP99}, runFsyncLoop},
+		{"small", []string{MSmallCreate, MSmallStat, MReaddir, MSmallReadCold, MSmallUnlink}, runSmallFiles},
+		{"tree", []string{MUntar, MRmRf}, runTree},
+		{"compress", []string{MCompressWrite}, runCompressWrite}, // in the target's compressed directory
 	}
 }
 

@@ -84,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.Var(countsFlag{&cfg.SnapFiles}, "snap-files", "file counts for snapshot and clone latency, comma-separated")
 	fl.IntVar(&cfg.SnapReps, "snap-reps", cfg.SnapReps, "snapshots and clones timed at each file count")
 	fl.StringVar(&cfg.Compression, "compression", cfg.Compression, "fusevol compression for the compressible workload")
+	only := fl.String("only", "", "run only these workload groups, comma-separated: "+strings.Join(bench.GroupNames(), ", "))
 	fl.BoolVar(&cfg.Verify, "verify", cfg.Verify, "read data back and compare it (adds CPU time to read phases)")
 	if err := fl.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -93,6 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *smoke {
 		applySmoke(fl, &cfg)
+	}
+	for _, g := range strings.Split(*only, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			cfg.Only = append(cfg.Only, g)
+		}
 	}
 	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "unexpected argument %q\n", fl.Arg(0))
