@@ -161,7 +161,7 @@ func (v *View) commit(t *tx, n *inode, chunks []Chunk, minSize uint64) error {
 			return err
 		}
 		delta += d
-		if end := c.Index*cs + uint64(c.n); !c.zero && end > size {
+		if end := c.Index*cs + uint64(c.n); end > size { // a hole chunk extends the file too
 			size = end
 		}
 	}

@@ -99,30 +99,39 @@ func (s *Store) reclaimAllOrphans(ctx context.Context) error {
 	vols := s.sortedVolumesLocked()
 	s.mu.RUnlock()
 	for _, rec := range vols {
-		v, err := s.OpenVolume(ctx, rec.Name)
-		if err != nil {
+		if err := s.reclaimOrphans(ctx, rec.Name); err != nil {
 			return err
 		}
-		var orphans []Ino
-		prefix := append(treePrefix(rec.Tree), kOrphan)
-		if err := v.read(func(t *tx) error {
-			return t.scanVisible(prefix, func(lkey []byte, ver version) error {
-				if ver.live() {
-					orphans = append(orphans, Ino(beUint64(lkey[len(prefix):])))
-				}
-				return nil
-			})
-		}); err != nil {
-			return err
-		}
-		for _, ino := range orphans {
-			if err := s.reclaim(ctx, v, ino); err != nil {
-				return err
+	}
+	return nil
+}
+
+// reclaimOrphans frees the orphans a volume's live state shows. Only call it when nothing can
+// hold them open: at Open, and for a clone or restore, which inherit a snapshot's orphans.
+func (s *Store) reclaimOrphans(ctx context.Context, volume string) error {
+	v, err := s.OpenVolume(ctx, volume)
+	if err != nil {
+		return err
+	}
+	var orphans []Ino
+	prefix := append(treePrefix(v.tree), kOrphan)
+	if err := v.read(func(t *tx) error {
+		return t.scanVisible(prefix, func(lkey []byte, ver version) error {
+			if ver.live() {
+				orphans = append(orphans, Ino(beUint64(lkey[len(prefix):])))
 			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	for _, ino := range orphans {
+		if err := s.reclaim(ctx, v, ino); err != nil {
+			return err
 		}
-		if len(orphans) > 0 {
-			s.log.Info("reclaimed orphaned inodes", "volume", rec.Name, "count", len(orphans))
-		}
+	}
+	if len(orphans) > 0 {
+		s.log.Info("reclaimed orphaned inodes", "volume", volume, "count", len(orphans))
 	}
 	return nil
 }

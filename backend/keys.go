@@ -278,6 +278,6 @@ type nodeRec struct {
 	parent uint32
 }
 
-func beUint32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
-func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+func beUint32(b []byte) uint32             { return binary.BigEndian.Uint32(b) }
+func beUint64(b []byte) uint64             { return binary.BigEndian.Uint64(b) }
 func beAppend64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }

@@ -92,14 +92,13 @@ func (r *renamer) rename(op Ino, on string, np Ino, nn string, flags uint32) err
 	}
 	dst, _, dstErr := t.getDirent(np, nn)
 	dstExists := dstErr == nil
-	if op == np && on == nn {
-		return nil
-	}
 	switch {
 	case flags&RenameExchange != 0 && !dstExists:
 		return fmt.Errorf("%q: %w", nn, ErrNotFound)
 	case flags&RenameNoReplace != 0 && dstExists:
 		return fmt.Errorf("%q: %w", nn, ErrExists)
+	case op == np && on == nn:
+		return nil
 	}
 	if isDir(srcN.Mode) && op != np {
 		if under, err := r.isUnder(np, src); err != nil || under {

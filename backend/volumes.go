@@ -39,6 +39,11 @@ func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOption
 	if err != nil {
 		return VolumeInfo{}, err
 	}
+	if opts.From != "" {
+		if err := s.reclaimOrphans(ctx, name); err != nil {
+			return VolumeInfo{}, err
+		}
+	}
 	return rec.info(), nil
 }
 
@@ -254,8 +259,8 @@ func (s *Store) DeleteSnapshot(ctx context.Context, volume, name string) error {
 // RestoreSnapshot rolls the volume back to the snapshot: the volume continues in a new child of the
 // snapshot's node and its previous live node is left to GC. The caller makes sure it is not mounted.
 func (s *Store) RestoreSnapshot(ctx context.Context, volume, name string) error {
-	return s.update(ctx, func(t *tx) error {
-		var rec volRec
+	var rec volRec
+	err := s.update(ctx, func(t *tx) error {
 		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
 			return fmt.Errorf("volume %q: %w", volume, err)
 		}
@@ -273,6 +278,10 @@ func (s *Store) RestoreSnapshot(ctx context.Context, volume, name string) error 
 		rec.Head = head
 		return s.putVolume(t, &rec)
 	})
+	if err != nil {
+		return err
+	}
+	return s.reclaimOrphans(ctx, volume)
 }
 
 // Usage returns one volume's allocated logical bytes and file count.
