@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,8 +116,14 @@ func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds())
 // runDedup writes the same data into four fresh volumes and compares the store's growth after
 // four copies with its growth after one. A fifth volume then gets different data, which must
 // grow the store: otherwise the measurement could not tell dedup from a store that hides writes.
-func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
-	before, err := t.storeBytes()
+func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) (err error) {
+	// A private daemon: no earlier deletes, so value-log GC cannot shrink the store meanwhile.
+	d, err := startDaemon(ctx, t.volctl, filepath.Join(t.work, "fusevol-dedup"))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, d.close(context.WithoutCancel(ctx))) }()
+	before, err := d.storeBytes()
 	if err != nil {
 		return err
 	}
@@ -126,10 +133,11 @@ func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error
 		if i == 5 {
 			stream = 601
 		}
-		if err := t.writeVolume(ctx, fmt.Sprintf("dedup%d", i), e.pools.randomSource(stream), e.cfg.DedupSize); err != nil {
+		dir := filepath.Join(t.work, fmt.Sprintf("fv-dedup%d", i))
+		if err := d.writeVolume(ctx, fmt.Sprintf("dedup%d", i), dir, e.pools.randomSource(stream), e.cfg.DedupSize); err != nil {
 			return err
 		}
-		after, err := t.storeBytes()
+		after, err := d.storeBytes()
 		if err != nil {
 			return err
 		}
@@ -148,13 +156,12 @@ func runDedup(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error
 }
 
 // writeVolume creates a volume, writes size bytes from src into one file with fsync, and unmounts it.
-func (t *fusevolTarget) writeVolume(ctx context.Context, vol string, src *source, size int64) error {
-	dir := filepath.Join(t.work, "fv-"+vol)
-	if err := t.newVolume(ctx, vol, nil, dir); err != nil {
+func (d *daemon) writeVolume(ctx context.Context, vol, dir string, src *source, size int64) error {
+	if err := d.newVolume(ctx, vol, nil, dir); err != nil {
 		return err
 	}
 	_, err := writeSeq(ctx, filepath.Join(dir, "copy.dat"), size, src)
-	if uerr := t.client.Unmount(ctx, dir); err == nil && uerr != nil {
+	if uerr := d.client.Unmount(ctx, dir); err == nil && uerr != nil {
 		err = fmt.Errorf("unmount %s: %w", dir, uerr)
 	}
 	return err
