@@ -46,8 +46,8 @@ const (
 
 // Time limits of shutdown: Docker sends SIGKILL 10 s after SIGTERM.
 const (
-	drainTimeout   = 3 * time.Second // in-flight requests
-	unmountTimeout = 5 * time.Second // flushing and unmounting every volume
+	drainTimeout   = 2 * time.Second // in-flight requests
+	unmountTimeout = 6 * time.Second // flushing and unmounting every volume
 )
 
 // Daemon is one running fusevol instance. Create it with NewDaemon, run it with Run.

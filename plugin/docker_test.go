@@ -311,3 +311,25 @@ func TestPanicBecomes500(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWithBusyMount stops a daemon while a process still has a file open in a mounted
+// volume: the daemon still exits within Docker's 10 s grace.
+func TestShutdownWithBusyMount(t *testing.T) {
+	needFUSE(t)
+	td := startDaemon(t, "")
+	td.ok(t, "VolumeDriver.Create", `{"Name":"busy"}`)
+	mp := td.ok(t, "VolumeDriver.Mount", `{"Name":"busy","ID":"x"}`)["Mountpoint"].(string)
+	f, err := os.Create(filepath.Join(mp, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("held open"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	td.stop(t)
+	if took := time.Since(start); took > 9*time.Second {
+		t.Errorf("shutdown with a busy mount took %v", took)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,6 +69,20 @@ func mountsUnder(root string) ([]string, error) {
 	return out, nil
 }
 
+// isMounted reports whether dir is a mount point in this mount namespace.
+func isMounted(dir string) (bool, error) {
+	m, err := mountsUnder(filepath.Dir(dir))
+	if err != nil {
+		return false, err
+	}
+	for _, p := range m {
+		if p == dir {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // unescapeMountPath undoes mountinfo's octal escapes (\040 for a space, ...).
 func unescapeMountPath(s string) string {
 	if !strings.Contains(s, `\`) {
@@ -94,9 +109,17 @@ func isOctal(s string) bool {
 	return len(s) == 3
 }
 
-// unmountAll flushes and unmounts everything at shutdown. A volume whose lock is still held by a
-// stuck request past the deadline is unmounted anyway: the process is about to exit.
+// unmountAll flushes every mount, then unmounts them all, within ctx. Flushing comes first and
+// for every volume, so data is committed even when a mount still busy in a container's mount
+// namespace makes its unmount wait until the deadline. A volume whose lock is still held by a
+// stuck request past the deadline is handled anyway: the process is about to exit.
 func (d *Daemon) unmountAll(ctx context.Context) {
+	type held struct {
+		name   string
+		v      *volState
+		locked bool
+	}
+	var all []held
 	for _, name := range d.volumeNames() {
 		d.mu.Lock()
 		v := d.vols[name]
@@ -104,34 +127,54 @@ func (d *Daemon) unmountAll(ctx context.Context) {
 		if v == nil {
 			continue
 		}
-		locked := lockBefore(ctx, v)
-		for dir, s := range v.snaps {
-			if err := s.mnt.Unmount(ctx); err != nil {
-				d.log.Error("unmount snapshot at shutdown", "dir", dir, "err", err)
-			}
-		}
-		for dir := range v.binds {
-			if err := unmountBind(dir); err != nil {
-				d.log.Error("unmount at shutdown", "dir", dir, "err", err)
-			}
-		}
+		h := held{name: name, v: v, locked: lockBefore(ctx, v)}
+		all = append(all, h)
 		if v.mnt != nil {
 			if err := v.mnt.Flush(ctx); err != nil {
 				d.log.Error("flush at shutdown", "volume", name, "err", err)
 			}
-			if err := v.mnt.Unmount(ctx); err != nil {
-				d.log.Error("unmount at shutdown", "volume", name, "err", err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, h := range all {
+		for dir, s := range h.v.snaps {
+			wg.Go(func() { d.unmountWithin(ctx, dir, s.mnt) })
+		}
+		for dir := range h.v.binds {
+			if err := unmountBind(dir); err != nil {
+				d.log.Error("unmount at shutdown", "dir", dir, "err", err)
 			}
 		}
-		d.update(func() {
-			v.mnt = nil
-			clear(v.refs)
-			clear(v.binds)
-			clear(v.snaps)
-		})
-		if locked {
-			v.mu.Unlock()
+		if m := h.v.mnt; m != nil {
+			wg.Go(func() { d.unmountWithin(ctx, m.Dir(), m) })
 		}
+	}
+	wg.Wait()
+	for _, h := range all {
+		d.update(func() {
+			h.v.mnt = nil
+			clear(h.v.refs)
+			clear(h.v.binds)
+			clear(h.v.snaps)
+		})
+		if h.locked {
+			h.v.mu.Unlock()
+		}
+	}
+}
+
+// unmountWithin unmounts m, giving up when ctx ends: a mount still held in another mount
+// namespace (a running container) keeps its server busy until that namespace lets go.
+func (d *Daemon) unmountWithin(ctx context.Context, dir string, m fsMount) {
+	done := make(chan error, 1)
+	go func() { done <- m.Unmount(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			d.log.Error("unmount at shutdown", "dir", dir, "err", err)
+		}
+	case <-ctx.Done():
+		d.log.Warn("mount still in use at shutdown; leaving it detached", "dir", dir)
 	}
 }
 

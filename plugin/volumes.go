@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/fusevol/fusevol/backend"
 )
@@ -150,12 +151,34 @@ func (d *Daemon) releaseLive(ctx context.Context, name string, v *volState) erro
 	if err := v.mnt.Flush(ctx); err != nil {
 		return fmt.Errorf("volume %s: flush before unmount: %w", name, err)
 	}
-	if err := v.mnt.Unmount(ctx); err != nil {
+	if err := d.unmountBounded(ctx, v.mnt); err != nil {
 		return fmt.Errorf("volume %s: unmount: %w", name, err)
 	}
 	d.update(func() { v.mnt = nil })
 	os.Remove(d.mountDir(name))
 	d.log.Info("unmounted", "volume", name)
+	return nil
+}
+
+// releaseWait bounds how long an unmount may keep the volume's lock. The FUSE server of a mount
+// that another mount namespace still holds only stops when that namespace lets go.
+const releaseWait = 20 * time.Second
+
+// unmountBounded unmounts m, waiting at most releaseWait. When the wait runs out but the mount
+// point is already gone from this namespace, the volume counts as unmounted and the server
+// finishes in the background; otherwise the unmount failed.
+func (d *Daemon) unmountBounded(ctx context.Context, m fsMount) error {
+	done := make(chan error, 1)
+	go func() { done <- m.Unmount(context.WithoutCancel(ctx)) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(releaseWait):
+	}
+	if mounted, err := isMounted(m.Dir()); err != nil || mounted {
+		return fmt.Errorf("%s still mounted after %v", m.Dir(), releaseWait)
+	}
+	d.log.Warn("unmounted, but the filesystem is still in use elsewhere; its server stops when released", "dir", m.Dir())
 	return nil
 }
 

@@ -1,0 +1,676 @@
+package plugin
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/plugin/api"
+	"github.com/fusevol/fusevol/plugin/client"
+)
+
+// The end-to-end test drives a real dockerd (private data root, exec root and socket) against
+// the volctl binary, then against the managed plugin built from plugin/config.json.
+
+const e2eImage = "fusevol-test:busybox"
+
+// e2eEnv is one test's Docker engine and fusevol daemon.
+type e2eEnv struct {
+	t       *testing.T
+	work    string // everything the test creates on the host
+	bin     string // volctl binary
+	driver  string // legacy plugin name: the socket is /run/docker/plugins/<driver>.sock
+	sock    string
+	root    string
+	dsock   string // dockerd's API socket
+	dockerd *exec.Cmd
+	dexited chan struct{}
+	fusevol *exec.Cmd
+	fexited chan struct{}
+}
+
+// e2ePrereqs makes sure root, /dev/fuse, dockerd and busybox-static are there, installing the
+// packages with apt-get when missing. Outside CI a machine that cannot run the test skips it.
+func e2ePrereqs(t *testing.T) {
+	t.Helper()
+	fail := t.Skipf
+	if os.Getenv("CI") == "true" {
+		fail = t.Fatalf
+	} else if testing.Short() {
+		t.Skip("-short: skipping the Docker end-to-end test")
+	}
+	if os.Geteuid() != 0 {
+		fail("the Docker end-to-end test needs root")
+		return
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		fail("the Docker end-to-end test needs /dev/fuse: %v", err)
+		return
+	}
+	missing := func() bool {
+		for _, p := range []string{"dockerd", "docker", "containerd", "runc"} {
+			if _, err := exec.LookPath(p); err != nil {
+				return true
+			}
+		}
+		_, err := os.Stat("/bin/busybox")
+		return err != nil
+	}
+	if missing() {
+		install := func() error {
+			cmd := exec.Command("apt-get", "install", "-y", "-qq", "docker.io", "busybox-static")
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, tail(string(out), 2000))
+			}
+			return nil
+		}
+		if err := install(); err != nil {
+			exec.Command("apt-get", "update", "-qq").Run()
+			if err := install(); err != nil {
+				fail("apt-get install docker.io busybox-static: %v", err)
+				return
+			}
+		}
+		if missing() {
+			fail("docker.io or busybox-static still missing after apt-get install")
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// e2eLock serializes end-to-end runs on one machine (they share /run/docker/plugins and load
+// the machine); it is released when the test ends.
+func e2eLock(t *testing.T) {
+	f, err := os.OpenFile("/run/fusevol-e2e.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Log("another end-to-end run holds /run/fusevol-e2e.lock; waiting")
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
+func newE2E(t *testing.T) *e2eEnv {
+	e2ePrereqs(t)
+	e2eLock(t)
+	work, err := os.MkdirTemp("", "fusevol-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2eEnv{t: t, work: work, driver: fmt.Sprintf("fusevol-e2e-%d", os.Getpid())}
+	e.sock = filepath.Join("/run/docker/plugins", e.driver+".sock")
+	e.root = filepath.Join(work, "fusevol")
+	e.dsock = filepath.Join(work, "docker.sock")
+	t.Cleanup(e.cleanup)
+	e.bin = filepath.Join(work, "volctl")
+	e.goBuild(e.bin)
+	e.startDockerd()
+	e.importImage()
+	e.startFusevol()
+	return e
+}
+
+// goBuild builds a static volctl from this module.
+func (e *e2eEnv) goBuild(out string) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, "./cli/volctl")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("go build ./cli/volctl: %v\n%s", err, b)
+	}
+}
+
+func (e *e2eEnv) startDockerd() {
+	e.t.Helper()
+	log, err := os.OpenFile(filepath.Join(e.work, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command("dockerd",
+		"--data-root", filepath.Join(e.work, "docker"),
+		"--exec-root", filepath.Join(e.work, "exec"),
+		"--pidfile", filepath.Join(e.work, "docker.pid"),
+		"--host", "unix://"+e.dsock,
+		"--iptables=false", "--bridge=none")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("start dockerd: %v", err)
+	}
+	e.dockerd, e.dexited = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); log.Close(); close(done) }(e.dexited)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := e.docker("version"); err == nil {
+			return
+		}
+		select {
+		case <-e.dexited:
+			e.t.Fatalf("dockerd exited at start:\n%s", e.logTail("dockerd.log"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("dockerd did not answer within 60s:\n%s", e.logTail("dockerd.log"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// stopDockerd stops dockerd the way an init system does.
+func (e *e2eEnv) stopDockerd() {
+	e.t.Helper()
+	if e.dockerd == nil {
+		return
+	}
+	e.dockerd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.dexited:
+	case <-time.After(60 * time.Second):
+		e.dockerd.Process.Kill()
+		<-e.dexited
+		e.t.Error("dockerd did not stop within 60s of SIGTERM")
+	}
+	e.dockerd = nil
+}
+
+// logTail is the end of a log, without go-fuse's splice chatter.
+func (e *e2eEnv) logTail(name string) string {
+	b, _ := os.ReadFile(filepath.Join(e.work, name))
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "trySplice") {
+			keep = append(keep, line)
+		}
+	}
+	return tail(strings.Join(keep, "\n"), 6000)
+}
+
+// importImage builds the test image from busybox-static: no image can be pulled here.
+func (e *e2eEnv) importImage() {
+	e.t.Helper()
+	if _, err := e.docker("image", "inspect", e2eImage); err == nil {
+		return
+	}
+	rootfs := filepath.Join(e.work, "busybox-rootfs")
+	for _, d := range []string{"bin", "tmp", "etc", "proc", "sys", "dev"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	list, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		e.t.Fatalf("busybox --list: %v", err)
+	}
+	for _, applet := range strings.Fields(string(list)) {
+		if applet != "busybox" {
+			os.Symlink("busybox", filepath.Join(rootfs, "bin", applet))
+		}
+	}
+	os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(rootfs, "etc", "group"), []byte("root:x:0:\nuser:x:1000:\n"), 0o644)
+	cmd := exec.Command("sh", "-c", "tar -C \"$1\" -c . | docker import - \"$2\"", "sh", rootfs, e2eImage)
+	cmd.Env = e.dockerEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("docker import: %v\n%s", err, out)
+	}
+}
+
+func (e *e2eEnv) dockerEnv() []string { return append(os.Environ(), "DOCKER_HOST=unix://"+e.dsock) }
+
+// docker runs the docker CLI against the private engine and returns its combined output.
+func (e *e2eEnv) docker(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Env = e.dockerEnv()
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (e *e2eEnv) mustDocker(args ...string) string {
+	e.t.Helper()
+	out, err := e.docker(args...)
+	if err != nil {
+		e.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// run runs a throw-away container with the given docker run flags and shell script.
+func (e *e2eEnv) run(flags []string, script string) (string, error) {
+	args := append([]string{"run", "--rm", "--network", "none"}, flags...)
+	return e.docker(append(args, e2eImage, "sh", "-c", script)...)
+}
+
+func (e *e2eEnv) mustRun(flags []string, script string) string {
+	e.t.Helper()
+	out, err := e.run(flags, script)
+	if err != nil {
+		e.t.Fatalf("docker run %v %q: %v\n%s", flags, script, err, out)
+	}
+	return out
+}
+
+// vol is the -v flag mounting a fusevol volume on /data.
+func (e *e2eEnv) vol(name string) []string { return []string{"-v", name + ":/data"} }
+
+// startFusevol starts `volctl daemon` on the legacy plugin socket and waits until it answers.
+func (e *e2eEnv) startFusevol() {
+	e.t.Helper()
+	log, err := os.OpenFile(filepath.Join(e.work, "fusevol.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(e.bin, "daemon", "--root", e.root, "--socket", e.sock, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("start volctl daemon: %v", err)
+	}
+	e.fusevol, e.fexited = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); log.Close(); close(done) }(e.fexited)
+	c := client.New(e.sock)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		if err == nil && st.Ready {
+			return
+		}
+		select {
+		case <-e.fexited:
+			e.t.Fatalf("volctl daemon exited at start:\n%s", e.logTail("fusevol.log"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("volctl daemon not ready within 30s (%v):\n%s", err, e.logTail("fusevol.log"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopFusevol sends sig to the daemon and waits for it to exit; for SIGTERM it must exit 0
+// within Docker's 10 s grace.
+func (e *e2eEnv) stopFusevol(sig syscall.Signal) {
+	e.t.Helper()
+	if e.fusevol == nil {
+		return
+	}
+	start := time.Now()
+	e.fusevol.Process.Signal(sig)
+	select {
+	case <-e.fexited:
+	case <-time.After(10 * time.Second):
+		e.fusevol.Process.Signal(syscall.SIGQUIT) // goroutine dump into the log
+		select {
+		case <-e.fexited:
+		case <-time.After(2 * time.Second):
+			e.fusevol.Process.Kill()
+			<-e.fexited
+		}
+		e.t.Errorf("volctl daemon still running 10s after %v:\n%s", sig, e.logTail("fusevol.log"))
+	}
+	if sig == syscall.SIGTERM && !e.fusevol.ProcessState.Success() {
+		e.t.Errorf("volctl daemon exited with %v after SIGTERM:\n%s", e.fusevol.ProcessState, e.logTail("fusevol.log"))
+	}
+	e.t.Logf("volctl daemon stopped by %v in %v", sig, time.Since(start).Round(time.Millisecond))
+	e.fusevol = nil
+}
+
+// volctl runs the CLI against the test daemon.
+func (e *e2eEnv) volctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.bin, append([]string{"--socket", e.sock}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (e *e2eEnv) mustVolctl(args ...string) string {
+	e.t.Helper()
+	out, err := e.volctl(args...)
+	if err != nil {
+		e.t.Fatalf("volctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// inspect reads a volume's state through the control API.
+func (e *e2eEnv) inspect(name string) api.Volume {
+	e.t.Helper()
+	v, err := client.New(e.sock).InspectVolume(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("inspect %s: %v", name, err)
+	}
+	return v
+}
+
+// cleanup removes containers, stops both daemons, detaches whatever they left mounted and
+// deletes the work directory.
+func (e *e2eEnv) cleanup() {
+	if e.dockerd != nil {
+		if ids, err := e.docker("ps", "-aq"); err == nil && ids != "" {
+			e.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+		}
+		if out, err := e.docker("plugin", "ls", "-q"); err == nil && out != "" {
+			for _, p := range strings.Fields(out) {
+				e.docker("plugin", "disable", "-f", p)
+				e.docker("plugin", "rm", "-f", p)
+			}
+		}
+		e.stopDockerd()
+	}
+	if e.fusevol != nil {
+		e.stopFusevol(syscall.SIGTERM)
+	}
+	if e.t.Failed() {
+		e.t.Logf("fusevol log:\n%s", e.logTail("fusevol.log"))
+		e.t.Logf("dockerd log:\n%s", e.logTail("dockerd.log"))
+	}
+	if m, err := mountsUnder(e.work); err == nil {
+		for _, dir := range m {
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	}
+	os.Remove(e.sock)
+	os.RemoveAll(e.work)
+}
+
+// sha256Hex is the checksum busybox's sha256sum prints.
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func TestDockerEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	drv := []string{"-d", e.driver}
+
+	t.Run("create-and-64MiB-checksum", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "-o", "size=1GiB", "big")...)
+		if got := e.mustDocker("volume", "inspect", "-f", "{{.Driver}} {{.Mountpoint}}", "big"); got != e.driver+" "+filepath.Join(e.root, "mounts", "big") {
+			t.Errorf("docker volume inspect: %q", got)
+		}
+		if v := e.inspect("big"); v.Options.Size != 1<<30 {
+			t.Errorf("size option not applied: %+v", v.Options)
+		}
+		w := e.mustRun(e.vol("big"), "dd if=/dev/urandom of=/data/rand bs=1M count=64 2>/dev/null && sha256sum /data/rand")
+		r := e.mustRun(e.vol("big"), "sha256sum /data/rand")
+		if w == "" || w != r || !strings.Contains(r, "/data/rand") {
+			t.Fatalf("written %q, read back %q", w, r)
+		}
+		if v := e.inspect("big"); v.Mounted || len(v.MountIDs) != 0 {
+			t.Errorf("still mounted after both containers exited: %+v", v)
+		}
+	})
+
+	t.Run("shared-and-docker-cp", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "shared")...)
+		for _, c := range []string{"sa", "sb"} {
+			e.mustDocker("run", "-d", "--name", c, "--network", "none", "-v", "shared:/data", e2eImage, "sleep", "600")
+		}
+		e.mustDocker("exec", "sb", "sh", "-c", "echo from-b > /data/b")
+		if got := e.mustDocker("exec", "sa", "cat", "/data/b"); got != "from-b" {
+			t.Errorf("sa reads %q", got)
+		}
+		e.mustDocker("rm", "-f", "sb")
+		if got := e.mustDocker("exec", "sa", "sh", "-c", "echo after > /data/a && cat /data/a /data/b"); got != "after\nfrom-b" {
+			t.Errorf("sa after sb exited: %q", got)
+		}
+		// docker cp into the running container's volume mounts it again under the same ID.
+		src := filepath.Join(e.work, "cp-src")
+		os.WriteFile(src, []byte("copied in"), 0o644)
+		e.mustDocker("cp", src, "sa:/data/copied")
+		if got := e.mustDocker("exec", "sa", "cat", "/data/copied"); got != "copied in" {
+			t.Errorf("after docker cp: %q", got)
+		}
+		if got := e.mustDocker("exec", "sa", "cat", "/data/a"); got != "after" {
+			t.Errorf("volume broken after docker cp: %q", got)
+		}
+		e.mustDocker("rm", "-f", "sa")
+		if v := e.inspect("shared"); v.Mounted || len(v.MountIDs) != 0 {
+			t.Errorf("references left after every container exited: %+v", v)
+		}
+	})
+
+	t.Run("implicit-create", func(t *testing.T) {
+		e.t = t
+		e.mustRun([]string{"--volume-driver", e.driver, "-v", "implicit:/data"}, "echo hi > /data/f")
+		if got := e.mustDocker("volume", "inspect", "-f", "{{.Driver}}", "implicit"); got != e.driver {
+			t.Errorf("implicit volume driver %q", got)
+		}
+		if got := e.mustRun(e.vol("implicit"), "cat /data/f"); got != "hi" {
+			t.Errorf("implicit volume holds %q", got)
+		}
+	})
+
+	t.Run("remove-in-use", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "rmv")...)
+		e.mustDocker("run", "-d", "--name", "holder", "--network", "none", "-v", "rmv:/data", e2eImage,
+			"sh", "-c", "echo old > /data/old; sleep 600")
+		waitFor(t, func() bool { return e.inspect("rmv").Mounted })
+		out, err := e.docker("volume", "rm", "rmv")
+		if err == nil || !strings.Contains(out, "in use") {
+			t.Fatalf("volume rm while in use: %v %q; want refused as in use", err, out)
+		}
+		out, err = e.volctl("volume", "rm", "rmv")
+		if err == nil || !strings.Contains(out, "in use") {
+			t.Fatalf("volctl volume rm while in use: %v %q; want refused as in use", err, out)
+		}
+		e.mustDocker("rm", "-f", "holder")
+		e.mustDocker("volume", "rm", "rmv")
+		if _, err := client.New(e.sock).InspectVolume(context.Background(), "rmv"); !api.HasCode(err, api.CodeNotFound) {
+			t.Fatalf("rmv after docker volume rm: %v", err)
+		}
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "rmv")...)
+		if got := e.mustRun(e.vol("rmv"), "ls -A /data | grep -v '^.snapshots$'; true"); got != "" {
+			t.Errorf("re-created volume holds %q", got)
+		}
+	})
+
+	t.Run("snapshot-and-clone", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "snapv")...)
+		e.mustRun(e.vol("snapv"), "echo v1 > /data/f")
+		e.mustVolctl("snapshot", "create", "snapv", "snap1")
+		e.mustRun(e.vol("snapv"), "echo v2 > /data/f")
+		if got := e.mustRun(e.vol("snapv"), "cat /data/.snapshots/snap1/f /data/f"); got != "v1\nv2" {
+			t.Errorf("snapshot then live: %q", got)
+		}
+		out, err := e.run(e.vol("snapv"), "echo x > /data/.snapshots/snap1/f")
+		if err == nil || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("write into a snapshot: %v %q; want EROFS", err, out)
+		}
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "-o", "from=snapv@snap1", "clonev")...)
+		if got := e.mustRun(e.vol("clonev"), "cat /data/f; echo c > /data/f"); got != "v1" {
+			t.Errorf("clone holds %q, want v1", got)
+		}
+		if got := e.mustRun(e.vol("snapv"), "cat /data/f"); got != "v2" {
+			t.Errorf("origin holds %q after the clone was written, want v2", got)
+		}
+	})
+
+	t.Run("uid-1000-permissions", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "-o", "uid=1000", "-o", "gid=1000", "-o", "mode=0755", "perm")...)
+		e.mustRun(e.vol("perm"), "mkdir /data/rootonly && echo secret > /data/rootonly/s && chmod 600 /data/rootonly/s && chmod 755 /data/rootonly")
+		out := e.mustRun(append([]string{"-u", "1000:1000"}, e.vol("perm")...), "echo mine > /data/mine && cat /data/mine")
+		if out != "mine" {
+			t.Errorf("uid 1000 in its own root directory: %q", out)
+		}
+		for _, script := range []string{"echo x > /data/rootonly/x", "cat /data/rootonly/s"} {
+			out, err := e.run(append([]string{"-u", "1000:1000"}, e.vol("perm")...), script)
+			if err == nil || !strings.Contains(out, "Permission denied") {
+				t.Errorf("uid 1000 %q: %v %q; want EACCES", script, err, out)
+			}
+		}
+	})
+
+	t.Run("daemon-sigkill", func(t *testing.T) {
+		e.t = t
+		e.mustDocker(append(append([]string{"volume", "create"}, drv...), "crash")...)
+		// Each line is printed only after the file and its checksum were fsynced.
+		script := `i=0; while [ $i -lt 2000 ]; do i=$((i+1)); dd if=/dev/urandom of=/data/f$i bs=64k count=2 conv=fsync 2>/dev/null || exit 0; s=$(sha256sum /data/f$i) || exit 0; echo "ACK $s"; done`
+		e.mustDocker("run", "-d", "--name", "writer", "--network", "none", "-v", "crash:/data", e2eImage, "sh", "-c", script)
+		waitFor(t, func() bool {
+			out, _ := e.docker("logs", "writer")
+			return strings.Count(out, "ACK") >= 10
+		})
+		e.stopFusevol(syscall.SIGKILL)
+		e.startFusevol()
+		logs := e.mustDocker("logs", "writer")
+		e.mustDocker("rm", "-f", "writer") // its Unmount carries an ID the new daemon never saw
+		acked := map[string]string{}
+		sc := bufio.NewScanner(strings.NewReader(logs))
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ACK" {
+				acked[f[2]] = f[1]
+			}
+		}
+		if len(acked) < 10 {
+			t.Fatalf("only %d acknowledged files in the writer's log", len(acked))
+		}
+		out := e.mustRun(e.vol("crash"), "sha256sum /data/f*")
+		found := map[string]string{}
+		sc = bufio.NewScanner(strings.NewReader(out))
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 2 {
+				found[f[1]] = f[0]
+			}
+		}
+		for path, sum := range acked {
+			if found[path] != sum {
+				t.Errorf("%s: acknowledged %s, found %q after the crash", path, sum, found[path])
+			}
+		}
+		if out, err := e.volctl("fsck"); err != nil {
+			t.Errorf("volctl fsck after SIGKILL: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("dockerd-restart", func(t *testing.T) {
+		e.t = t
+		e.mustDocker("run", "-d", "--name", "survivor", "--network", "none", "-v", "big:/data", e2eImage, "sleep", "600")
+		waitFor(t, func() bool { return e.inspect("big").Mounted })
+		e.stopDockerd()
+		e.startDockerd()
+		ls := e.mustDocker("volume", "ls", "-q", "--filter", "driver="+e.driver)
+		for _, name := range []string{"big", "shared", "implicit", "rmv", "snapv", "clonev", "perm", "crash"} {
+			if !strings.Contains("\n"+ls+"\n", "\n"+name+"\n") {
+				t.Errorf("volume %s not listed after dockerd restart: %q", name, ls)
+			}
+		}
+		if v := e.inspect("big"); v.Mounted {
+			t.Errorf("big still mounted after dockerd stopped its container: %+v", v)
+		}
+		e.mustDocker("start", "survivor")
+		if got := e.mustDocker("exec", "survivor", "sha256sum", "/data/rand"); !strings.Contains(got, "/data/rand") {
+			t.Errorf("read after dockerd restart: %q", got)
+		}
+		e.mustDocker("rm", "-f", "survivor")
+		if v := e.inspect("big"); v.Mounted {
+			t.Errorf("big still mounted after its container was removed: %+v", v)
+		}
+	})
+
+	t.Run("sigterm-clean-exit", func(t *testing.T) {
+		e.t = t
+		e.mustDocker("run", "-d", "--name", "busy", "--network", "none", "-v", "big:/data", e2eImage, "sleep", "600")
+		waitFor(t, func() bool { return e.inspect("big").Mounted })
+		e.stopFusevol(syscall.SIGTERM)
+		if m, _ := mountsUnder(filepath.Join(e.root, "mounts")); len(m) != 0 {
+			t.Errorf("mounts left after SIGTERM: %v", m)
+		}
+		e.mustDocker("rm", "-f", "busy")
+		e.startFusevol()
+	})
+
+	t.Run("managed-plugin", func(t *testing.T) {
+		e.t = t
+		name := "fusevol-e2e:test"
+		dir := filepath.Join(e.work, "managed")
+		for _, d := range []string{"run/docker/plugins", "mnt/volumes", "mnt/state", "tmp", "dev", "proc", "sys", "etc"} {
+			if err := os.MkdirAll(filepath.Join(dir, "rootfs", d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.goBuild(filepath.Join(dir, "rootfs", "volctl"))
+		cfg, err := os.ReadFile("config.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
+		state := filepath.Join(e.work, "plugin-state")
+		os.MkdirAll(state, 0o700)
+		e.mustDocker("plugin", "create", name, dir)
+		e.mustDocker("plugin", "set", name, "state.source="+state)
+		e.mustDocker("plugin", "enable", name)
+		e.mustDocker("volume", "create", "-d", name, "mv")
+		buf := make([]byte, 1<<20)
+		rand.Read(buf)
+		src := filepath.Join(e.work, "managed-src")
+		os.WriteFile(src, buf, 0o644)
+		e.mustRun(append(e.vol("mv"), "-v", src+":/src:ro"), "cp /src /data/blob && echo ok > /data/ok")
+		got := e.mustRun(e.vol("mv"), "cat /data/ok; sha256sum /data/blob")
+		if want := "ok\n" + sha256Hex(buf) + "  /data/blob"; got != want {
+			t.Errorf("through the managed plugin: %q, want %q", got, want)
+		}
+		if _, err := os.Stat(filepath.Join(state, "fusevol")); err != nil {
+			t.Errorf("store not in the state mount: %v", err)
+		}
+		e.mustDocker("volume", "rm", "mv")
+		e.mustDocker("plugin", "disable", name)
+		e.mustDocker("plugin", "rm", name)
+	})
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
