@@ -13,6 +13,9 @@ import (
 // lock for long and never exceeds Badger's transaction limits.
 const gcBatch = 2000
 
+// flushPrefix is a key prefix nothing uses (see vlogGC).
+const flushPrefix = "\xffflush"
+
 // reclaim frees an orphan (an inode with nlink 0) at the view's live node: its own chunk-map
 // versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
 // transaction. Anything else is left alone. Interrupted, it resumes at the next Open.
@@ -178,6 +181,21 @@ func (s *Store) GC(ctx context.Context) error {
 func (s *Store) vlogGC(ctx context.Context) error {
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	// Badger learns that a value is garbage only when compaction drops the key pointing at it, and
+	// deleted keys sit in the memtable until it fills. DropPrefix of a prefix no key has flushes the
+	// memtable when some key has the prefix (it blocks writes meanwhile, hence the write lock); Flatten then compacts the levels.
+	s.wmu.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(flushPrefix), nil) })
+	if err == nil {
+		err = s.db.DropPrefix([]byte(flushPrefix))
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("flush memtable: %w", err)
+	}
+	if err := s.db.Flatten(2); err != nil {
+		return fmt.Errorf("compact: %w", err)
 	}
 	for i := 0; i < 100 && ctx.Err() == nil; i++ {
 		err := s.db.RunValueLogGC(0.3)

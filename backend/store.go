@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -23,6 +24,9 @@ type Options struct {
 	// GCInterval is how often background GC (dead snapshot nodes, then value-log GC) runs.
 	// 0 means one minute; negative disables it (Store.GC still works).
 	GCInterval time.Duration
+	// ValueLogFileSize is the size of Badger's value-log files (0 = 128 MiB). GC reclaims space a
+	// whole file at a time and never the file being written, so this bounds the garbage left behind.
+	ValueLogFileSize int64
 }
 
 // Store is one Badger database holding every volume, snapshot and chunk. Safe for concurrent use.
@@ -81,7 +85,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		WithDetectConflicts(false). // wmu serializes writers
 		WithNumVersionsToKeep(1).
 		WithValueThreshold(1 << 10). // chunk bodies go to the value log, metadata stays in the LSM
-		WithValueLogFileSize(128 << 20).
+		WithValueLogFileSize(cmp.Or(opts.ValueLogFileSize, 128<<20)).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
