@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fusevolGroups are the workloads only the fusevol target runs (once per run, not per repetition:
@@ -29,44 +31,35 @@ type extraGroup struct {
 	run     func(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error
 }
 
-// runSnapshots fills a volume to each file count in turn and times snapshots of it, then clones
-// (writable volumes made from a snapshot).
+// runSnapshots fills one volume per file count, then times snapshots and then clones (writable
+// volumes made from a snapshot) round-robin across the volumes, so that whatever else grows in
+// the store meanwhile (snapshot and volume counts) weighs on every file count alike.
 func runSnapshots(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
-	const vol = "snapsrc"
-	dir := filepath.Join(t.work, "fv-snap")
-	if err := t.newVolume(ctx, vol, nil, dir); err != nil {
-		return err
-	}
-	defer t.client.Unmount(ctx, dir)
-	src := e.pools.randomSource(800)
-	buf := make([]byte, blockSize)
-	have := 0
-	for _, n := range e.cfg.SnapFiles {
-		for ; have < n; have++ {
-			if have%1000 == 0 {
-				if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%04d", have/1000)), 0o755); err != nil {
-					return err
-				}
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			src.fill(buf)
-			p := filepath.Join(dir, fmt.Sprintf("d%04d/f%06d", have/1000, have))
-			if err := writeSmall(p, buf[:64]); err != nil {
-				return err
-			}
+	vols := make([]string, len(e.cfg.SnapFiles))
+	for i, n := range e.cfg.SnapFiles {
+		vols[i] = fmt.Sprintf("snap%d", n)
+		dir := filepath.Join(t.work, "fv-"+vols[i])
+		if err := t.newVolume(ctx, vols[i], nil, dir); err != nil {
+			return err
 		}
-		for i := 0; i < e.cfg.SnapReps; i++ {
+		defer t.client.Unmount(context.WithoutCancel(ctx), dir)
+		if err := populate(ctx, e, dir, n); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < e.cfg.SnapReps; i++ {
+		for j, n := range e.cfg.SnapFiles {
 			start := time.Now()
-			if _, err := t.client.CreateSnapshot(ctx, vol, fmt.Sprintf("s%d-%d", n, i)); err != nil {
+			if _, err := t.client.CreateSnapshot(ctx, vols[j], fmt.Sprintf("s%d", i)); err != nil {
 				return fmt.Errorf("snapshot at %d files: %w", n, err)
 			}
 			rec(SnapshotMetric(n), msSince(start))
 		}
-		for i := 0; i < e.cfg.SnapReps; i++ {
+	}
+	for i := 0; i < e.cfg.SnapReps; i++ {
+		for j, n := range e.cfg.SnapFiles {
 			start := time.Now()
-			from := fmt.Sprintf("%s@s%d-0", vol, n)
+			from := vols[j] + "@s0"
 			if _, err := t.client.CreateVolume(ctx, fmt.Sprintf("clone%d-%d", n, i), map[string]string{"from": from}); err != nil {
 				return fmt.Errorf("clone of %s: %w", from, err)
 			}
@@ -74,7 +67,42 @@ func runSnapshots(ctx context.Context, e *env, t *fusevolTarget, rec recorder) e
 		}
 	}
 	if e.cfg.Verify {
-		return checkClone(ctx, t, fmt.Sprintf("clone%d-0", have), have)
+		n := e.cfg.SnapFiles[len(e.cfg.SnapFiles)-1]
+		return checkClone(ctx, t, fmt.Sprintf("clone%d-0", n), n)
+	}
+	return nil
+}
+
+// populate creates n small files in directories of 1000, then syncs the filesystem so the
+// snapshots that follow do not pay for flushing them.
+func populate(ctx context.Context, e *env, dir string, n int) error {
+	src := e.pools.randomSource(uint64(800 + n))
+	buf := make([]byte, blockSize)
+	for i := 0; i < n; i++ {
+		if i%1000 == 0 {
+			if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("d%04d", i/1000)), 0o755); err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		src.fill(buf)
+		if err := writeSmall(filepath.Join(dir, fmt.Sprintf("d%04d/f%06d", i/1000, i)), buf[:64]); err != nil {
+			return err
+		}
+	}
+	return syncFS(dir)
+}
+
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
 	return nil
 }

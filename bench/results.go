@@ -128,6 +128,10 @@ func newResults(metrics []Metric, targets []string) *results {
 }
 
 func (r *results) add(target, metric string, v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		r.fail(target, metric, fmt.Errorf("measured %v (a phase too short to time?)", v))
+		return
+	}
 	if r.samples[metric] == nil {
 		r.samples[metric] = map[string][]float64{}
 	}
