@@ -2,8 +2,8 @@ package backend
 
 import (
 	"context"
-	"math/rand"
 	"errors"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"

@@ -149,7 +149,7 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := s.GC(ctx); err != nil && ctx.Err() == nil {
+			if err := s.gc(ctx, false); err != nil && ctx.Err() == nil {
 				s.log.Warn("background gc", "err", err)
 			}
 		}
@@ -158,7 +158,11 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 
 // GC drops the keys of deleted snapshots and volumes (merging nodes that still have one child),
 // then runs value-log GC until nothing is left to rewrite, so disk space is returned now.
-func (s *Store) GC(ctx context.Context) error {
+func (s *Store) GC(ctx context.Context) error { return s.gc(ctx, true) }
+
+// gc with now=false is the background flavour: it leaves flushing and compaction to Badger's own
+// schedule instead of forcing them, so it costs little when there is nothing to do.
+func (s *Store) gc(ctx context.Context, now bool) error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	for {
@@ -173,18 +177,38 @@ func (s *Store) GC(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.vlogGC(ctx)
+	return s.vlogGC(ctx, now)
 }
 
 // vlogGC rewrites value-log files while Badger finds garbage in them. Flattening first lets
 // compaction drop deleted keys, which is what tells the value log they are garbage.
-func (s *Store) vlogGC(ctx context.Context) error {
+func (s *Store) vlogGC(ctx context.Context, now bool) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	if now {
+		if err := s.compactNow(); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < 100 && ctx.Err() == nil; i++ {
+		err := s.db.RunValueLogGC(0.3)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("value-log gc: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// compactNow flushes the memtable and compacts every level.
+func (s *Store) compactNow() error {
 	// Badger learns that a value is garbage only when compaction drops the key pointing at it, and
-	// deleted keys sit in the memtable until it fills. DropPrefix of a prefix no key has flushes the
-	// memtable when some key has the prefix (it blocks writes meanwhile, hence the write lock); Flatten then compacts the levels.
+	// deleted keys sit in the memtable until it fills. DropPrefix flushes the memtable, but only when
+	// some key has the prefix, hence the marker key; it blocks writes meanwhile, hence the write
+	// lock. Flatten then compacts the levels.
 	s.wmu.Lock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(flushPrefix), nil) })
 	if err == nil {
@@ -197,16 +221,7 @@ func (s *Store) vlogGC(ctx context.Context) error {
 	if err := s.db.Flatten(2); err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}
-	for i := 0; i < 100 && ctx.Err() == nil; i++ {
-		err := s.db.RunValueLogGC(0.3)
-		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("value-log gc: %w", err)
-		}
-	}
-	return ctx.Err()
+	return nil
 }
 
 // referencedNodes returns the nodes that volumes and snapshots point at.
