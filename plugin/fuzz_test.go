@@ -1,0 +1,106 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzDockerRequest sends arbitrary bodies to every Docker endpoint that does not mount: each
+// answer is JSON with a status dockerd understands, and no input makes a handler panic.
+func FuzzDockerRequest(f *testing.F) {
+	endpoints := []string{"/VolumeDriver.Create", "/VolumeDriver.Get", "/VolumeDriver.Remove",
+		"/VolumeDriver.List", "/VolumeDriver.Path", "/VolumeDriver.Capabilities", "/Plugin.Activate",
+		"/VolumeDriver.Unmount"}
+	for i := range endpoints {
+		f.Add(uint8(i), `{"Name":"v1","Opts":{"size":"1GiB"}}`)
+		f.Add(uint8(i), `{"Name":"../x","Opts":null}`)
+		f.Add(uint8(i), `{"Name":"v1","ID":"a"}`)
+		f.Add(uint8(i), `{`)
+		f.Add(uint8(i), ``)
+	}
+	root := f.TempDir()
+	d, err := NewDaemon(Config{Root: root, Socket: root + "/s.sock"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	f.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	h := d.handler()
+	f.Fuzz(func(t *testing.T, which uint8, body string) {
+		ep := endpoints[int(which)%len(endpoints)]
+		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer rcancel()
+		req := httptest.NewRequestWithContext(rctx, http.MethodPost, ep, strings.NewReader(body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%s %q: answer is not a JSON object: %q", ep, body, rec.Body)
+		}
+		switch rec.Code {
+		case http.StatusOK:
+			if e, _ := out["Err"].(string); e != "" {
+				t.Fatalf("%s %q: 200 with Err %q", ep, body, e)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusInternalServerError:
+			e, _ := out["Err"].(string)
+			if e == "" || strings.HasPrefix(e, "internal error") {
+				t.Fatalf("%s %q: status %d with Err %q", ep, body, rec.Code, e)
+			}
+		default:
+			t.Fatalf("%s %q: status %d", ep, body, rec.Code)
+		}
+	})
+}
+
+// escapeMountPath escapes like the kernel does in /proc/self/mountinfo.
+func escapeMountPath(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ' ', '\t', '\n', '\\':
+			b.WriteByte('\\')
+			b.WriteByte('0' + c>>6)
+			b.WriteByte('0' + c>>3&7)
+			b.WriteByte('0' + c&7)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func FuzzUnescapeMountPath(f *testing.F) {
+	for _, s := range []string{"/a b", `/back\slash`, "/tab\there", "/plain", `\`, `\04`, "/new\nline"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got := unescapeMountPath(escapeMountPath(s)); got != s {
+			t.Fatalf("unescape(escape(%q)) = %q", s, got)
+		}
+	})
+}
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		`/mnt/a\040b`:  "/mnt/a b",
+		`/x\134y`:      `/x\y`,
+		`/trailing\04`: `/trailing\04`,
+		`/no/escapes`:  "/no/escapes",
+		`/bad\08z`:     `/bad\08z`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
