@@ -79,10 +79,20 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	}
 	r.WriteTable(w)
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, markdownNotes)
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "```")
 	r.WriteGoals(w)
 	fmt.Fprintln(w, "```")
 }
+
+const markdownNotes = `Each figure is the median of the repetitions (peak RSS: the maximum). "X vs native" and
+"X vs loopback" are ratios oriented so that above 1× means better than the reference (for
+latencies, the reference's latency divided by X's). "Cold" means the kernel's page, dentry and
+inode caches were dropped first; the fusevol daemon's own chunk and Badger caches were not.
+The loopback target is go-fuse's loopback filesystem with the same transport settings as fusevol
+(1 MiB writes and read-ahead). Data is incompressible and never repeats, except in the
+compressible and dedup workloads.`
 
 // WriteTable writes an aligned (Markdown) table: one row per figure, each target's value, then
 // every target's ratio to native and to loopback (above 1 means better than the reference).
