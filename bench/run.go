@@ -60,16 +60,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r := &runner{o: o, log: o.Logger}
 	rep, err := r.run(ctx)
-	if err != nil {
+	if rep == nil {
 		return nil, err
 	}
-	if err := rep.writeOutputs(o.OutDir); err != nil {
-		return rep, err
+	// A run that measured everything but failed to shut a target down still reports its figures.
+	if werr := rep.writeOutputs(o.OutDir); werr != nil {
+		return rep, errors.Join(err, werr)
 	}
 	rep.WriteTable(o.Out)
 	fmt.Fprintln(o.Out)
 	rep.WriteGoals(o.Out)
-	return rep, nil
+	return rep, err
 }
 
 type runner struct {
@@ -80,9 +81,10 @@ type runner struct {
 	dropped  bool
 }
 
-func (r *runner) warn(msg string, args ...any) {
-	r.log.Warn(msg, args...)
-	r.warnings = append(r.warnings, fmt.Sprint(append([]any{msg, " "}, args...)...))
+// warn logs a caveat about the whole run and records it in the report.
+func (r *runner) warn(msg string) {
+	r.log.Warn(msg)
+	r.warnings = append(r.warnings, msg)
 }
 
 func (r *runner) run(ctx context.Context) (rep *Report, err error) {
@@ -247,7 +249,7 @@ func (r *runner) dropCaches() {
 	syscall.Sync()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		r.dropped = false
-		r.warn("cannot drop caches, cold-read figures are warm from now on", "err", err)
+		r.warn(fmt.Sprintf("cannot drop caches (%v): cold-read figures are warm from now on", err))
 	}
 }
 
