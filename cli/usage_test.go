@@ -66,6 +66,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"volume", "create", "-o", "size=1", "-o", "size=2", "a"}, `option "size" given twice`, "Usage: volctl volume create"},
 		{[]string{"volume", "create", "--size=1G", "a"}, "unknown option --size", "Usage: volctl volume create"},
 		{[]string{"volume", "ls", "x"}, "takes no arguments", "Usage: volctl volume ls"},
+		{[]string{"volume", "inspect", "v", "--format", "json"}, "option --format must come before the arguments", "Usage: volctl volume inspect"},
+		{[]string{"volume", "rm", "v", "-f"}, "option -f must come before the arguments", "Usage: volctl volume rm"},
 		{[]string{"volume", "ls", "--format", "yaml"}, `--format "yaml": want table or json`, "Usage: volctl volume ls"},
 		{[]string{"volume", "inspect"}, "at least one NAME", "Usage: volctl volume inspect [options] NAME..."},
 		{[]string{"volume", "rm"}, "at least one NAME", "Usage: volctl volume rm [options] NAME..."},
