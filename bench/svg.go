@@ -11,7 +11,7 @@ import (
 var palette = [...]string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"}
 
 const (
-	svgWidth   = 940
+	svgWidth   = 1000
 	svgBarX    = 250
 	svgBarMax  = 480
 	svgBarH    = 14
@@ -67,7 +67,7 @@ type svgView struct {
 func (r *Report) WriteSVG(w io.Writer) error {
 	v := svgView{W: svgWidth, BarX: svgBarX, BarH: svgBarH,
 		Title:    "fusevol benchmark: bar length = relative speed within each workload (longer is better)",
-		Subtitle: fmt.Sprintf("%s, %d CPUs, Linux %s, median of %d reps", r.Meta.Started.Format("2006-01-02 15:04 MST"), r.Meta.CPUs, r.Meta.Kernel, r.Meta.Config.Reps)}
+		Subtitle: fmt.Sprintf("%s, %d CPUs, Linux %s, median of %d repetition(s)", r.Meta.Started.Format("2006-01-02 15:04 MST"), r.Meta.CPUs, r.Meta.Kernel, r.Meta.Config.Reps)}
 	color := map[string]string{}
 	x := 10
 	for i, t := range r.Targets {
