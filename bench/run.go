@@ -102,7 +102,7 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 	if !r.dropped {
 		r.warn("not root: caches cannot be dropped, so cold-read figures are warm")
 	}
-	base := &env{cfg: cfg, pools: newPools(), drop: r.dropCaches}
+	base := &env{cfg: cfg, pools: newPools(), drop: r.dropCaches, warn: r.warn}
 	if base.tree, err = newTreeArchive(base.pools, cfg.TreeFiles); err != nil {
 		return nil, fmt.Errorf("build source-tree archive: %w", err)
 	}
