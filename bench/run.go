@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,6 +84,9 @@ type runner struct {
 
 // warn logs a caveat about the whole run and records it in the report.
 func (r *runner) warn(msg string) {
+	if slices.Contains(r.warnings, msg) {
+		return
+	}
 	r.log.Warn(msg)
 	r.warnings = append(r.warnings, msg)
 }
