@@ -65,6 +65,8 @@ func (r result) fails(t *testing.T, code int, want ...string) {
 // testDaemon is a real fusevol daemon running in-process on a private root and socket.
 type testDaemon struct {
 	dir, socket string
+	cancel      context.CancelFunc
+	done        chan error
 }
 
 // startDaemon runs plugin.NewDaemon with a temporary root, socket and mount root and stops it
@@ -77,31 +79,48 @@ func startDaemon(t *testing.T) *testDaemon {
 		t.Fatal(err)
 	}
 	td := &testDaemon{dir: dir, socket: filepath.Join(dir, "fusevol.sock")}
+	t.Cleanup(func() {
+		td.stop(t)
+		os.RemoveAll(dir)
+	})
+	td.start(t)
+	return td
+}
+
+func (td *testDaemon) start(t *testing.T) {
+	t.Helper()
 	d, err := plugin.NewDaemon(plugin.Config{
-		Root:      filepath.Join(dir, "root"),
+		Root:      td.root(),
 		Socket:    td.socket,
-		MountRoot: filepath.Join(dir, "mounts"),
+		MountRoot: filepath.Join(td.dir, "mounts"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("daemon did not stop within 20s")
+	td.cancel, td.done = cancel, make(chan error, 1)
+	go func() { td.done <- d.Run(ctx) }()
+	waitReady(t, td.socket, td.done)
+}
+
+func (td *testDaemon) root() string { return filepath.Join(td.dir, "root") }
+
+// stop shuts the daemon down and checks that Run returned nil; stopping twice is fine.
+func (td *testDaemon) stop(t *testing.T) {
+	t.Helper()
+	if td.cancel == nil {
+		return
+	}
+	td.cancel()
+	td.cancel = nil
+	select {
+	case err := <-td.done:
+		if err != nil {
+			t.Errorf("daemon Run: %v", err)
 		}
-		os.RemoveAll(dir)
-	})
-	waitReady(t, td.socket, done)
-	return td
+	case <-time.After(20 * time.Second):
+		t.Errorf("daemon did not stop within 20s")
+	}
 }
 
 // waitReady polls the daemon's status until its store is open.
