@@ -482,3 +482,19 @@ func (v *View) Forget(ctx context.Context, ino Ino) error {
 	}
 	return v.s.reclaim(ctx, v, ino)
 }
+
+// Snapshots lists the volume's snapshots, oldest first (none for a snapshot's own view).
+func (v *View) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
+	if v.ReadOnly() {
+		return nil, nil
+	}
+	return v.s.ListSnapshots(ctx, v.info.Name)
+}
+
+// Snapshot opens one of the volume's snapshots read-only.
+func (v *View) Snapshot(ctx context.Context, name string) (*View, error) {
+	if v.ReadOnly() {
+		return nil, fmt.Errorf("snapshot %q of a snapshot: %w", name, ErrNotFound)
+	}
+	return v.s.OpenSnapshot(ctx, v.info.Name, name)
+}

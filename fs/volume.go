@@ -47,3 +47,5 @@ type snapshotter interface {
 }
 
 var _ Volume = (*backend.View)(nil)
+
+var _ snapshotter = (*backend.View)(nil)
