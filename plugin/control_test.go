@@ -193,6 +193,13 @@ func TestControlMountsAndDiff(t *testing.T) {
 		t.Errorf("diff s2..live = %+v, %v; want empty", d3, err)
 	}
 
+	// The mounted volume shows its snapshots, read-only, under .snapshots.
+	if b, err := os.ReadFile(filepath.Join(dir, ".snapshots", "s1", "edit")); err != nil || string(b) != "before" {
+		t.Errorf(".snapshots/s1/edit = %q, %v; want \"before\"", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".snapshots", "s1", "edit"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write into .snapshots/s1: %v, want EROFS", err)
+	}
 	wantCode(t, "restore mounted", c.RestoreSnapshot(ctx, "v", "s1"), api.CodeInUse)
 	wantCode(t, "remove mounted", c.RemoveVolume(ctx, "v", false), api.CodeInUse)
 	_, err = c.Fsck(ctx, true)

@@ -126,6 +126,9 @@ type daemon struct {
 func newDaemon(t testing.TB, root string, args ...string) *daemon {
 	t.Helper()
 	bin, _ := binaries(t)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	d := &daemon{t: t, bin: bin, root: root, sock: filepath.Join(root, "fusevol.sock"), args: args,
 		log: filepath.Join(root, "daemon.log")}
 	d.client = client.New(d.sock)
