@@ -64,7 +64,7 @@ func TestRunRejectsBadTargets(t *testing.T) {
 	}
 }
 
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	var why string
 	if os.Geteuid() != 0 {
