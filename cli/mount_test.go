@@ -84,7 +84,8 @@ func TestRestoreMountedVolume(t *testing.T) {
 	td.run(t, "volume", "inspect", "v").fails(t, 1, "v", "not found")
 }
 
-func TestMountSnapshotReadOnly(t *testing.T) {
+// A snapshot mounts read-only; a clone made from it is writable and independent.
+func TestMountSnapshotAndClone(t *testing.T) {
 	requireFUSE(t)
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "v").ok(t)
@@ -101,6 +102,24 @@ func TestMountSnapshotReadOnly(t *testing.T) {
 	if !errors.Is(err, syscall.EROFS) {
 		t.Errorf("writing into a snapshot mount: %v, want EROFS", err)
 	}
+	// A clone of the snapshot is writable and independent of both.
+	td.run(t, "volume", "create", "-o", "from=v@s", "c").ok(t)
+	r := td.run(t, "volume", "inspect", "c").ok(t)
+	if !regexp.MustCompile(`(?m)^Origin:\s+v@s$`).MatchString(r.stdout) {
+		t.Errorf("inspect of a clone does not show its origin:\n%s", r.stdout)
+	}
+	clone := td.mountVolume(t, "c", "clone")
+	if got := readFile(t, filepath.Join(clone, "f")); got != "old" {
+		t.Errorf("clone reads %q, want old", got)
+	}
+	writeFile(t, filepath.Join(clone, "f"), "cloned")
+	if got := readFile(t, filepath.Join(dir, "f")); got != "new" {
+		t.Errorf("writing the clone changed the origin volume: %q", got)
+	}
+	if got := readFile(t, filepath.Join(snap, "f")); got != "old" {
+		t.Errorf("writing the clone changed the snapshot: %q", got)
+	}
+
 	td.run(t, "mount", "v@nosuch", td.mkdir(t, "bad")).fails(t, 1, "nosuch")
 	td.run(t, "mount", "nosuch", td.mkdir(t, "bad2")).fails(t, 1, "nosuch")
 }
