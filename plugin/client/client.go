@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	pathpkg "path"
 	"strings"
 	"time"
 
@@ -178,6 +179,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 			return fmt.Errorf("encode request: %w", err)
 		}
 		body = bytes.NewReader(b)
+	}
+	// A name of "." or ".." would be cleaned out of the path and reach another route.
+	if p := api.Prefix + path; pathpkg.Clean(p) != p {
+		return &api.Error{Code: api.CodeInvalid, Message: fmt.Sprintf("invalid name in request path %q", path)}
 	}
 	u := "http://fusevol" + api.Prefix + path
 	if len(q) > 0 {
