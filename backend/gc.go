@@ -226,8 +226,19 @@ func (s *Store) compactNow() error {
 
 // referencedNodes returns the nodes that volumes and snapshots point at.
 func (s *Store) referencedNodes() (map[uint32]bool, error) {
-	refs := map[uint32]bool{}
+	var refs map[uint32]bool
 	err := s.view(func(t *tx) error {
+		var err error
+		refs, err = referencedIn(t)
+		return err
+	})
+	return refs, err
+}
+
+// referencedIn returns the nodes that volumes and snapshots point at, as t sees them.
+func referencedIn(t *tx) (map[uint32]bool, error) {
+	refs := map[uint32]bool{}
+	err := func() error {
 		if err := scanPrefix(t.txn, []byte{pVolume}, true, func(k, v []byte) error {
 			var r volRec
 			if err := jsonDecode(v, &r); err != nil {
@@ -246,7 +257,7 @@ func (s *Store) referencedNodes() (map[uint32]bool, error) {
 			refs[r.Node] = true
 			return nil
 		})
-	})
+	}()
 	return refs, err
 }
 
@@ -288,6 +299,11 @@ func (s *Store) collectNode(ctx context.Context, id uint32) error {
 			s.mu.RUnlock()
 			if !ok || nchild > 1 {
 				return nil
+			}
+			// pickDeadNode looked without the write lock: a snapshot, clone or restore may have
+			// made this node a volume's head or a snapshot since.
+			if refs, err := referencedIn(t); err != nil || refs[id] {
+				return err
 			}
 			t.tree = rec.tree
 			var err error

@@ -917,6 +917,10 @@ func (r *mRunner) opRename(v *mVol) {
 	}
 	r.logf("Rename %s %d/%q -> %d/%q flags=%d", v.name, src.parent, src.name, dstParent, trunc(dstName), flags)
 	want, apply := r.renameModel(f, src, dstParent, dstName, flags)
+	if len(want) > 0 {
+		// When several things are wrong, any of their errors will do.
+		want = append(want, nameWant(dstName)...)
+	}
 	err := v.view.Rename(r.ctx, src.parent, src.name, dstParent, dstName, flags)
 	if r.check("Rename", err, want...) && apply != nil {
 		apply()
