@@ -19,7 +19,7 @@ const (
 
 // completeArgs offers names from the daemon for the argument being typed; kinds[i] says what
 // argument i is, and the last kind repeats when repeat is set. A daemon that does not answer
-// within a second offers nothing: completion must never hang the shell.
+// within two seconds offers nothing: completion must never hang the shell.
 func completeArgs(repeat bool, kinds ...string) ucli.BashCompleteFunc {
 	return func(c *ucli.Context) {
 		if n := len(os.Args); n > 2 && strings.HasPrefix(os.Args[n-2], "-") {
@@ -31,7 +31,7 @@ func completeArgs(repeat bool, kinds ...string) ucli.BashCompleteFunc {
 			return
 		}
 		kind := kinds[min(i, len(kinds)-1)]
-		ctx, cancel := context.WithTimeout(c.Context, time.Second)
+		ctx, cancel := context.WithTimeout(c.Context, 2*time.Second)
 		defer cancel()
 		cl := daemonClient(c)
 		switch kind {

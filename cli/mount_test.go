@@ -173,7 +173,7 @@ func TestStoreCommands(t *testing.T) {
 	rng := rand.NewChaCha8([32]byte{1})
 	rng.Read(data)
 	for _, v := range []string{"a", "b"} {
-		td.run(t, "volume", "create", v).ok(t)
+		td.run(t, "volume", "create", "-o", "chunk-size=1MiB", "-o", "compression=none", v).ok(t)
 		dir := td.mountVolume(t, v, "mnt-"+v)
 		writeFile(t, filepath.Join(dir, "data"), string(data))
 		writeFile(t, filepath.Join(dir, "small"), v)
