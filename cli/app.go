@@ -105,11 +105,16 @@ func unknownCommand(c *ucli.Context) error {
 // flagError words the flag package's errors for people who typed --long options.
 func flagError(c *ucli.Context, err error, _ bool) error {
 	msg := err.Error()
-	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+	dashes := func(name string) string {
 		if len(name) > 1 {
-			name = "-" + name
+			return "--" + name
 		}
-		msg = "unknown option -" + name
+		return "-" + name
+	}
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown option " + dashes(name)
+	} else if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		msg = "option " + dashes(name) + " needs a value"
 	}
 	return usageErrorf(c, "%s", msg)
 }
@@ -161,7 +166,11 @@ func exitStatus(err error, stderr io.Writer) int {
 		return ee.code
 	}
 	if errors.Is(err, client.ErrUnreachable) {
-		fmt.Fprintf(stderr, "volctl: %s (is the daemon running? start it with `volctl daemon`)\n", oneLine(err.Error()))
+		hint := "is the daemon running? start it with `volctl daemon`"
+		if strings.Contains(err.Error(), "permission denied") {
+			hint = "run volctl as root or as a member of the daemon's --group"
+		}
+		fmt.Fprintf(stderr, "volctl: %s (%s)\n", oneLine(err.Error()), hint)
 		return 1
 	}
 	fmt.Fprintf(stderr, "volctl: %s\n", oneLine(err.Error()))

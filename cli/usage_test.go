@@ -78,6 +78,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"snapshot", "restore", "v", "s", "x"}, "needs VOLUME and NAME", "Usage: volctl snapshot restore"},
 		{[]string{"snapshot", "diff", "v"}, "needs VOLUME FROM [TO]", "Usage: volctl snapshot diff [options] VOLUME FROM [TO]"},
 		{[]string{"snapshot", "diff", "v", "a", "b", "c"}, "needs VOLUME FROM [TO]", "Usage: volctl snapshot diff"},
+		{[]string{"df", "--format"}, "option --format needs a value", "Usage: volctl df"},
 		{[]string{"df", "--format=csv"}, `--format "csv"`, "Usage: volctl df"},
 		{[]string{"gc", "now"}, "takes no arguments", "Usage: volctl gc"},
 		{[]string{"fsck", "--fix"}, "unknown option --fix", "Usage: volctl fsck"},
