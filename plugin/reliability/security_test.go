@@ -95,7 +95,7 @@ func TestVolumeNamesStayInside(t *testing.T) {
 }
 
 // wantEntries checks that dir holds exactly the given names.
-func wantEntries(t *testing.T, dir string, want ...string) {
+func wantEntries(t testing.TB, dir string, want ...string) {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
