@@ -24,7 +24,7 @@ type result struct {
 }
 
 // volctl runs the CLI in-process as a user would type it (after "volctl") and captures its output.
-func volctl(t *testing.T, args ...string) result {
+func volctl(t testing.TB, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -34,7 +34,7 @@ func volctl(t *testing.T, args ...string) result {
 }
 
 // ok fails the test unless r exited 0.
-func (r result) ok(t *testing.T) result {
+func (r result) ok(t testing.TB) result {
 	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("exit %d, want 0\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
@@ -43,7 +43,7 @@ func (r result) ok(t *testing.T) result {
 }
 
 // fails checks exit status code and a one-line stderr containing every want.
-func (r result) fails(t *testing.T, code int, want ...string) {
+func (r result) fails(t testing.TB, code int, want ...string) {
 	t.Helper()
 	if r.code != code {
 		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
@@ -71,7 +71,7 @@ type testDaemon struct {
 
 // startDaemon runs plugin.NewDaemon with a temporary root, socket and mount root and stops it
 // (cleanly, checking that Run returns nil) when the test ends.
-func startDaemon(t *testing.T) *testDaemon {
+func startDaemon(t testing.TB) *testDaemon {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes: t.TempDir() can be longer.
 	dir, err := os.MkdirTemp("", "volctl-test-")
@@ -87,7 +87,7 @@ func startDaemon(t *testing.T) *testDaemon {
 	return td
 }
 
-func (td *testDaemon) start(t *testing.T) {
+func (td *testDaemon) start(t testing.TB) {
 	t.Helper()
 	d, err := plugin.NewDaemon(plugin.Config{
 		Root:      td.root(),
@@ -106,7 +106,7 @@ func (td *testDaemon) start(t *testing.T) {
 func (td *testDaemon) root() string { return filepath.Join(td.dir, "root") }
 
 // stop shuts the daemon down and checks that Run returned nil; stopping twice is fine.
-func (td *testDaemon) stop(t *testing.T) {
+func (td *testDaemon) stop(t testing.TB) {
 	t.Helper()
 	if td.cancel == nil {
 		return
@@ -124,7 +124,7 @@ func (td *testDaemon) stop(t *testing.T) {
 }
 
 // waitReady polls the daemon's status until its store is open.
-func waitReady(t *testing.T, socket string, done <-chan error) {
+func waitReady(t testing.TB, socket string, done <-chan error) {
 	t.Helper()
 	cl := client.New(socket)
 	deadline := time.Now().Add(20 * time.Second)
@@ -148,13 +148,13 @@ func waitReady(t *testing.T, socket string, done <-chan error) {
 }
 
 // run runs volctl against this daemon.
-func (td *testDaemon) run(t *testing.T, args ...string) result {
+func (td *testDaemon) run(t testing.TB, args ...string) result {
 	t.Helper()
 	return volctl(t, append([]string{"--socket", td.socket}, args...)...)
 }
 
 // mkdir makes a directory under the daemon's temporary directory (for volctl mount).
-func (td *testDaemon) mkdir(t *testing.T, name string) string {
+func (td *testDaemon) mkdir(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(td.dir, name)
 	if err := os.MkdirAll(p, 0o755); err != nil {
@@ -164,7 +164,7 @@ func (td *testDaemon) mkdir(t *testing.T, name string) string {
 }
 
 // requireFUSE skips tests that mount when the machine cannot, except in CI where that is a failure.
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	var why string
 	if os.Geteuid() != 0 {
@@ -203,7 +203,7 @@ func normalise(s string, dirs ...string) string {
 }
 
 // golden compares got with testdata/name.golden (rewriting it under -update).
-func golden(t *testing.T, name, got string) {
+func golden(t testing.TB, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
@@ -225,7 +225,7 @@ func golden(t *testing.T, name, got string) {
 }
 
 // columnsAligned checks that every line of a table starts each header column at the same offset.
-func columnsAligned(t *testing.T, table string) {
+func columnsAligned(t testing.TB, table string) {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
 	starts := columnStarts(lines[0])
