@@ -29,7 +29,8 @@ const e2eImage = "fusevol-test:busybox"
 
 // e2eEnv is one test's Docker engine and fusevol daemon.
 type e2eEnv struct {
-	t       *testing.T
+	t       *testing.T // the running subtest
+	top     *testing.T
 	work    string // everything the test creates on the host
 	bin     string // volctl binary
 	driver  string // legacy plugin name: the socket is /run/docker/plugins/<driver>.sock
@@ -122,7 +123,7 @@ func newE2E(t *testing.T) *e2eEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &e2eEnv{t: t, work: work, driver: fmt.Sprintf("fusevol-e2e-%d", os.Getpid())}
+	e := &e2eEnv{t: t, top: t, work: work, driver: fmt.Sprintf("fusevol-e2e-%d", os.Getpid())}
 	e.sock = filepath.Join("/run/docker/plugins", e.driver+".sock")
 	e.root = filepath.Join(work, "fusevol")
 	e.dsock = filepath.Join(work, "docker.sock")
@@ -200,6 +201,11 @@ func (e *e2eEnv) stopDockerd() {
 		e.t.Error("dockerd did not stop within 60s of SIGTERM")
 	}
 	e.dockerd = nil
+}
+
+func (e *e2eEnv) logContains(name, s string) bool {
+	b, _ := os.ReadFile(filepath.Join(e.work, name))
+	return strings.Contains(string(b), s)
 }
 
 // logTail is the end of a log, without go-fuse's splice chatter.
@@ -384,6 +390,7 @@ func (e *e2eEnv) inspect(name string) api.Volume {
 // cleanup removes containers, stops both daemons, detaches whatever they left mounted and
 // deletes the work directory.
 func (e *e2eEnv) cleanup() {
+	e.t = e.top
 	if e.dockerd != nil {
 		if ids, err := e.docker("ps", "-aq"); err == nil && ids != "" {
 			e.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
@@ -399,9 +406,9 @@ func (e *e2eEnv) cleanup() {
 	if e.fusevol != nil {
 		e.stopFusevol(syscall.SIGTERM)
 	}
-	if e.t.Failed() {
-		e.t.Logf("fusevol log:\n%s", e.logTail("fusevol.log"))
-		e.t.Logf("dockerd log:\n%s", e.logTail("dockerd.log"))
+	if e.top.Failed() {
+		e.top.Logf("fusevol log:\n%s", e.logTail("fusevol.log"))
+		e.top.Logf("dockerd log:\n%s", e.logTail("dockerd.log"))
 	}
 	if m, err := mountsUnder(e.work); err == nil {
 		for _, dir := range m {
@@ -409,6 +416,10 @@ func (e *e2eEnv) cleanup() {
 		}
 	}
 	os.Remove(e.sock)
+	if os.Getenv("FUSEVOL_E2E_KEEP") != "" {
+		e.top.Logf("FUSEVOL_E2E_KEEP: leaving %s", e.work)
+		return
+	}
 	os.RemoveAll(e.work)
 }
 
@@ -557,6 +568,9 @@ func TestDockerEndToEnd(t *testing.T) {
 		})
 		e.stopFusevol(syscall.SIGKILL)
 		e.startFusevol()
+		if dead := filepath.Join(e.root, "mounts", "crash"); !e.logContains("fusevol.log", `stale mount removed" dir=`+dead) {
+			t.Errorf("the restarted daemon did not report removing the dead mount %s", dead)
+		}
 		logs := e.mustDocker("logs", "writer")
 		e.mustDocker("rm", "-f", "writer") // its Unmount carries an ID the new daemon never saw
 		acked := map[string]string{}
@@ -589,7 +603,7 @@ func TestDockerEndToEnd(t *testing.T) {
 
 	t.Run("dockerd-restart", func(t *testing.T) {
 		e.t = t
-		e.mustDocker("run", "-d", "--name", "survivor", "--network", "none", "-v", "big:/data", e2eImage, "sleep", "600")
+		e.mustDocker("run", "-d", "--name", "survivor", "--stop-timeout", "1", "--network", "none", "-v", "big:/data", e2eImage, "sleep", "600")
 		waitFor(t, func() bool { return e.inspect("big").Mounted })
 		e.stopDockerd()
 		e.startDockerd()
@@ -620,8 +634,11 @@ func TestDockerEndToEnd(t *testing.T) {
 		if m, _ := mountsUnder(filepath.Join(e.root, "mounts")); len(m) != 0 {
 			t.Errorf("mounts left after SIGTERM: %v", m)
 		}
-		e.mustDocker("rm", "-f", "busy")
 		e.startFusevol()
+		e.mustDocker("rm", "-f", "busy") // its Unmount reaches a daemon that never saw its ID
+		if v := e.inspect("big"); v.Mounted {
+			t.Errorf("big mounted after the restart: %+v", v)
+		}
 	})
 
 	t.Run("managed-plugin", func(t *testing.T) {
