@@ -2,13 +2,14 @@ package plugin
 
 import (
 	"context"
-
 	"fmt"
 	"log/slog"
 	"os"
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/fusevol/fusevol/fs"
@@ -145,6 +146,14 @@ func (d *Daemon) mountLive(ctx context.Context, st *backend.Store, name string, 
 	view, err := st.OpenVolume(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("volume %s: %w", name, err)
+	}
+	// Nothing of ours is mounted there, so whatever is (a dead mount this daemon did not
+	// clean at start, a detached mount's leftovers) is stale.
+	if mounted, err := isMounted(dir); err == nil && mounted {
+		d.log.Warn("detaching a stale mount before mounting", "volume", name, "dir", dir)
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			return "", fmt.Errorf("volume %s: detach stale mount at %s: %w", name, dir, err)
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("volume %s: create mount point: %w", name, err)
