@@ -100,7 +100,7 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		gid:   gid,
-		mount: mountFS,
+		mount: guardDisk(mountFS, filepath.Join(cfg.Root, "store")),
 		ready: make(chan struct{}),
 		stop:  make(chan struct{}),
 		vols:  make(map[string]*volState),

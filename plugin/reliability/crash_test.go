@@ -64,7 +64,7 @@ func startWriter(t *testing.T, dir string, start, count int, seed uint64) *write
 // survived with its checksum, that the dead mount was cleaned and that fsck is clean.
 func TestCrashLoop(t *testing.T) {
 	needRoot(t)
-	rounds := pick(6, 40)
+	rounds := pick(10, 60)
 	root := tempRoot(t)
 	d := newDaemon(t, root)
 	const vol = "crash"

@@ -1,0 +1,102 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
+)
+
+// Badger writes its value log and memtable logs through memory maps of files it creates sparse
+// (truncated to their full size up front). When the filesystem is full, a store into such a hole
+// raises SIGBUS and kills the daemon, and with it every mount. The disk guard keeps file data
+// from getting there: data commits fail with ENOSPC while the store's free space, less the holes
+// Badger may still fill, is under diskMargin, which is left for metadata, memtable flushes and
+// compactions (they keep working, so deleting files still works on a full store).
+const diskMargin = 64 << 20
+
+// diskGuard checks the free space of the filesystem holding the store directory.
+type diskGuard struct{ dir string }
+
+func (g diskGuard) check() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(g.dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", g.dir, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if need := diskMargin + g.holes(); free < need {
+		return fmt.Errorf("store filesystem of %s has %d bytes free, %d are kept in reserve: %w",
+			g.dir, free, need, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// holes is how much Badger may still write into space its mapped files hold but have not
+// allocated: the newest value-log file (the only one appended to), the memtable logs and the
+// discard statistics.
+func (g diskGuard) holes() int64 {
+	ents, _ := os.ReadDir(g.dir)
+	var n int64
+	newestVlog := "" // names are zero-padded file IDs, so the greatest is the newest
+	for _, e := range ents {
+		switch name := e.Name(); {
+		case strings.HasSuffix(name, ".vlog"):
+			newestVlog = max(newestVlog, name)
+		case strings.HasSuffix(name, ".mem"), name == "DISCARD":
+			n += holeBytes(filepath.Join(g.dir, name))
+		}
+	}
+	if newestVlog != "" {
+		n += holeBytes(filepath.Join(g.dir, newestVlog))
+	}
+	return n
+}
+
+func holeBytes(path string) int64 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return max(st.Size-st.Blocks*512, 0)
+}
+
+// guardedView is a volume's live view whose data commits first check the disk guard.
+type guardedView struct {
+	liveView
+	guard diskGuard
+}
+
+func (v guardedView) CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error) {
+	if err := v.guard.check(); err != nil {
+		return backend.Attr{}, err
+	}
+	return v.liveView.CommitChunks(ctx, ino, chunks, minSize)
+}
+
+func (v guardedView) Fallocate(ctx context.Context, ino backend.Ino, off, length int64, mode uint32) error {
+	if mode&unix.FALLOC_FL_PUNCH_HOLE == 0 {
+		if err := v.guard.check(); err != nil {
+			return err
+		}
+	}
+	return v.liveView.Fallocate(ctx, ino, off, length, mode)
+}
+
+// guardDisk wraps mount so that the live volumes it mounts check the disk guard of the store
+// in storeDir. Snapshots are read-only and need no guard.
+func guardDisk(mount mountFunc, storeDir string) mountFunc {
+	return func(ctx context.Context, dir string, view fs.Volume, log *slog.Logger) (fsMount, error) {
+		if lv, ok := view.(liveView); ok {
+			view = guardedView{liveView: lv, guard: diskGuard{dir: storeDir}}
+		}
+		return mount(ctx, dir, view, log)
+	}
+}
