@@ -8,6 +8,9 @@
 //     another process had fsynced (file and directory); after each restart the dead mount is
 //     gone, the volume mounts again, every acknowledged file reads back with its checksum and
 //     fsck is clean.
+//   - Full disk: with the daemon's root on a small tmpfs, writers get ENOSPC (not EIO, not a
+//     hang, not a dead daemon), fsynced files read back, fsck is clean, and deleting files
+//     then running gc makes room for new writes.
 //   - Quota: a volume created with size=N fails writes past N with ENOSPC and statfs reports N
 //     as the mount's size.
 //   - Load: concurrent clients of Docker's volume protocol on overlapping names never see a
