@@ -193,6 +193,26 @@ func TestControlMountsAndDiff(t *testing.T) {
 		t.Errorf("diff s2..live = %+v, %v; want empty", d3, err)
 	}
 
+	// A snapshot of a mounted volume holds what was written but not yet closed or synced.
+	pending, err := os.Create(filepath.Join(dir, "pending"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pending.WriteString("unsynced"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSnapshot(ctx, "v", "open"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, ".snapshots", "open", "pending")); err != nil || string(b) != "unsynced" {
+		t.Errorf("snapshot of an open file = %q, %v; want the written bytes", b, err)
+	}
+	pending.Close()
+	if err := c.RemoveSnapshot(ctx, "v", "open"); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "pending"))
+
 	// The mounted volume shows its snapshots, read-only, under .snapshots.
 	if b, err := os.ReadFile(filepath.Join(dir, ".snapshots", "s1", "edit")); err != nil || string(b) != "before" {
 		t.Errorf(".snapshots/s1/edit = %q, %v; want \"before\"", b, err)

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -331,5 +332,32 @@ func TestShutdownWithBusyMount(t *testing.T) {
 	td.stop(t)
 	if took := time.Since(start); took > 9*time.Second {
 		t.Errorf("shutdown with a busy mount took %v", took)
+	}
+}
+
+// TestStoreOpenFailure gives the daemon a root it cannot use: Run returns the error instead of
+// serving a daemon without a store.
+func TestStoreOpenFailure(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDaemon(Config{Root: filepath.Join(file, "root"), Socket: filepath.Join(dir, "s.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "root") {
+			t.Fatalf("Run = %v, want an error about the root", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept going without a store")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "s.sock")); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
 	}
 }
