@@ -157,7 +157,11 @@ func (f *fsys) readAt(h *fileHandle, dst []byte, off int64) (int, error) {
 		copyChunk(p, data, within)
 		done += len(p)
 	}
-	f.readAhead(h, off, done, size)
+	if st == nil {
+		// Buffered chunks must not be prefetched from the store: the stale copy would
+		// outlive the commit.
+		f.readAhead(h, off, done, size)
+	}
 	return done, nil
 }
 

@@ -399,10 +399,12 @@ func (st *fileState) commitLoop() {
 			k++
 		}
 		chunks := make([]backend.Chunk, k)
+		var end uint64 // all-zero chunks do not extend a file by themselves
 		for i, j := range jobs[:k] {
 			chunks[i] = j.chunk
+			end = max(end, j.idx*uint64(st.wb.cs)+uint64(len(j.data)))
 		}
-		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, 0)
+		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, end)
 
 		st.mu.Lock()
 		st.queue = st.queue[k:]
@@ -410,6 +412,7 @@ func (st *fileState) commitLoop() {
 			if d, ok := st.inflight[j.idx]; ok && unsafe.SliceData(d) == unsafe.SliceData(j.data) {
 				delete(st.inflight, j.idx)
 			}
+			st.wb.f.cache.invalidateChunk(st.id, j.idx)
 		}
 		if err != nil {
 			st.fail(err)
