@@ -44,7 +44,9 @@ func runHelper(mode, arg string) int {
 
 // runWriter writes files into dir until a system call fails or FV_COUNT files are done. Each
 // file is written under a temporary name, fsynced, renamed into place and its directory
-// fsynced; only then is "ACK name sha256" printed. File names start at FV_START.
+// fsynced; only then is "ACK name sha256" printed. File names start at FV_START. Files whose
+// index is ephemeral are deleted again three files later: "DELETING name" is printed before
+// the unlink, "DEL name" once the directory is fsynced after it.
 func runWriter(dir string) int {
 	start, _ := strconv.Atoi(os.Getenv("FV_START"))
 	count, _ := strconv.Atoi(os.Getenv("FV_COUNT"))
@@ -61,16 +63,33 @@ func runWriter(dir string) int {
 		for j := range data {
 			data[j] = byte(rng.Uint32())
 		}
-		name := fmt.Sprintf("f%06d", i)
+		name := fileName(i)
 		if err := writeDurably(d, dir, name, data, rng); err != nil {
 			fmt.Printf("ERR %s: %v\n", name, err)
 			return 0
 		}
 		sum := sha256.Sum256(data)
 		fmt.Printf("ACK %s %s\n", name, hex.EncodeToString(sum[:]))
+		if old := i - 3; old >= start && ephemeral(old) {
+			fmt.Printf("DELETING %s\n", fileName(old))
+			if err := os.Remove(filepath.Join(dir, fileName(old))); err != nil {
+				fmt.Printf("ERR unlink %s: %v\n", fileName(old), err)
+				return 0
+			}
+			if err := d.Sync(); err != nil {
+				fmt.Printf("ERR sync dir after unlink: %v\n", err)
+				return 0
+			}
+			fmt.Printf("DEL %s\n", fileName(old))
+		}
 	}
 	return 0
 }
+
+func fileName(i int) string { return fmt.Sprintf("f%06d", i) }
+
+// ephemeral reports whether the writer deletes file i again.
+func ephemeral(i int) bool { return i%4 == 1 }
 
 // writeDurably writes data in a few pieces to a temporary file, fsyncs it, renames it to name
 // and fsyncs the directory.
