@@ -161,7 +161,9 @@ func (e *e2eEnv) startDockerd() {
 		"--exec-root", filepath.Join(e.work, "exec"),
 		"--pidfile", filepath.Join(e.work, "docker.pid"),
 		"--host", "unix://"+e.dsock,
-		"--iptables=false", "--bridge=none")
+		"--iptables=false", "--bridge=none",
+		// A system containerd, if one runs, is shared: keep this engine's containers apart.
+		"--containerd-namespace", e.driver, "--containerd-plugins-namespace", e.driver+"-plugins")
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
