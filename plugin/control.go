@@ -136,14 +136,7 @@ func (d *Daemon) ctlStatus(ctx context.Context, r *http.Request) (any, error) {
 		}
 		out.Volumes = len(vols)
 	}
-	d.mu.Lock()
-	for _, v := range d.vols {
-		if v.mnt != nil {
-			out.Mounts++
-		}
-		out.Mounts += len(v.snaps)
-	}
-	d.mu.Unlock()
+	out.Mounts = d.liveMounts()
 	return out, nil
 }
 

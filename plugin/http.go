@@ -119,8 +119,10 @@ func bodyStatus(err error) int {
 func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
+		// Readable by both protocols' clients: dockerd reads Err, plugin/client reads error.
+		msg := "encode response: " + err.Error()
 		status = http.StatusInternalServerError
-		data, _ = json.Marshal(map[string]string{"Err": "encode response: " + err.Error(), "error": "encode response: " + err.Error(), "code": api.CodeInternal})
+		data, _ = json.Marshal(map[string]string{"Err": msg, "error": msg, "code": api.CodeInternal})
 	}
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)
