@@ -50,7 +50,7 @@ type testDaemon struct {
 
 // startDaemon runs a daemon on root (a new temporary directory when "") and waits for its socket.
 // The daemon is stopped at the end of the test.
-func startDaemon(t *testing.T, root string, mod ...func(*Config)) *testDaemon {
+func startDaemon(t testing.TB, root string, mod ...func(*Config)) *testDaemon {
 	t.Helper()
 	if root == "" {
 		root = t.TempDir()
@@ -92,7 +92,7 @@ func startDaemon(t *testing.T, root string, mod ...func(*Config)) *testDaemon {
 }
 
 // stop cancels the daemon and checks that Run returns nil within Docker's 10 s grace.
-func (td *testDaemon) stop(t *testing.T) {
+func (td *testDaemon) stop(t testing.TB) {
 	t.Helper()
 	if td.cancel == nil {
 		return
@@ -109,7 +109,7 @@ func (td *testDaemon) stop(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
