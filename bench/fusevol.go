@@ -187,24 +187,31 @@ func (d *daemon) ResetPeak() error {
 	return nil
 }
 
-// PeakMiB reads the daemon's peak resident set size from /proc/PID/status.
-func (d *daemon) PeakMiB() (float64, error) {
+// PeakMiB reads the daemon's peak resident set size (VmHWM: anonymous and file-backed pages).
+func (d *daemon) PeakMiB() (float64, error) { return d.statusMiB("VmHWM") }
+
+// AnonMiB reads the daemon's current anonymous resident memory (RssAnon: heap and stacks, not
+// the page cache of files it maps, such as Badger's).
+func (d *daemon) AnonMiB() (float64, error) { return d.statusMiB("RssAnon") }
+
+// statusMiB reads one "Field:   N kB" line of /proc/PID/status.
+func (d *daemon) statusMiB(field string) (float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
 	if err != nil {
-		return 0, fmt.Errorf("daemon peak RSS: %w", err)
+		return 0, fmt.Errorf("daemon %s: %w", field, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err != nil {
-				return 0, fmt.Errorf("daemon peak RSS: parse %q: %w", v, err)
+				return 0, fmt.Errorf("daemon %s: parse %q: %w", field, v, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("daemon peak RSS: no VmHWM in /proc/%d/status", d.cmd.Process.Pid)
+	return 0, fmt.Errorf("daemon %s: not in /proc/%d/status", field, d.cmd.Process.Pid)
 }
 
 // storeBytes is the disk space the store really occupies: allocated blocks, not file sizes

@@ -100,6 +100,9 @@ func CheckGoals(r *Report) []GoalResult {
 		"store grew %.2f× as much for four copies as for one, goal ≤ 1.1×")
 	single("daemon peak RSS < 512 MiB", MPeakRSS, func(v float64) bool { return v < 512 },
 		fmt.Sprintf("%%.0f MiB during the %d MiB sequential write and reads, goal < 512 MiB", cfg.SeqSize>>20))
+	if anon, ok := byID[MPeakAnon].Values[TargetFusevol]; ok && out[len(out)-1].Status != Skip {
+		out[len(out)-1].Detail += fmt.Sprintf(" (anonymous memory peaked at %.0f MiB; the rest is mapped files)", anon)
+	}
 	return out
 }
 

@@ -44,6 +44,7 @@ const (
 	MDedup       = "dedup_growth"
 	MCompression = "compression_ratio"
 	MPeakRSS     = "daemon_peak_rss"
+	MPeakAnon    = "daemon_peak_anon"
 )
 
 // SnapshotMetric and CloneMetric name the latency figures at a file count.
@@ -63,7 +64,7 @@ func Catalogue(cfg Config) []Metric {
 
 // groupOf names the workload group that produces a metric.
 func groupOf(cfg Config, metric string) string {
-	if metric == MPeakRSS {
+	if metric == MPeakRSS || metric == MPeakAnon {
 		return "seq"
 	}
 	for _, g := range commonGroups() {
@@ -111,6 +112,7 @@ func allMetrics(cfg Config) []Metric {
 		Metric{ID: MDedup, Title: "dedup: store growth 4 copies / 1 copy", Unit: "x", Lower: true, FusevolOnly: true},
 		Metric{ID: MCompression, Title: "compression: logical / physical", Unit: "x", FusevolOnly: true},
 		Metric{ID: MPeakRSS, Title: "daemon peak RSS (seq phases)", Unit: "MiB", Lower: true, FusevolOnly: true, Peak: true},
+		Metric{ID: MPeakAnon, Title: "daemon peak anonymous RSS (sampled)", Unit: "MiB", Lower: true, FusevolOnly: true, Peak: true},
 	)
 }
 

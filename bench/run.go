@@ -170,7 +170,7 @@ func (r *runner) runCommon(ctx context.Context, base *env, res *results, t Targe
 		}
 		metrics, dir := g.metrics, t.Dir()
 		if e.rss != nil && g.name == "seq" {
-			metrics = append(metrics[:len(metrics):len(metrics)], MPeakRSS)
+			metrics = append(metrics[:len(metrics):len(metrics)], MPeakRSS, MPeakAnon)
 		}
 		if c, ok := t.(compressedTarget); ok && g.name == "compress" {
 			dir = c.CompressedDir()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -31,10 +32,45 @@ type env struct {
 	rss rssProbe
 }
 
-// rssProbe resets and reads a daemon's peak resident set size.
+// rssProbe resets and reads a daemon's peak resident set size, and samples its anonymous part.
 type rssProbe interface {
 	ResetPeak() error
 	PeakMiB() (float64, error)
+	AnonMiB() (float64, error)
+}
+
+// sampleAnon polls the daemon's anonymous RSS every 20 ms until stop is called, which returns
+// the largest value seen (and may be called again).
+func sampleAnon(p rssProbe) (stop func() (float64, error)) {
+	done, result := make(chan struct{}), make(chan error, 1)
+	var peak float64
+	var err error
+	var once sync.Once
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			v, err := p.AnonMiB()
+			if err != nil {
+				result <- err
+				return
+			}
+			peak = max(peak, v)
+			select {
+			case <-done:
+				result <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (float64, error) {
+		once.Do(func() {
+			close(done)
+			err = <-result
+		})
+		return peak, err
+	}
 }
 
 // recorder receives one figure of the running workload.
@@ -70,13 +106,30 @@ func runSeqRand(ctx context.Context, e *env, dir string, rep int, rec recorder) 
 }
 
 // seqPhases writes the file and reads it cold then warm; for the fusevol target it also reports
-// the daemon's peak RSS over these phases.
+// the daemon's peak RSS over these phases, and the peak of its anonymous part.
 func seqPhases(ctx context.Context, e *env, path string, stream uint64, rec recorder) error {
-	if e.rss != nil {
-		if err := e.rss.ResetPeak(); err != nil {
-			e.warn(fmt.Sprintf("%v: the peak RSS figure covers the daemon's whole life so far", err))
-		}
+	if e.rss == nil {
+		return seqIO(ctx, e, path, stream, rec)
 	}
+	if err := e.rss.ResetPeak(); err != nil {
+		e.warn(fmt.Sprintf("%v: the peak RSS figure covers the daemon's whole life so far", err))
+	}
+	stopAnon := sampleAnon(e.rss)
+	err := seqIO(ctx, e, path, stream, rec)
+	anon, aerr := stopAnon()
+	if err != nil {
+		return err
+	}
+	peak, err := e.rss.PeakMiB()
+	if err = errors.Join(err, aerr); err != nil {
+		return err
+	}
+	rec(MPeakRSS, peak)
+	rec(MPeakAnon, anon)
+	return nil
+}
+
+func seqIO(ctx context.Context, e *env, path string, stream uint64, rec recorder) error {
 	mibps := func(d time.Duration) float64 { return float64(e.cfg.SeqSize) / mib / d.Seconds() }
 	d, err := writeSeq(ctx, path, e.cfg.SeqSize, e.pools.randomSource(stream))
 	if err != nil {
@@ -96,13 +149,6 @@ func seqPhases(ctx context.Context, e *env, path string, stream uint64, rec reco
 		return fmt.Errorf("warm read: %w", err)
 	}
 	rec(MSeqReadWarm, mibps(d))
-	if e.rss != nil {
-		peak, err := e.rss.PeakMiB()
-		if err != nil {
-			return err
-		}
-		rec(MPeakRSS, peak)
-	}
 	return nil
 }
 

@@ -31,9 +31,9 @@ func TestRunNativeSmokeWithOverrides(t *testing.T) {
 	if c := rep.Meta.Config; c.SeqSize != 2<<20 || c.Reps != smoke.Reps || c.SmallFiles != smoke.SmallFiles {
 		t.Errorf("config = %+v: want seq size 2 MiB (flag) and the smoke values otherwise", c)
 	}
-	// seq: 6 figures and the daemon's peak RSS (fusevol only, empty here); small: 5 figures.
-	if len(rep.Workloads) != 6+1+5 {
-		t.Errorf("%d workloads, want the 12 of the seq and small groups", len(rep.Workloads))
+	// seq: 6 figures and the daemon's two peak RSS figures (fusevol only, empty here); small: 5.
+	if len(rep.Workloads) != 6+2+5 {
+		t.Errorf("%d workloads, want the 13 of the seq and small groups", len(rep.Workloads))
 	}
 	if !strings.Contains(stdout.String(), "| seq write 1 MiB + fsync") {
 		t.Errorf("table not printed:\n%s", stdout.String())
