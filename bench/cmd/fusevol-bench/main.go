@@ -66,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	smoke := fl.Bool("smoke", false, "tiny sizes: every workload in seconds (explicit size flags still apply)")
 	out := fl.String("out", "bench/results", "directory for results.json, results.svg and results.md")
-	work := fl.String("workdir", "", "directory for the native target, loopback backing dir and fusevol store (default: a new dir in /var/tmp)")
+	work := fl.String("workdir", "", "directory for the native target, loopback backing dir and fusevol store; kept afterwards with the daemon logs (default: a new dir in /var/tmp, removed)")
 	builtin := fl.String("targets", "native,loopback,fusevol", "built-in targets to run, comma-separated")
 	volctl := fl.String("volctl", "", "volctl binary for the fusevol daemon (default: go build ./cli/volctl)")
 	verbose := fl.Bool("v", false, "log progress")
