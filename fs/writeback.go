@@ -26,6 +26,8 @@ type writeback struct {
 	mu    sync.Mutex
 	files map[uint64]*fileState
 
+	bufs sync.Pool // *[]byte chunk buffers
+
 	bmu   sync.Mutex
 	bcond *sync.Cond
 	used  int64 // bytes of chunk buffers handed out (dirty or being committed)
@@ -62,6 +64,7 @@ type chunkBuf struct {
 type commitJob struct {
 	st    *fileState
 	idx   uint64
+	buf   []byte // the whole chunk buffer, back to the pool after the commit
 	data  []byte
 	done  chan struct{}
 	chunk backend.Chunk
@@ -78,6 +81,7 @@ func newWriteback(ctx context.Context, f *fsys, limit int64) *writeback {
 	}
 	wb := &writeback{f: f, ctx: ctx, cs: f.cs, limit: limit, files: map[uint64]*fileState{}}
 	wb.bcond = sync.NewCond(&wb.bmu)
+	wb.bufs.New = func() any { b := make([]byte, wb.cs); return &b }
 	// Every job holds a chunk of the dirty budget, so this many never block a submitter.
 	wb.hashq = make(chan *commitJob, int(limit)/max(wb.cs, 1)+64)
 	for range runtime.GOMAXPROCS(0) {
@@ -274,7 +278,7 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		if b = st.dirty[idx]; b != nil {
 			wb.release(1)
 		} else {
-			b = &chunkBuf{data: make([]byte, wb.cs), lo: -1}
+			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), lo: -1}
 			st.dirty[idx] = b
 			wb.f.cache.invalidateChunk(st.id, idx)
 		}
@@ -309,7 +313,9 @@ func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
 	if d, ok := st.inflight[idx]; ok {
 		base = d
 	} else if start < st.stored {
-		buf := make([]byte, cs)
+		bp := st.wb.bufs.Get().(*[]byte)
+		defer st.wb.bufs.Put(bp)
+		buf := *bp
 		n, err := st.vol.ReadChunk(st.wb.ctx, st.ino, idx, buf)
 		if err != nil {
 			return err
@@ -344,6 +350,7 @@ func (st *fileState) submit(idx uint64, b *chunkBuf) {
 		if err := st.loadBase(idx, b); err != nil {
 			st.fail(err)
 			delete(st.dirty, idx)
+			st.wb.bufs.Put(&b.data)
 			st.wb.release(1)
 			return
 		}
@@ -351,7 +358,7 @@ func (st *fileState) submit(idx uint64, b *chunkBuf) {
 	delete(st.dirty, idx)
 	data := b.data[:length]
 	st.inflight[idx] = data
-	j := &commitJob{st: st, idx: idx, data: data, done: make(chan struct{})}
+	j := &commitJob{st: st, idx: idx, buf: b.data, data: data, done: make(chan struct{})}
 	st.queue = append(st.queue, j)
 	st.wb.hashq <- j
 	if !st.committing {
@@ -422,6 +429,9 @@ func (st *fileState) commitLoop() {
 		}
 		st.cond.Broadcast()
 		st.mu.Unlock()
+		for _, j := range jobs[:k] {
+			st.wb.bufs.Put(&j.buf)
+		}
 		st.wb.release(k)
 	}
 }
