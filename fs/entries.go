@@ -341,4 +341,3 @@ func (f *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 	out.SetTimeout(timeouts(slot))
 	return fuse.OK
 }
-
