@@ -676,10 +676,44 @@ func TestDockerEndToEnd(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(state, "fusevol")); err != nil {
 			t.Errorf("store not in the state mount: %v", err)
 		}
+		// A plugin that dies is restarted by dockerd without unmounting: the new instance
+		// clears the dead mount in its propagated mount and serves the volume again.
+		e.mustDocker("run", "-d", "--name", "mholder", "--network", "none", "-v", "mv:/data", e2eImage, "sleep", "600")
+		id := e.mustDocker("plugin", "inspect", "-f", "{{.Id}}", name)
+		pid := managedPluginPID(id)
+		if pid == 0 {
+			t.Fatalf("cannot find the process of plugin %s", id)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, func() bool { p := managedPluginPID(id); return p != 0 && p != pid })
+		e.mustDocker("rm", "-f", "mholder")
+		if got := e.mustRun(e.vol("mv"), "cat /data/ok"); got != "ok" {
+			t.Errorf("after the plugin was killed and restarted: %q", got)
+		}
 		e.mustDocker("volume", "rm", "mv")
 		e.mustDocker("plugin", "disable", name)
 		e.mustDocker("plugin", "rm", name)
 	})
+}
+
+// managedPluginPID finds the process of the managed plugin with the given ID: a volctl daemon
+// whose cgroup is named after the plugin. 0 when there is none.
+func managedPluginPID(id string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(cmd), "/volctl\x00daemon\x00") {
+			continue
+		}
+		if cg, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cgroup")); err == nil && strings.Contains(string(cg), id) {
+			return pid
+		}
+	}
+	return 0
 }
 
 // waitFor polls cond for up to a minute.
