@@ -104,7 +104,7 @@ func (d *Daemon) update(fn func()) {
 	d.mu.Unlock()
 }
 
-// volumeSnapshot is a consistent copy of a volume's mount state for reporting.
+// volumeMounts is a consistent copy of a volume's mount state, for reporting.
 type volumeMounts struct {
 	mounted bool
 	refs    map[string]int
