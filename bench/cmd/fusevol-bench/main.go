@@ -4,6 +4,10 @@
 //	fusevol-bench --volctl bin/volctl --out bench/results          # full size (make bench)
 //	fusevol-bench --smoke --volctl bin/volctl --out /tmp/smoke     # every workload, tiny (make bench-smoke)
 //	fusevol-bench --target ext4=/mnt/data --targets native,fusevol # compare with another filesystem
+//	fusevol-bench --targets loopback,fusevol --only small,tree      # iterate on some workloads
+//
+// The exit status is 0 when every figure was measured (goals missed do not count), 1 when a
+// target could not run or a figure could not be measured, and 2 for a usage error.
 package main
 
 import (
