@@ -206,6 +206,12 @@ func (g *diffGen) op() diffOp {
 		}}
 	case 14:
 		p, m := g.pathname(), g.mode()
+		if g.r.IntN(3) == 0 {
+			uid, gid := []int{0, 1000, -1}[g.r.IntN(3)], []int{0, 1000, -1}[g.r.IntN(3)]
+			return diffOp{fmt.Sprintf("lchown(%s, %d, %d)", p, uid, gid), func(s *diffSide) string {
+				return errStr(syscall.Lchown(s.path(p), uid, gid))
+			}}
+		}
 		return diffOp{fmt.Sprintf("chmod(%s, %#o)", p, m), func(s *diffSide) string {
 			return errStr(syscall.Chmod(s.path(p), m))
 		}}
@@ -428,9 +434,9 @@ func nativeDir(t *testing.T) string {
 
 func diffSeeds() (seeds, ops int) {
 	if os.Getenv("FUSEVOL_LONG") != "" {
-		return 400, 600
+		return 500, 600
 	}
-	return 60, 250
+	return 150, 300
 }
 
 func TestDifferential(t *testing.T) {
