@@ -26,18 +26,30 @@ type benchTarget struct {
 func benchTargets(b *testing.B) []benchTarget {
 	b.Helper()
 	requireFUSE(b)
-	native := b.TempDir()
-	backing := b.TempDir()
-	lmnt := b.TempDir()
+	tv := newVolume(b, backend.VolumeOptions{}, Options{})
+	return []benchTarget{
+		{"native", b.TempDir()},
+		{"loopback", mountLoopback(b, 0)},
+		// Without kernel passthrough every read and write goes through the FUSE server,
+		// as it must for fusevol, whose data is not in a file.
+		{"loopback-nopassthrough", mountLoopback(b, fuse.CAP_PASSTHROUGH)},
+		{"fusevol", tv.dir},
+	}
+}
+
+func mountLoopback(b *testing.B, disabled uint64) string {
+	b.Helper()
+	backing, mnt := b.TempDir(), b.TempDir()
 	root, err := gofs.NewLoopbackRoot(backing)
 	if err != nil {
 		b.Fatal(err)
 	}
 	sec := liveTimeout
-	srv, err := gofs.Mount(lmnt, root, &gofs.Options{
+	srv, err := gofs.Mount(mnt, root, &gofs.Options{
 		EntryTimeout: &sec, AttrTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			DirectMount: true, MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, MaxBackground: 128,
+			DisableSplice: true, DisabledCapabilities: disabled,
 		},
 	})
 	if err != nil {
@@ -50,15 +62,14 @@ func benchTargets(b *testing.B) []benchTarget {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		b.Errorf("cannot unmount loopback %s", lmnt)
+		b.Errorf("cannot unmount loopback %s", mnt)
 	})
 	var st syscall.Stat_t
-	if err := syscall.Stat(lmnt, &st); err != nil {
+	if err := syscall.Stat(mnt, &st); err != nil {
 		b.Fatal(err)
 	}
 	setReadAhead(st.Dev, testLogger(b))
-	tv := newVolume(b, backend.VolumeOptions{}, Options{})
-	return []benchTarget{{"native", native}, {"loopback", lmnt}, {"fusevol", tv.dir}}
+	return mnt
 }
 
 func forEachTarget(b *testing.B, fn func(b *testing.B, dir string)) {
