@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -131,8 +130,6 @@ func (m *Mounted) Unmount(ctx context.Context) error {
 	ferr = errors.Join(ferr, m.f.wb.flushAll(ctx))
 	m.f.reclaimOrphans()
 	m.cancel()
-	waitQuiet := time.NewTimer(0)
-	<-waitQuiet.C
 	if ferr != nil {
 		return fmt.Errorf("unmount %s: %w", m.dir, ferr)
 	}
