@@ -39,6 +39,10 @@ bench: build
 bench-smoke: build
 	$(GO) run ./bench/cmd/fusevol-bench --smoke --volctl $(BIN) --out $(BENCH_SMOKE_OUT) $(BENCH_FLAGS)
 
+# Go benchmarks of the FUSE layer (fs/): native dir, go-fuse loopback and fusevol in one run (root).
+bench-fs:
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./fs/
+
 clean:
 	rm -rf bin
 
