@@ -16,8 +16,10 @@ import (
 // Options tunes a mount.
 type Options struct {
 	Logger *slog.Logger
-	// DirtyLimit caps buffered, uncommitted write data across the mount (0 = 256 MiB default);
-	// writers block (backpressure) beyond it.
+	// DirtyLimit caps buffered, uncommitted write data across the mount (0 = 64 MiB default);
+	// writers block (backpressure) beyond it. Each buffered MiB costs about 3-4 MiB of daemon
+	// memory (chunk buffer, stored form, garbage-collector headroom), and 64 MiB already keeps
+	// hashing and commits busy, so larger limits only cost memory.
 	DirtyLimit int64
 	// CacheBytes bounds the chunk read cache (0 = 64 MiB default).
 	CacheBytes int64

@@ -71,7 +71,7 @@ type commitJob struct {
 }
 
 const (
-	defaultDirtyLimit = 256 << 20
+	defaultDirtyLimit = 64 << 20
 	maxCommitBatch    = 64
 )
 
