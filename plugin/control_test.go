@@ -163,6 +163,7 @@ func TestControlMountsAndDiff(t *testing.T) {
 	}
 	write("keep", "same")
 	write("edit", "before")
+	write("swapped", "aaaa")
 	write("gone", "x")
 	write("d/gone2", "y")
 	if _, err := c.CreateSnapshot(ctx, "v", "s1"); err != nil {
@@ -170,6 +171,18 @@ func TestControlMountsAndDiff(t *testing.T) {
 	}
 	write("edit", "after!")
 	write("new", "z")
+	// Replaced by a file of the same size and mtime (cp -p): only the content tells.
+	fi, err := os.Stat(filepath.Join(dir, "swapped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("swapped.tmp", "bbbb")
+	if err := os.Chtimes(filepath.Join(dir, "swapped.tmp"), fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "swapped.tmp"), filepath.Join(dir, "swapped")); err != nil {
+		t.Fatal(err)
+	}
 	write("nd/n2", "w")
 	os.Remove(filepath.Join(dir, "gone"))
 	os.RemoveAll(filepath.Join(dir, "d"))
@@ -179,7 +192,7 @@ func TestControlMountsAndDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := api.Diff{Volume: "v", From: "s1", Added: []string{"/nd", "/nd/n2", "/new"},
-		Modified: []string{"/edit"}, Removed: []string{"/d", "/d/gone2", "/gone"}}
+		Modified: []string{"/edit", "/swapped"}, Removed: []string{"/d", "/d/gone2", "/gone"}}
 	if !reflect.DeepEqual(diff, want) {
 		t.Errorf("diff s1..live =\n %+v\nwant\n %+v", diff, want)
 	}
@@ -372,5 +385,24 @@ func waitReady(ctx context.Context, c *client.Client) (api.Status, error) {
 			return st, err
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLookupGroup(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"", -1, true},
+		{"0", 0, true},
+		{"4242", 4242, true},
+		{"root", 0, true},
+		{"no-such-group-fusevol", 0, false},
+	} {
+		got, err := lookupGroup(tt.in)
+		if (err == nil) != tt.ok || tt.ok && got != tt.want {
+			t.Errorf("lookupGroup(%q) = %d, %v; want %d (ok=%v)", tt.in, got, err, tt.want, tt.ok)
+		}
 	}
 }
