@@ -169,6 +169,7 @@ func BenchmarkLookupAfterSnapshots(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		settle(b, st)
 		dir, err := v.Lookup(ctx, backend.RootIno, "d0")
 		if err != nil {
 			b.Fatal(err)

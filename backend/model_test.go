@@ -22,6 +22,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fusevol/fusevol/backend"
 )
@@ -336,7 +337,12 @@ func (r *mRunner) check(what string, err error, want ...error) bool {
 }
 
 func (r *mRunner) open() {
-	st, err := backend.Open(r.ctx, r.dir, backend.Options{GCInterval: -1})
+	// Odd seeds run background GC all the time, so that it races with every operation.
+	gc := time.Duration(-1)
+	if r.seed%2 == 1 {
+		gc = 10 * time.Millisecond
+	}
+	st, err := backend.Open(r.ctx, r.dir, backend.Options{GCInterval: gc})
 	if err != nil {
 		r.fail("Open: %v", err)
 	}

@@ -8,12 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // Options configures Open.
@@ -95,6 +99,14 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		bo.Dir, bo.ValueDir = "", ""
 	}
 	db, err := badger.Open(bo)
+	if err != nil && !opts.InMemory && strings.Contains(err.Error(), z.NewFile.Error()) {
+		// Killed between creating a value-log or memtable file and sizing it, Badger leaves an
+		// empty file that it then refuses to open. Such a file holds nothing: drop it, retry.
+		if rerr := removeEmptyLogs(dir); rerr != nil {
+			return nil, fmt.Errorf("open store in %s: %w (cleaning up: %v)", dir, err, rerr)
+		}
+		db, err = badger.Open(bo)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
@@ -395,6 +407,29 @@ func (s *Store) sortedVolumesLocked() []*volRec {
 func jsonDecode(v []byte, dst any) error {
 	if err := json.Unmarshal(v, dst); err != nil {
 		return fmt.Errorf("%w: record: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// removeEmptyLogs deletes empty value-log and memtable files from a Badger directory.
+func removeEmptyLogs(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if ext := filepath.Ext(e.Name()); (ext != ".vlog" && ext != ".mem") || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
