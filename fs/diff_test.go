@@ -123,172 +123,244 @@ func (g *diffGen) mode() uint32 {
 	return []uint32{0o644, 0o600, 0o755, 0o4755, 0o2755, 0o1777, 0o000, 0o444}[g.r.IntN(8)]
 }
 
+// diffOps are the operation generators, with their relative weights.
+var diffOps = []struct {
+	weight int
+	gen    func(*diffGen) diffOp
+}{
+	{3, (*diffGen).opOpen},
+	{3, (*diffGen).opWrite},
+	{2, (*diffGen).opRead},
+	{1, (*diffGen).opClose},
+	{1, (*diffGen).opTruncate},
+	{2, (*diffGen).opRename},
+	{1, (*diffGen).opLink},
+	{1, (*diffGen).opUnlink},
+	{1, (*diffGen).opChmod},
+	{1, (*diffGen).opDir},
+	{1, (*diffGen).opSpecial},
+	{1, (*diffGen).opXattr},
+	{1, (*diffGen).opFallocate},
+	{1, (*diffGen).opFsync},
+	{1, (*diffGen).opStat},
+	{1, (*diffGen).opLongName},
+}
+
+// op draws the next operation.
 func (g *diffGen) op() diffOp {
+	total := 0
+	for _, o := range diffOps {
+		total += o.weight
+	}
+	n := g.r.IntN(total)
+	for _, o := range diffOps {
+		if n < o.weight {
+			return o.gen(g)
+		}
+		n -= o.weight
+	}
+	panic("unreachable")
+}
+
+func (g *diffGen) opOpen() diffOp {
 	slot := g.r.IntN(diffSlots)
-	switch g.r.IntN(22) {
-	case 0, 1, 2:
-		p := g.pathname()
-		flags := []int{os.O_RDONLY, os.O_WRONLY, os.O_RDWR}[g.r.IntN(3)]
-		for _, f := range []int{os.O_CREATE, os.O_EXCL, os.O_TRUNC, os.O_APPEND} {
-			if g.r.IntN(3) == 0 {
-				flags |= f
-			}
+	p := g.pathname()
+	flags := []int{os.O_RDONLY, os.O_WRONLY, os.O_RDWR}[g.r.IntN(3)]
+	for _, f := range []int{os.O_CREATE, os.O_EXCL, os.O_TRUNC, os.O_APPEND} {
+		if g.r.IntN(3) == 0 {
+			flags |= f
 		}
-		if g.r.IntN(2) == 0 {
-			flags |= os.O_CREATE
-		}
-		mode := g.mode() & 0o777
-		return diffOp{fmt.Sprintf("open(%s, %#o, %#o) -> slot %d", p, flags, mode, slot), func(s *diffSide) string {
-			if s.fds[slot] >= 0 {
-				syscall.Close(s.fds[slot])
-				s.fds[slot] = -1
-			}
-			fd, err := syscall.Open(s.path(p), flags|syscall.O_CLOEXEC|syscall.O_NONBLOCK, mode)
-			if err != nil {
-				return errStr(err)
-			}
-			s.fds[slot] = fd
-			return "ok"
-		}}
-	case 3, 4, 5:
-		off, data := g.offset(), make([]byte, g.size())
-		for i := range data {
-			data[i] = byte(g.r.IntN(7))
-		}
-		return diffOp{fmt.Sprintf("pwrite(slot %d, off %d, len %d)", slot, off, len(data)), func(s *diffSide) string {
-			return nStr(syscall.Pwrite(s.fds[slot], data, off))
-		}}
-	case 6, 7:
-		off, n := g.offset(), g.size()
-		return diffOp{fmt.Sprintf("pread(slot %d, off %d, len %d)", slot, off, n), func(s *diffSide) string {
-			buf := make([]byte, n)
-			got, err := syscall.Pread(s.fds[slot], buf, off)
-			if err != nil {
-				return errStr(err)
-			}
-			return fmt.Sprintf("n=%d sha=%x", got, sha256.Sum256(buf[:got]))
-		}}
-	case 8:
-		return diffOp{fmt.Sprintf("close(slot %d)", slot), func(s *diffSide) string {
-			if s.fds[slot] < 0 {
-				return "closed"
-			}
-			err := syscall.Close(s.fds[slot])
+	}
+	if g.r.IntN(2) == 0 {
+		flags |= os.O_CREATE
+	}
+	mode := g.mode() & 0o777
+	return diffOp{fmt.Sprintf("open(%s, %#o, %#o) -> slot %d", p, flags, mode, slot), func(s *diffSide) string {
+		if s.fds[slot] >= 0 {
+			syscall.Close(s.fds[slot])
 			s.fds[slot] = -1
+		}
+		fd, err := syscall.Open(s.path(p), flags|syscall.O_CLOEXEC|syscall.O_NONBLOCK, mode)
+		if err != nil {
 			return errStr(err)
-		}}
-	case 9:
-		size := g.offset()
-		if g.r.IntN(2) == 0 {
-			p := g.pathname()
-			return diffOp{fmt.Sprintf("truncate(%s, %d)", p, size), func(s *diffSide) string {
-				return errStr(syscall.Truncate(s.path(p), size))
-			}}
 		}
-		return diffOp{fmt.Sprintf("ftruncate(slot %d, %d)", slot, size), func(s *diffSide) string {
-			return errStr(syscall.Ftruncate(s.fds[slot], size))
-		}}
-	case 10, 11:
-		a, b := g.pathname(), g.pathname()
-		flags := []uint{0, 0, unix.RENAME_NOREPLACE, unix.RENAME_EXCHANGE}[g.r.IntN(4)]
-		return diffOp{fmt.Sprintf("rename(%s, %s, %d)", a, b, flags), func(s *diffSide) string {
-			return errStr(unix.Renameat2(unix.AT_FDCWD, s.path(a), unix.AT_FDCWD, s.path(b), flags))
-		}}
-	case 12:
-		a, b := g.pathname(), g.pathname()
-		return diffOp{fmt.Sprintf("link(%s, %s)", a, b), func(s *diffSide) string {
-			return errStr(syscall.Link(s.path(a), s.path(b)))
-		}}
-	case 13:
-		p := g.pathname()
-		return diffOp{fmt.Sprintf("unlink(%s)", p), func(s *diffSide) string {
-			return errStr(syscall.Unlink(s.path(p)))
-		}}
-	case 14:
-		p, m := g.pathname(), g.mode()
-		if g.r.IntN(3) == 0 {
-			uid, gid := []int{0, 1000, -1}[g.r.IntN(3)], []int{0, 1000, -1}[g.r.IntN(3)]
-			return diffOp{fmt.Sprintf("lchown(%s, %d, %d)", p, uid, gid), func(s *diffSide) string {
-				return errStr(syscall.Lchown(s.path(p), uid, gid))
-			}}
-		}
-		return diffOp{fmt.Sprintf("chmod(%s, %#o)", p, m), func(s *diffSide) string {
-			return errStr(syscall.Chmod(s.path(p), m))
-		}}
-	case 15:
-		p, m := g.pathname(), g.mode()
-		if g.r.IntN(2) == 0 {
-			return diffOp{fmt.Sprintf("mkdir(%s, %#o)", p, m), func(s *diffSide) string {
-				return errStr(syscall.Mkdir(s.path(p), m&0o7777))
-			}}
-		}
-		return diffOp{fmt.Sprintf("rmdir(%s)", p), func(s *diffSide) string {
-			return errStr(syscall.Rmdir(s.path(p)))
-		}}
-	case 16:
-		p, target := g.pathname(), []string{"f0", "../f1", "d0/f2", "nowhere"}[g.r.IntN(4)]
-		if g.r.IntN(3) == 0 {
-			return diffOp{fmt.Sprintf("mkfifo(%s)", p), func(s *diffSide) string {
-				return errStr(syscall.Mkfifo(s.path(p), 0o640))
-			}}
-		}
-		return diffOp{fmt.Sprintf("symlink(%s, %s)", target, p), func(s *diffSide) string {
-			return errStr(syscall.Symlink(target, s.path(p)))
-		}}
-	case 17:
-		p := g.pathname()
-		name := []string{"user.a", "user.b", "user.long." + strings.Repeat("x", 200)}[g.r.IntN(3)]
-		val := bytes.Repeat([]byte{byte('a' + g.r.IntN(26))}, g.r.IntN(300))
-		flags := []int{0, 0, unix.XATTR_CREATE, unix.XATTR_REPLACE}[g.r.IntN(4)]
-		switch g.r.IntN(4) {
-		case 0, 1:
-			return diffOp{fmt.Sprintf("setxattr(%s, %s, %d bytes, %d)", p, name, len(val), flags), func(s *diffSide) string {
-				return errStr(unix.Lsetxattr(s.path(p), name, val, flags))
-			}}
-		case 2:
-			return diffOp{fmt.Sprintf("removexattr(%s, %s)", p, name), func(s *diffSide) string {
-				return errStr(unix.Lremovexattr(s.path(p), name))
-			}}
-		default:
-			size := []int{0, 4, 1000}[g.r.IntN(3)]
-			return diffOp{fmt.Sprintf("getxattr(%s, %s, %d)", p, name, size), func(s *diffSide) string {
-				buf := make([]byte, size)
-				n, err := unix.Lgetxattr(s.path(p), name, buf)
-				if err != nil {
-					return errStr(err)
-				}
-				return fmt.Sprintf("n=%d %q", n, buf[:min(n, size)])
-			}}
-		}
-	case 18:
-		mode := []uint32{0, unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}[g.r.IntN(3)]
-		off, n := g.offset(), int64(g.size())
-		return diffOp{fmt.Sprintf("fallocate(slot %d, %d, %d, %d)", slot, mode, off, n), func(s *diffSide) string {
-			return errStr(unix.Fallocate(s.fds[slot], mode, off, n))
-		}}
-	case 19:
-		return diffOp{fmt.Sprintf("fsync(slot %d)", slot), func(s *diffSide) string {
-			return errStr(syscall.Fsync(s.fds[slot]))
-		}}
-	case 20:
-		p := g.pathname()
-		return diffOp{fmt.Sprintf("lstat(%s)", p), func(s *diffSide) string {
-			var st syscall.Stat_t
-			if err := syscall.Lstat(s.path(p), &st); err != nil {
-				return errStr(err)
-			}
-			return statStr(&st)
-		}}
-	default:
-		p := g.pathname() + strings.Repeat("n", 254)
-		return diffOp{fmt.Sprintf("creat(%s)", p), func(s *diffSide) string {
-			fd, err := syscall.Open(s.path(p), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
-			if err == nil {
-				syscall.Close(fd)
-			}
+		s.fds[slot] = fd
+		return "ok"
+	}}
+}
+
+func (g *diffGen) opWrite() diffOp {
+	slot := g.r.IntN(diffSlots)
+	off, data := g.offset(), make([]byte, g.size())
+	for i := range data {
+		data[i] = byte(g.r.IntN(7))
+	}
+	return diffOp{fmt.Sprintf("pwrite(slot %d, off %d, len %d)", slot, off, len(data)), func(s *diffSide) string {
+		return nStr(syscall.Pwrite(s.fds[slot], data, off))
+	}}
+}
+
+func (g *diffGen) opRead() diffOp {
+	slot := g.r.IntN(diffSlots)
+	off, n := g.offset(), g.size()
+	return diffOp{fmt.Sprintf("pread(slot %d, off %d, len %d)", slot, off, n), func(s *diffSide) string {
+		buf := make([]byte, n)
+		got, err := syscall.Pread(s.fds[slot], buf, off)
+		if err != nil {
 			return errStr(err)
+		}
+		return fmt.Sprintf("n=%d sha=%x", got, sha256.Sum256(buf[:got]))
+	}}
+}
+
+func (g *diffGen) opClose() diffOp {
+	slot := g.r.IntN(diffSlots)
+	return diffOp{fmt.Sprintf("close(slot %d)", slot), func(s *diffSide) string {
+		if s.fds[slot] < 0 {
+			return "closed"
+		}
+		err := syscall.Close(s.fds[slot])
+		s.fds[slot] = -1
+		return errStr(err)
+	}}
+}
+
+func (g *diffGen) opTruncate() diffOp {
+	slot := g.r.IntN(diffSlots)
+	size := g.offset()
+	if g.r.IntN(2) == 0 {
+		p := g.pathname()
+		return diffOp{fmt.Sprintf("truncate(%s, %d)", p, size), func(s *diffSide) string {
+			return errStr(syscall.Truncate(s.path(p), size))
 		}}
 	}
+	return diffOp{fmt.Sprintf("ftruncate(slot %d, %d)", slot, size), func(s *diffSide) string {
+		return errStr(syscall.Ftruncate(s.fds[slot], size))
+	}}
+}
+
+func (g *diffGen) opRename() diffOp {
+	a, b := g.pathname(), g.pathname()
+	flags := []uint{0, 0, unix.RENAME_NOREPLACE, unix.RENAME_EXCHANGE}[g.r.IntN(4)]
+	return diffOp{fmt.Sprintf("rename(%s, %s, %d)", a, b, flags), func(s *diffSide) string {
+		return errStr(unix.Renameat2(unix.AT_FDCWD, s.path(a), unix.AT_FDCWD, s.path(b), flags))
+	}}
+}
+
+func (g *diffGen) opLink() diffOp {
+	a, b := g.pathname(), g.pathname()
+	return diffOp{fmt.Sprintf("link(%s, %s)", a, b), func(s *diffSide) string {
+		return errStr(syscall.Link(s.path(a), s.path(b)))
+	}}
+}
+
+func (g *diffGen) opUnlink() diffOp {
+	p := g.pathname()
+	return diffOp{fmt.Sprintf("unlink(%s)", p), func(s *diffSide) string {
+		return errStr(syscall.Unlink(s.path(p)))
+	}}
+}
+
+func (g *diffGen) opChmod() diffOp {
+	p, m := g.pathname(), g.mode()
+	if g.r.IntN(3) == 0 {
+		uid, gid := []int{0, 1000, -1}[g.r.IntN(3)], []int{0, 1000, -1}[g.r.IntN(3)]
+		return diffOp{fmt.Sprintf("lchown(%s, %d, %d)", p, uid, gid), func(s *diffSide) string {
+			return errStr(syscall.Lchown(s.path(p), uid, gid))
+		}}
+	}
+	return diffOp{fmt.Sprintf("chmod(%s, %#o)", p, m), func(s *diffSide) string {
+		return errStr(syscall.Chmod(s.path(p), m))
+	}}
+}
+
+func (g *diffGen) opDir() diffOp {
+	p, m := g.pathname(), g.mode()
+	if g.r.IntN(2) == 0 {
+		return diffOp{fmt.Sprintf("mkdir(%s, %#o)", p, m), func(s *diffSide) string {
+			return errStr(syscall.Mkdir(s.path(p), m&0o7777))
+		}}
+	}
+	return diffOp{fmt.Sprintf("rmdir(%s)", p), func(s *diffSide) string {
+		return errStr(syscall.Rmdir(s.path(p)))
+	}}
+}
+
+func (g *diffGen) opSpecial() diffOp {
+	p, target := g.pathname(), []string{"f0", "../f1", "d0/f2", "nowhere"}[g.r.IntN(4)]
+	if g.r.IntN(3) == 0 {
+		return diffOp{fmt.Sprintf("mkfifo(%s)", p), func(s *diffSide) string {
+			return errStr(syscall.Mkfifo(s.path(p), 0o640))
+		}}
+	}
+	return diffOp{fmt.Sprintf("symlink(%s, %s)", target, p), func(s *diffSide) string {
+		return errStr(syscall.Symlink(target, s.path(p)))
+	}}
+}
+
+func (g *diffGen) opXattr() diffOp {
+	p := g.pathname()
+	name := []string{"user.a", "user.b", "user.long." + strings.Repeat("x", 200)}[g.r.IntN(3)]
+	val := bytes.Repeat([]byte{byte('a' + g.r.IntN(26))}, g.r.IntN(300))
+	flags := []int{0, 0, unix.XATTR_CREATE, unix.XATTR_REPLACE}[g.r.IntN(4)]
+	switch g.r.IntN(4) {
+	case 0, 1:
+		return diffOp{fmt.Sprintf("setxattr(%s, %s, %d bytes, %d)", p, name, len(val), flags), func(s *diffSide) string {
+			return errStr(unix.Lsetxattr(s.path(p), name, val, flags))
+		}}
+	case 2:
+		return diffOp{fmt.Sprintf("removexattr(%s, %s)", p, name), func(s *diffSide) string {
+			return errStr(unix.Lremovexattr(s.path(p), name))
+		}}
+	default:
+		size := []int{0, 4, 1000}[g.r.IntN(3)]
+		return diffOp{fmt.Sprintf("getxattr(%s, %s, %d)", p, name, size), func(s *diffSide) string {
+			buf := make([]byte, size)
+			n, err := unix.Lgetxattr(s.path(p), name, buf)
+			if err != nil {
+				return errStr(err)
+			}
+			return fmt.Sprintf("n=%d %q", n, buf[:min(n, size)])
+		}}
+	}
+}
+
+func (g *diffGen) opFallocate() diffOp {
+	slot := g.r.IntN(diffSlots)
+	mode := []uint32{0, unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}[g.r.IntN(3)]
+	off, n := g.offset(), int64(g.size())
+	return diffOp{fmt.Sprintf("fallocate(slot %d, %d, %d, %d)", slot, mode, off, n), func(s *diffSide) string {
+		return errStr(unix.Fallocate(s.fds[slot], mode, off, n))
+	}}
+}
+
+func (g *diffGen) opFsync() diffOp {
+	slot := g.r.IntN(diffSlots)
+	return diffOp{fmt.Sprintf("fsync(slot %d)", slot), func(s *diffSide) string {
+		return errStr(syscall.Fsync(s.fds[slot]))
+	}}
+}
+
+func (g *diffGen) opStat() diffOp {
+	p := g.pathname()
+	return diffOp{fmt.Sprintf("lstat(%s)", p), func(s *diffSide) string {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(s.path(p), &st); err != nil {
+			return errStr(err)
+		}
+		return statStr(&st)
+	}}
+}
+
+func (g *diffGen) opLongName() diffOp {
+	p := g.pathname() + strings.Repeat("n", 254)
+	return diffOp{fmt.Sprintf("creat(%s)", p), func(s *diffSide) string {
+		fd, err := syscall.Open(s.path(p), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+		if err == nil {
+			syscall.Close(fd)
+		}
+		return errStr(err)
+	}}
 }
 
 // statStr renders the stat fields that must match between filesystems.

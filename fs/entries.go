@@ -282,6 +282,33 @@ func (f *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 	if en != 0 {
 		return fuse.Status(en)
 	}
+	s := toSetAttr(in)
+	// Buffered data goes first: its commit would otherwise overwrite an explicit mtime
+	// or resurrect bytes past a new, smaller size.
+	if err := f.wb.flush(f.ctx, in.NodeId); err != nil {
+		return f.status("flush", err)
+	}
+	var a backend.Attr
+	var err error
+	if s.Valid == 0 {
+		a, err = vol.GetAttr(f.ctx, ino)
+	} else {
+		a, err = vol.SetAttr(f.ctx, ino, s)
+	}
+	if err != nil {
+		return f.status("setattr", err)
+	}
+	if s.Valid&backend.SetSize != 0 {
+		f.wb.sizeChanged(in.NodeId, a.Size)
+		f.cache.invalidate(in.NodeId)
+	}
+	f.fillAttr(slot, a, &out.Attr)
+	out.SetTimeout(timeouts(slot))
+	return fuse.OK
+}
+
+// toSetAttr converts a FUSE setattr request to the backend's form.
+func toSetAttr(in *fuse.SetAttrIn) backend.SetAttr {
 	var s backend.SetAttr
 	now := time.Now().UnixNano()
 	if in.Valid&fuse.FATTR_MODE != 0 {
@@ -318,26 +345,5 @@ func (f *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 		s.Valid |= backend.SetCtime
 		s.Ctime = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
 	}
-	// Buffered data goes first: its commit would otherwise overwrite an explicit mtime
-	// or resurrect bytes past a new, smaller size.
-	if err := f.wb.flush(f.ctx, in.NodeId); err != nil {
-		return f.status("flush", err)
-	}
-	var a backend.Attr
-	var err error
-	if s.Valid == 0 {
-		a, err = vol.GetAttr(f.ctx, ino)
-	} else {
-		a, err = vol.SetAttr(f.ctx, ino, s)
-	}
-	if err != nil {
-		return f.status("setattr", err)
-	}
-	if s.Valid&backend.SetSize != 0 {
-		f.wb.sizeChanged(in.NodeId, a.Size)
-		f.cache.invalidate(in.NodeId)
-	}
-	f.fillAttr(slot, a, &out.Attr)
-	out.SetTimeout(timeouts(slot))
-	return fuse.OK
+	return s
 }
