@@ -568,8 +568,16 @@ func TestDockerEndToEnd(t *testing.T) {
 			out, _ := e.docker("logs", "writer")
 			return strings.Count(out, "ACK") >= 10
 		})
+		vmnt := filepath.Join(e.work, "volctl-mount")
+		os.Mkdir(vmnt, 0o755)
+		e.mustVolctl("mount", "crash", vmnt)
 		e.stopFusevol(syscall.SIGKILL)
 		e.startFusevol()
+		// The new daemon never saw that volctl mount; unmounting its dead remains still works.
+		e.mustVolctl("unmount", vmnt)
+		if isMountPoint(t, vmnt) {
+			t.Errorf("%s still mounted after volctl unmount", vmnt)
+		}
 		if dead := filepath.Join(e.root, "mounts", "crash"); !e.logContains("fusevol.log", `stale mount removed" dir=`+dead) {
 			t.Errorf("the restarted daemon did not report removing the dead mount %s", dead)
 		}

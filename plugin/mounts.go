@@ -118,6 +118,9 @@ func (d *Daemon) ctlUnmount(ctx context.Context, r *http.Request) (any, error) {
 	vol, ok := d.dirs[dir]
 	d.mu.Unlock()
 	if !ok {
+		if dead, err := d.detachDead(dir); dead || err != nil {
+			return noContent{}, err
+		}
 		return nil, api.Errorf(api.CodeNotFound, "%s is not a volctl mount", dir)
 	}
 	v := d.lockVolume(vol)

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,32 +43,81 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// mountsUnder returns the mount points strictly under root, deepest first.
-func mountsUnder(root string) ([]string, error) {
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	dir    string
+	fstype string
+}
+
+// mountTable reads this process's mount table.
+func mountTable() ([]mountEntry, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	prefix := filepath.Clean(root) + "/"
-	var out []string
+	var out []mountEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountPath(fields[4])
-		if strings.HasPrefix(mp, prefix) {
-			out = append(out, mp)
+		e := mountEntry{dir: unescapeMountPath(fields[4])}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				e.fstype = fields[i+1]
+				break
+			}
 		}
+		out = append(out, e)
 	}
-	if err := sc.Err(); err != nil {
+	return out, sc.Err()
+}
+
+// mountsUnder returns the mount points strictly under root, deepest first.
+func mountsUnder(root string) ([]string, error) {
+	table, err := mountTable()
+	if err != nil {
 		return nil, err
+	}
+	prefix := filepath.Clean(root) + "/"
+	var out []string
+	for _, e := range table {
+		if strings.HasPrefix(e.dir, prefix) {
+			out = append(out, e.dir)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, nil
+}
+
+// detachDead detaches dir when it holds a fusevol mount whose server is gone (stat answers
+// ENOTCONN): a volctl mount made by a daemon that died. It reports whether it did.
+func (d *Daemon) detachDead(dir string) (bool, error) {
+	table, err := mountTable()
+	if err != nil {
+		return false, err
+	}
+	fusevol := false
+	for _, e := range table {
+		if e.dir == dir {
+			fusevol = e.fstype == "fuse.fusevol"
+		}
+	}
+	if !fusevol {
+		return false, nil
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, syscall.ENOTCONN) {
+		return false, nil
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		return false, fmt.Errorf("detach dead mount %s: %w", dir, err)
+	}
+	d.log.Info("dead mount of an earlier daemon detached", "dir", dir)
+	return true, nil
 }
 
 // isMounted reports whether dir is a mount point in this mount namespace.
