@@ -236,6 +236,10 @@ func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) erro
 	}
 	v := d.lockVolume(name)
 	defer d.unlockVolume(name, v)
+	// A mount without references is left over from an unmount that failed: retry it.
+	if err := d.releaseLive(ctx, name, v); err != nil {
+		return err
+	}
 	if v.inUse() {
 		if !force {
 			return errInUse(name, v)
