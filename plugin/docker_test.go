@@ -361,3 +361,17 @@ func TestStoreOpenFailure(t *testing.T) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }
+
+// TestSocketInUse starts a second daemon on a live daemon's socket: it refuses rather than
+// stealing the socket, and the first keeps serving.
+func TestSocketInUse(t *testing.T) {
+	td := startDaemon(t, "")
+	d2, err := NewDaemon(Config{Root: t.TempDir(), Socket: td.sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "another daemon") {
+		t.Fatalf("second daemon on a live socket: %v", err)
+	}
+	td.ok(t, "VolumeDriver.List", `{}`)
+}
