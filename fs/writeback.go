@@ -73,6 +73,7 @@ type commitJob struct {
 const (
 	defaultDirtyLimit = 64 << 20
 	maxCommitBatch    = 64
+	inlineFlushChunks = 2
 )
 
 func newWriteback(ctx context.Context, f *fsys, limit int64) *writeback {
@@ -129,7 +130,7 @@ func (wb *writeback) release(n int) {
 func (wb *writeback) kick() {
 	for _, st := range wb.all() {
 		st.mu.Lock()
-		st.submitAll()
+		st.submitAll(false)
 		st.mu.Unlock()
 	}
 }
@@ -300,7 +301,7 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 	st.size = max(st.size, idx*uint64(wb.cs)+uint64(end))
 	st.mtime = time.Now().UnixNano()
 	if b.lo == 0 && b.hi == wb.cs {
-		st.submit(idx, b)
+		st.submit(idx, b, false)
 	}
 	return nil
 }
@@ -342,8 +343,9 @@ func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
 	return nil
 }
 
-// submit hands a chunk to the hash workers and the file's committer (under st.mu).
-func (st *fileState) submit(idx uint64, b *chunkBuf) {
+// submit hands a chunk to the hash workers and the file's committer (under st.mu). An inline
+// submit hashes in the caller and leaves starting the committer to it.
+func (st *fileState) submit(idx uint64, b *chunkBuf, inline bool) {
 	cs := uint64(st.wb.cs)
 	length := int(min(cs, st.size-min(st.size, idx*cs)))
 	if !b.base && !(b.lo == 0 && b.hi >= length) {
@@ -360,6 +362,11 @@ func (st *fileState) submit(idx uint64, b *chunkBuf) {
 	st.inflight[idx] = data
 	j := &commitJob{st: st, idx: idx, buf: b.data, data: data, done: make(chan struct{})}
 	st.queue = append(st.queue, j)
+	if inline {
+		j.chunk = st.vol.PrepareChunk(idx, data)
+		close(j.done)
+		return
+	}
 	st.wb.hashq <- j
 	if !st.committing {
 		st.committing = true
@@ -368,14 +375,14 @@ func (st *fileState) submit(idx uint64, b *chunkBuf) {
 }
 
 // submitAll submits every dirty chunk, lowest index first (under st.mu).
-func (st *fileState) submitAll() {
+func (st *fileState) submitAll(inline bool) {
 	idxs := make([]uint64, 0, len(st.dirty))
 	for idx := range st.dirty {
 		idxs = append(idxs, idx)
 	}
 	slices.Sort(idxs)
 	for _, idx := range idxs {
-		st.submit(idx, st.dirty[idx])
+		st.submit(idx, st.dirty[idx], inline)
 	}
 }
 
@@ -476,7 +483,16 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 		return nil
 	}
 	st.mu.Lock()
-	st.submitAll()
+	// A close after a few small writes (the common case) is committed by the caller itself:
+	// two goroutine hand-offs are a good part of the latency of such a commit.
+	inline := len(st.dirty) <= inlineFlushChunks && !st.committing
+	st.submitAll(inline)
+	if inline && len(st.queue) > 0 {
+		st.committing = true
+		st.mu.Unlock()
+		st.commitLoop()
+		st.mu.Lock()
+	}
 	for len(st.queue) > 0 || st.committing {
 		st.cond.Wait()
 	}
