@@ -192,7 +192,7 @@ func (s *Store) vlogGC(ctx context.Context, now bool) error {
 		}
 	}
 	for i := 0; i < 100 && ctx.Err() == nil; i++ {
-		err := s.db.RunValueLogGC(0.3)
+		err := s.runValueLogGC()
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			return nil
 		}
@@ -201,6 +201,16 @@ func (s *Store) vlogGC(ctx context.Context, now bool) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// runValueLogGC rewrites at most one value-log file, holding the write lock. A rewrite reads which
+// values are live and later writes them back under their old versions; a delete committed in
+// between can then be undone once compaction drops its tombstone (badger#2286), bringing a deleted
+// chunk body back. With no write during a rewrite there is no such delete.
+func (s *Store) runValueLogGC() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.db.RunValueLogGC(0.3)
 }
 
 // compactNow flushes the memtable and compacts every level.
