@@ -11,7 +11,7 @@ import (
 const (
 	MinChunkSize     = 64 << 10
 	MaxChunkSize     = 4 << 20
-	DefaultChunkSize = 1 << 20
+	DefaultChunkSize = 256 << 10
 )
 
 // Compression codecs for chunk bodies.

@@ -196,7 +196,7 @@ func TestDedupAndHoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Chunks != 1 || st.UniqueBytes != 1<<20 || st.LogicalBytes != 3<<20 {
+	if st.Chunks != 1<<20/DefaultChunkSize || st.UniqueBytes != 1<<20 || st.LogicalBytes != 3<<20 {
 		t.Fatalf("dedup: %+v", st)
 	}
 	fsckClean(t, s)
