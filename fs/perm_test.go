@@ -29,6 +29,13 @@ func TestMain(m *testing.M) {
 		runPermScript(os.Stdout, dir)
 		os.Exit(0)
 	}
+	if spec := os.Getenv(writerChild); spec != "" {
+		if err := runWriterChild(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -447,5 +449,82 @@ func TestConcurrentIntegrity(t *testing.T) {
 	got, err := os.ReadFile(shared)
 	if err != nil || sha256.Sum256(got) != sha256.Sum256(sharedWant) {
 		t.Fatalf("shared file checksum mismatch (%v)", err)
+	}
+}
+
+// writerChild makes the test binary a writer process: "DIR N" writes writerData(N) to DIR/pN and
+// to region N of DIR/shared, then reads both back.
+const writerChild = "FUSEVOL_WRITER_CHILD"
+
+const writerSize = 512 << 10
+
+func writerData(n int) []byte { return randBytes(uint64(1000+n), writerSize) }
+
+func runWriterChild(spec string) error {
+	var dir string
+	var n int
+	if _, err := fmt.Sscan(spec, &dir, &n); err != nil {
+		return err
+	}
+	data := writerData(n)
+	own := filepath.Join(dir, fmt.Sprint("p", n))
+	if err := os.WriteFile(own, data, 0o644); err != nil {
+		return err
+	}
+	fh, err := os.OpenFile(filepath.Join(dir, "shared"), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	for off := 0; off < writerSize; off += 5000 {
+		if _, err := fh.WriteAt(data[off:min(off+5000, writerSize)], int64(n*writerSize+off)); err != nil {
+			return err
+		}
+	}
+	got, err := os.ReadFile(own)
+	if err != nil || !bytes.Equal(got, data) {
+		return fmt.Errorf("writer %d: own file reads back different (%v)", n, err)
+	}
+	region := make([]byte, writerSize)
+	if _, err := fh.ReadAt(region, int64(n*writerSize)); err != nil || !bytes.Equal(region, data) {
+		return fmt.Errorf("writer %d: shared region reads back different (%v)", n, err)
+	}
+	return nil
+}
+
+// TestConcurrentProcesses runs writer processes against one mount at the same time.
+func TestConcurrentProcesses(t *testing.T) {
+	tv := newVolume(t, backendOpts(64<<10), Options{})
+	const procs = 4
+	if err := os.WriteFile(filepath.Join(tv.dir, "shared"), make([]byte, procs*writerSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmds := make([]*exec.Cmd, procs)
+	outs := make([]bytes.Buffer, procs)
+	for n := range procs {
+		cmds[n] = exec.Command(os.Args[0], "-test.run=^$")
+		cmds[n].Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", writerChild, tv.dir, n))
+		cmds[n].Stdout, cmds[n].Stderr = &outs[n], &outs[n]
+		if err := cmds[n].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Errorf("writer %d: %v\n%s", n, err, outs[n].String())
+		}
+	}
+	shared, err := os.ReadFile(filepath.Join(tv.dir, "shared"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range procs {
+		want := writerData(n)
+		if !bytes.Equal(shared[n*writerSize:(n+1)*writerSize], want) {
+			t.Errorf("shared region %d differs", n)
+		}
+		if got, err := os.ReadFile(filepath.Join(tv.dir, fmt.Sprint("p", n))); err != nil || sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Errorf("file p%d differs (%v)", n, err)
+		}
 	}
 }
