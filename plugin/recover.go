@@ -26,12 +26,13 @@ func (d *Daemon) cleanStaleMounts() {
 		return
 	}
 	for _, m := range mounts {
-		_, statErr := os.Stat(m)
+		var st unix.Statfs_t
+		statErr := unix.Statfs(m, &st)
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			d.log.Warn("stale mount not removed", "dir", m, "err", err)
 			continue
 		}
-		d.log.Info("stale mount removed", "dir", m, "stat", errString(statErr))
+		d.log.Info("stale mount removed", "dir", m, "statfs", errString(statErr))
 		os.Remove(m)
 	}
 }
@@ -94,7 +95,7 @@ func mountsUnder(root string) ([]string, error) {
 	return out, nil
 }
 
-// detachDead detaches dir when it holds a fusevol mount whose server is gone (stat answers
+// detachDead detaches dir when it holds a fusevol mount whose server is gone (statfs answers
 // ENOTCONN): a volctl mount made by a daemon that died. It reports whether it did.
 func (d *Daemon) detachDead(dir string) (bool, error) {
 	table, err := mountTable()
@@ -108,9 +109,13 @@ func (d *Daemon) detachDead(dir string) (bool, error) {
 		}
 	}
 	if !fusevol {
+		d.log.Debug("not a fusevol mount", "dir", dir)
 		return false, nil
 	}
-	if _, err := os.Stat(dir); !errors.Is(err, syscall.ENOTCONN) {
+	// statfs always reaches the server; stat may be answered from the kernel's attribute cache.
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); !errors.Is(err, syscall.ENOTCONN) {
+		d.log.Debug("fusevol mount still answers", "dir", dir, "statfs", errString(err))
 		return false, nil
 	}
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
