@@ -48,6 +48,9 @@ const (
 const (
 	drainTimeout   = 2 * time.Second // in-flight requests
 	unmountTimeout = 6 * time.Second // flushing and unmounting every volume
+	// busyUnmountWait is how long unmounts may take once everything is flushed: a mount still
+	// used in a container's mount namespace is left detached when it runs out.
+	busyUnmountWait = 2 * time.Second
 )
 
 // Daemon is one running fusevol instance. Create it with NewDaemon, run it with Run.

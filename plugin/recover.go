@@ -191,6 +191,10 @@ func (d *Daemon) unmountAll(ctx context.Context) {
 			}
 		}
 	}
+	// Everything is committed now; a busy mount's unmount is only waited on briefly.
+	uctx, cancel := context.WithTimeout(ctx, busyUnmountWait)
+	defer cancel()
+	ctx = uctx
 	var wg sync.WaitGroup
 	for _, h := range all {
 		for dir, s := range h.v.snaps {
