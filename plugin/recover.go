@@ -167,38 +167,17 @@ func isOctal(s string) bool {
 
 // unmountAll flushes every mount, then unmounts them all, within ctx. Flushing comes first and
 // for every volume, so data is committed even when a mount still busy in a container's mount
-// namespace makes its unmount wait until the deadline. A volume whose lock is still held by a
-// stuck request past the deadline is handled anyway: the process is about to exit.
+// namespace makes its unmount wait. A volume whose lock is still held by a stuck request past
+// the deadline is handled anyway: the process is about to exit.
 func (d *Daemon) unmountAll(ctx context.Context) {
-	type held struct {
-		name   string
-		v      *volState
-		locked bool
-	}
-	var all []held
-	for _, name := range d.volumeNames() {
-		d.mu.Lock()
-		v := d.vols[name]
-		d.mu.Unlock()
-		if v == nil {
-			continue
-		}
-		h := held{name: name, v: v, locked: lockBefore(ctx, v)}
-		all = append(all, h)
-		if v.mnt != nil {
-			if err := v.mnt.Flush(ctx); err != nil {
-				d.log.Error("flush at shutdown", "volume", name, "err", err)
-			}
-		}
-	}
+	all := d.flushForShutdown(ctx)
 	// Everything is committed now; a busy mount's unmount is only waited on briefly.
 	uctx, cancel := context.WithTimeout(ctx, busyUnmountWait)
 	defer cancel()
-	ctx = uctx
 	var wg sync.WaitGroup
 	for _, h := range all {
 		for dir, s := range h.v.snaps {
-			wg.Go(func() { d.unmountWithin(ctx, dir, s.mnt) })
+			wg.Go(func() { d.unmountWithin(uctx, dir, s.mnt) })
 		}
 		for dir := range h.v.binds {
 			if err := unmountBind(dir); err != nil {
@@ -206,7 +185,7 @@ func (d *Daemon) unmountAll(ctx context.Context) {
 			}
 		}
 		if m := h.v.mnt; m != nil {
-			wg.Go(func() { d.unmountWithin(ctx, m.Dir(), m) })
+			wg.Go(func() { d.unmountWithin(uctx, m.Dir(), m) })
 		}
 	}
 	wg.Wait()
@@ -221,6 +200,33 @@ func (d *Daemon) unmountAll(ctx context.Context) {
 			h.v.mu.Unlock()
 		}
 	}
+}
+
+// heldVolume is a volume taken over for shutdown; locked says whether its lock was obtained.
+type heldVolume struct {
+	v      *volState
+	locked bool
+}
+
+// flushForShutdown takes every volume's lock (waiting until ctx ends at most) and flushes its
+// live mount.
+func (d *Daemon) flushForShutdown(ctx context.Context) []heldVolume {
+	var all []heldVolume
+	for _, name := range d.volumeNames() {
+		d.mu.Lock()
+		v := d.vols[name]
+		d.mu.Unlock()
+		if v == nil {
+			continue
+		}
+		all = append(all, heldVolume{v: v, locked: lockBefore(ctx, v)})
+		if v.mnt != nil {
+			if err := v.mnt.Flush(ctx); err != nil {
+				d.log.Error("flush at shutdown", "volume", name, "err", err)
+			}
+		}
+	}
+	return all
 }
 
 // unmountWithin unmounts m, giving up when ctx ends: a mount still held in another mount
