@@ -613,7 +613,10 @@ func (r *mRunner) opCreateVolume() {
 	if len(r.codecs) > 0 {
 		opts.Compression = r.codecs[r.r.IntN(len(r.codecs))]
 	}
-	r.logf("CreateVolume %s mode=%o uid=%d gid=%d compression=%s", name, opts.Mode, opts.UID, opts.GID, opts.Compression)
+	if r.r.IntN(4) == 0 {
+		opts.Size = int64(128<<10 + r.r.IntN(1<<20))
+	}
+	r.logf("CreateVolume %s mode=%o uid=%d gid=%d compression=%s size=%d", name, opts.Mode, opts.UID, opts.GID, opts.Compression, opts.Size)
 	var want []error
 	if r.vols[name] != nil {
 		want = []error{backend.ErrExists}
@@ -731,7 +734,9 @@ func (r *mRunner) opWrite(v *mVol) {
 	b := r.data(l, off)
 	r.logf("WriteAt %s ino=%d off=%d len=%d orphan=%v", v.name, n.ino, off, l, v.fs.orphans[n.ino])
 	a, err := v.view.WriteAt(r.ctx, n.ino, b, off)
-	r.check("WriteAt", err)
+	if !r.check("WriteAt", err, quotaWant(v)...) {
+		return
+	}
 	writeModel(n, b, off)
 	n.mtime, n.atime = 0, 0
 	r.compareAttr("WriteAt result", a, v.fs, n)
@@ -768,7 +773,9 @@ func (r *mRunner) opCommitChunks(v *mVol) {
 	}
 	r.logf("CommitChunks %s ino=%d chunks=%v minSize=%d", v.name, n.ino, descr, minSize)
 	a, err := v.view.CommitChunks(r.ctx, n.ino, chunks, minSize)
-	r.check("CommitChunks", err)
+	if !r.check("CommitChunks", err, quotaWant(v)...) {
+		return
+	}
 	size := max(uint64(len(n.data)), minSize)
 	for _, u := range upds {
 		size = max(size, uint64(u.off)+uint64(len(u.b)))
@@ -807,7 +814,9 @@ func (r *mRunner) opTruncate(v *mVol) {
 	}
 	r.logf("SetAttr size %s ino=%d size=%d (was %d)", v.name, n.ino, size, len(n.data))
 	a, err := v.view.SetAttr(r.ctx, n.ino, backend.SetAttr{Valid: backend.SetSize, Size: uint64(size)})
-	r.check("SetAttr size", err)
+	if !r.check("SetAttr size", err, quotaWant(v)...) {
+		return
+	}
 	resize(n, size)
 	n.mtime, n.atime = 0, 0
 	r.compareAttr("SetAttr size result", a, v.fs, n)
@@ -854,6 +863,16 @@ func (r *mRunner) opSetAttr(v *mVol) {
 		n.atime, n.mtime = in.Atime, in.Mtime
 	}
 	r.compareAttr("SetAttr result", a, v.fs, n)
+}
+
+// quotaWant is the expectation of an operation that may allocate: on a volume with a quota it may
+// fail with ErrNoSpace, and must then change nothing (the model does not predict the exact
+// allocation, so it only checks that refusals lose nothing and usage stays within the limit).
+func quotaWant(v *mVol) []error {
+	if v.opts.Size == 0 {
+		return nil
+	}
+	return []error{backend.ErrNoSpace, errNoop}
 }
 
 func (r *mRunner) opRead(v *mVol) {
@@ -1175,7 +1194,9 @@ func (r *mRunner) opFallocate(v *mVol) {
 		r.check("Fallocate", v.view.Fallocate(r.ctx, n.ino, off, l, mode), backend.ErrInvalid)
 		return
 	}
-	r.check("Fallocate", v.view.Fallocate(r.ctx, n.ino, off, l, mode))
+	if !r.check("Fallocate", v.view.Fallocate(r.ctx, n.ino, off, l, mode), quotaWant(v)...) {
+		return
+	}
 	n.mtime, n.atime = 0, 0
 	switch {
 	case mode == 0 && int(off+l) > len(n.data):
@@ -1498,6 +1519,13 @@ func (r *mRunner) checkUsage(v *mVol) {
 	}
 	if u.Bytes < int64(lo) || u.Bytes > int64(hi) {
 		r.fail("Usage %s: Bytes=%d outside [%d, %d]", v.name, u.Bytes, lo, hi)
+	}
+	limit, used, err := v.view.Quota(r.ctx)
+	if err != nil || limit != v.opts.Size || used != u {
+		r.fail("Quota %s: %d, %+v, %v; want %d, %+v", v.name, limit, used, err, v.opts.Size, u)
+	}
+	if limit > 0 && u.Bytes > limit {
+		r.fail("Usage %s: %d bytes, over the quota of %d", v.name, u.Bytes, limit)
 	}
 }
 

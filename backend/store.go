@@ -25,7 +25,8 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory runs Badger without disk (tests only).
 	InMemory bool
-	// GCInterval is how often background GC (dead snapshot nodes, then value-log GC) runs.
+	// GCInterval is how often background GC (collecting dead snapshot nodes) runs; value-log GC,
+	// which returns disk space, needs the writers stopped and runs only in Store.GC (see vlogGC).
 	// 0 means one minute; negative disables it (Store.GC still works).
 	GCInterval time.Duration
 	// ValueLogFileSize is the size of Badger's value-log files (0 = 128 MiB). GC reclaims space a
