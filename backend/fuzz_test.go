@@ -403,3 +403,30 @@ func FuzzVisibility(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRecordKeys checks the non-versioned keys: a volume's snapshot prefix holds exactly its own
+// snapshots, and numbered keys sort numerically.
+func FuzzRecordKeys(f *testing.F) {
+	f.Add("vol", "snap", "vol2", uint32(1), uint32(256))
+	f.Add("a", "b", "a.b", uint32(0xffffffff), uint32(0))
+	f.Fuzz(func(t *testing.T, vol, snap, other string, a, b uint32) {
+		if ValidateName(vol) != nil || ValidateName(snap) != nil || ValidateName(other) != nil {
+			return
+		}
+		k := snapshotKey(vol, snap)
+		if !bytes.HasPrefix(k, snapshotPrefix(vol)) {
+			t.Fatalf("snapshot key %q lacks its volume's prefix", k)
+		}
+		if bytes.HasPrefix(k, snapshotPrefix(other)) != (vol == other) {
+			t.Fatalf("snapshot %s@%s listed under volume %s", vol, snap, other)
+		}
+		if bytes.Equal(volumeKey(vol), volumeKey(other)) != (vol == other) {
+			t.Fatalf("volume keys of %q and %q", vol, other)
+		}
+		for _, enc := range []func(uint32) []byte{nodeKey, treeKey, usageKey} {
+			if got := bytes.Compare(enc(a), enc(b)); got != cmp.Compare(a, b) {
+				t.Fatalf("keys of %d and %d compare %d", a, b, got)
+			}
+		}
+	})
+}
