@@ -80,6 +80,7 @@ func (f *fsys) newNode(h *fuse.InHeader, name string, mode, rdev uint32, target 
 	if err != nil {
 		return f.status("mknod", err)
 	}
+	f.noCaps.Store(nodeID(slot, a.Ino), struct{}{}) // a new inode has no xattrs
 	f.entry(slot, a, out)
 	return fuse.OK
 }
