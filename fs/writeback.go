@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -476,7 +477,7 @@ func (wb *writeback) dropIfIdle(st *fileState) {
 }
 
 // flush commits everything buffered for the file and returns the first commit error
-// since the last flush.
+// since the last flush. When ctx ends first, the commits go on without the caller.
 func (wb *writeback) flush(ctx context.Context, id uint64) error {
 	st := wb.get(id)
 	if st == nil {
@@ -493,8 +494,18 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 		st.commitLoop()
 		st.mu.Lock()
 	}
-	for len(st.queue) > 0 || st.committing {
+	stop := context.AfterFunc(ctx, func() {
+		st.mu.Lock()
+		st.cond.Broadcast()
+		st.mu.Unlock()
+	})
+	defer stop()
+	for (len(st.queue) > 0 || st.committing) && ctx.Err() == nil {
 		st.cond.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		st.mu.Unlock()
+		return fmt.Errorf("flush inode %d: %w", st.ino, err)
 	}
 	err := st.err
 	st.err = nil
