@@ -528,3 +528,38 @@ func TestConcurrentProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestFileCapability checks the security.capability fast path: a capability set on a file is
+// seen, and a write drops it, as on the kernel's filesystem.
+func TestFileCapability(t *testing.T) {
+	tv := newVolume(t, backendOpts(64<<10), Options{})
+	// struct vfs_cap_data, revision 2, permitting CAP_NET_RAW.
+	capv := []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, dir := range []string{nativeDir(t), tv.dir} {
+		p := filepath.Join(dir, "bin")
+		if err := os.WriteFile(p, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if _, err := unix.Getxattr(p, capXattr, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("%s: capability of a new file: %v", dir, err)
+		}
+		if err := unix.Setxattr(p, capXattr, capv, 0); err != nil {
+			t.Fatalf("%s: set capability: %v", dir, err)
+		}
+		if n, err := unix.Getxattr(p, capXattr, buf); err != nil || !bytes.Equal(buf[:n], capv) {
+			t.Errorf("%s: capability after set: % x %v", dir, buf[:max(n, 0)], err)
+		}
+		fh, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fh.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+		if _, err := unix.Getxattr(p, capXattr, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("%s: capability after a write: %v, want ENODATA", dir, err)
+		}
+	}
+}
