@@ -688,6 +688,11 @@ func TestDockerEndToEnd(t *testing.T) {
 		// clears the dead mount in its propagated mount and serves the volume again.
 		e.mustDocker("run", "-d", "--name", "mholder", "--network", "none", "-v", "mv:/data", e2eImage, "sleep", "600")
 		id := e.mustDocker("plugin", "inspect", "-f", "{{.Id}}", name)
+		// volctl reaches the managed plugin through its socket.
+		psock := e.managedSocket(t, id)
+		if out, err := exec.Command(e.bin, "--socket", psock, "volume", "ls").CombinedOutput(); err != nil || !strings.Contains(string(out), "mv") {
+			t.Errorf("volctl --socket %s volume ls: %v\n%s", psock, err, out)
+		}
 		pid := managedPluginPID(id)
 		if pid == 0 {
 			t.Fatalf("cannot find the process of plugin %s", id)
@@ -702,6 +707,31 @@ func TestDockerEndToEnd(t *testing.T) {
 		e.mustDocker("plugin", "disable", name)
 		e.mustDocker("plugin", "rm", name)
 	})
+}
+
+// managedSocket is the host path of a managed plugin's socket: dockerd 20.10 keeps it in
+// /run/docker/plugins/<id> whatever its exec root, later versions under the exec root (whose
+// path here is too long for a socket address, so it is reached through a short link).
+func (e *e2eEnv) managedSocket(t *testing.T, id string) string {
+	if p := filepath.Join("/run/docker/plugins", id, "fusevol.sock"); fileExists(p) {
+		return p
+	}
+	dir := filepath.Join(e.work, "exec", "plugins", id)
+	if !fileExists(filepath.Join(dir, "fusevol.sock")) {
+		t.Fatalf("socket of plugin %s not found", id)
+	}
+	link := filepath.Join(os.TempDir(), fmt.Sprintf("fusevol-e2e-%d-plugin", os.Getpid()))
+	os.Remove(link)
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
+	return filepath.Join(link, "fusevol.sock")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // managedPluginPID finds the process of the managed plugin with the given ID: a volctl daemon
