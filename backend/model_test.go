@@ -1449,6 +1449,32 @@ func (r *mRunner) checkAll() {
 	for _, name := range sortedKeys(r.vols) {
 		r.checkVol(r.vols[name], true)
 	}
+	r.checkStats()
+}
+
+// checkStats checks store-wide accounting against per-volume usage and itself.
+func (r *mRunner) checkStats() {
+	st, err := r.st.Stats(r.ctx)
+	if err != nil {
+		r.fail("Stats: %v", err)
+	}
+	for _, name := range sortedKeys(r.vols) {
+		u, err := r.st.Usage(r.ctx, name)
+		if err != nil || st.Volumes[name] != u {
+			r.fail("Stats: volume %s: %+v, Usage says %+v (%v)", name, st.Volumes[name], u, err)
+		}
+	}
+	if len(st.Volumes) != len(r.vols) {
+		r.fail("Stats: %d volumes, want %d", len(st.Volumes), len(r.vols))
+	}
+	ratio := 1.0
+	if st.UniqueBytes > 0 {
+		ratio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
+	}
+	if st.UniqueBytes > st.LogicalBytes || st.Chunks < 0 || (st.Chunks == 0) != (st.UniqueBytes == 0) ||
+		st.DedupRatio < ratio*0.999 || st.DedupRatio > ratio*1.001 {
+		r.fail("Stats inconsistent: %+v", st)
+	}
 }
 
 // checkVol compares the volume's record, snapshot list, live tree and (with deep) every snapshot.
