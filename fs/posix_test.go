@@ -211,8 +211,17 @@ func TestTimes(t *testing.T) {
 	if _, err := fh.Write([]byte("more")); err != nil {
 		t.Fatal(err)
 	}
-	if m3, c3 := stat(); !m3.After(m1) || !c3.After(c1) {
+	m3, c3 := stat()
+	if !m3.After(m1) || !c3.After(c1) {
 		t.Errorf("write (buffered): mtime %v->%v, ctime %v->%v: want both later", m1, m3, c1, c3)
+	}
+	// Committing the data on fsync does not move the times: they are those of the write.
+	tick()
+	if err := fh.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if m, c := stat(); !m.Equal(m3) || !c.Equal(c3) {
+		t.Errorf("fsync moved the times: mtime %v->%v, ctime %v->%v", m3, m, c3, c)
 	}
 	// An explicit mtime set while data is buffered survives the commit at close (cp -p, tar).
 	explicit := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)

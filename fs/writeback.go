@@ -47,6 +47,9 @@ type fileState struct {
 	size       uint64 // file size including buffered writes
 	stored     uint64 // file size in the store
 	mtime      int64  // time of the last buffered write
+	// stamp is set while the store's mtime/ctime (set to the commit time by CommitChunks)
+	// must still be put back to mtime, the time of the write, as a local filesystem has it.
+	stamp bool
 	dirty      map[uint64]*chunkBuf
 	inflight   map[uint64][]byte // newest submitted, not yet committed content per chunk
 	queue      []*commitJob
@@ -204,7 +207,7 @@ func (wb *writeback) closeFile(id uint64) {
 
 // idle reports (under st.mu) that the state holds nothing and nobody has the file open.
 func (st *fileState) idle() bool {
-	return st.opens <= 0 && !st.active() && st.err == nil
+	return st.opens <= 0 && !st.active() && st.err == nil && !st.stamp
 }
 
 func (st *fileState) active() bool {
@@ -219,12 +222,13 @@ func (wb *writeback) overlay(id uint64, a *backend.Attr) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.stamp {
+		a.Mtime, a.Ctime = st.mtime, st.mtime
+	}
 	if !st.active() {
 		return
 	}
 	a.Size = st.size
-	a.Mtime = max(a.Mtime, st.mtime)
-	a.Ctime = max(a.Ctime, st.mtime)
 	a.Blocks = max(a.Blocks, (st.size+511)/512)
 }
 
@@ -301,6 +305,7 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 	b.end = max(b.end, end)
 	st.size = max(st.size, idx*uint64(wb.cs)+uint64(end))
 	st.mtime = time.Now().UnixNano()
+	st.stamp = true
 	if b.lo == 0 && b.hi == wb.cs {
 		st.submit(idx, b, false)
 	}
@@ -509,9 +514,24 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 	}
 	err := st.err
 	st.err = nil
+	if err == nil && st.stamp {
+		err = st.restamp()
+	}
 	st.mu.Unlock()
 	wb.dropIfIdle(st)
 	return err
+}
+
+// restamp sets the store's mtime and ctime back to the time of the last write (under st.mu,
+// with nothing left to commit).
+func (st *fileState) restamp() error {
+	t := st.mtime
+	in := backend.SetAttr{Valid: backend.SetMtime | backend.SetCtime, Mtime: t, Ctime: t}
+	if _, err := st.vol.SetAttr(st.wb.ctx, st.ino, in); err != nil {
+		return err
+	}
+	st.stamp = false
+	return nil
 }
 
 // flushAll commits every file's buffered data.
@@ -537,7 +557,7 @@ func (wb *writeback) discard(id uint64) {
 	}
 	n := len(st.dirty)
 	st.dirty = map[uint64]*chunkBuf{}
-	st.err = nil
+	st.err, st.stamp = nil, false
 	st.mu.Unlock()
 	wb.release(n)
 	wb.dropIfIdle(st)
