@@ -48,8 +48,10 @@ type fileState struct {
 	stored     uint64 // file size in the store
 	mtime      int64  // time of the last buffered write
 	// stamp is set while the store's mtime/ctime (set to the commit time by CommitChunks)
-	// must still be put back to mtime, the time of the write, as a local filesystem has it.
-	stamp bool
+	// differ from mtime, the time of the write, which a local filesystem would keep.
+	// observed says whether the kernel was told the write time; only then is it worth a
+	// transaction to put it into the store, for the times not to move at close or fsync.
+	stamp, observed bool
 	dirty      map[uint64]*chunkBuf
 	inflight   map[uint64][]byte // newest submitted, not yet committed content per chunk
 	queue      []*commitJob
@@ -224,6 +226,7 @@ func (wb *writeback) overlay(id uint64, a *backend.Attr) {
 	defer st.mu.Unlock()
 	if st.stamp {
 		a.Mtime, a.Ctime = st.mtime, st.mtime
+		st.observed = true
 	}
 	if !st.active() {
 		return
@@ -514,8 +517,11 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 	}
 	err := st.err
 	st.err = nil
-	if err == nil && st.stamp {
+	if err == nil && st.stamp && st.observed {
 		err = st.restamp()
+	}
+	if err == nil && !st.active() {
+		st.stamp, st.observed = false, false
 	}
 	st.mu.Unlock()
 	wb.dropIfIdle(st)
@@ -530,7 +536,7 @@ func (st *fileState) restamp() error {
 	if _, err := st.vol.SetAttr(st.wb.ctx, st.ino, in); err != nil {
 		return err
 	}
-	st.stamp = false
+	st.stamp, st.observed = false, false
 	return nil
 }
 
@@ -557,7 +563,7 @@ func (wb *writeback) discard(id uint64) {
 	}
 	n := len(st.dirty)
 	st.dirty = map[uint64]*chunkBuf{}
-	st.err, st.stamp = nil, false
+	st.err, st.stamp, st.observed = nil, false, false
 	st.mu.Unlock()
 	wb.release(n)
 	wb.dropIfIdle(st)
