@@ -341,12 +341,12 @@ func TestControlPeerCredentials(t *testing.T) {
 		cmd := exec.Command(helper, "-test.run=^TestHelperStatus$")
 		cmd.Env = append(os.Environ(), "FUSEVOL_HELPER_SOCKET="+td.sock)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tt.uid, Gid: tt.gid, Groups: tt.groups}}
-		out, err := cmd.CombinedOutput()
+		out, err := runHelper(cmd)
 		if err != nil && len(out) == 0 {
 			t.Fatalf("run helper as uid %d: %v", tt.uid, err)
 		}
 		if !strings.Contains(string(out), "RESULT="+tt.want+"\n") {
-			t.Errorf("uid %d gid %d groups %v: got %q, want RESULT=%s", tt.uid, tt.gid, tt.groups, out, tt.want)
+			t.Errorf("uid %d gid %d groups %v: got %q (%v), want RESULT=%s", tt.uid, tt.gid, tt.groups, out, err, tt.want)
 		}
 	}
 }
@@ -366,6 +366,20 @@ func TestHelperStatus(t *testing.T) {
 		fmt.Printf("RESULT=%s\n%s\n", e.Code, e.Message)
 	default:
 		fmt.Printf("RESULT=error\n%v\n", err)
+	}
+}
+
+// runHelper runs cmd, retrying while exec reports ETXTBSY: a process forked elsewhere in this
+// test binary may briefly hold the freshly written helper open.
+func runHelper(cmd *exec.Cmd) ([]byte, error) {
+	for try := 0; ; try++ {
+		c := exec.Command(cmd.Path, cmd.Args[1:]...)
+		c.Env, c.SysProcAttr = cmd.Env, cmd.SysProcAttr
+		out, err := c.CombinedOutput()
+		if !errors.Is(err, syscall.ETXTBSY) || try == 20 {
+			return out, err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
