@@ -114,7 +114,7 @@ func (f *fsys) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 		if e.Name == "." || e.Name == ".." || d.id == snapDirID {
 			continue // the kernel looks these up itself
 		}
-		a, err := vol.GetAttr(f.ctx, backend.Ino(e.Ino&inoMask))
+		a, err := f.settled(slot, func() (backend.Attr, error) { return vol.GetAttr(f.ctx, backend.Ino(e.Ino&inoMask)) })
 		if err != nil {
 			continue // removed meanwhile: a zero node id makes the kernel skip the entry
 		}

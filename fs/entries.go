@@ -28,7 +28,7 @@ func (f *fsys) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out
 	if en != 0 {
 		return fuse.Status(en)
 	}
-	a, err := vol.Lookup(f.ctx, ino, name)
+	a, err := f.settled(slot, func() (backend.Attr, error) { return vol.Lookup(f.ctx, ino, name) })
 	if toErrno(err) == syscall.ENOENT {
 		// A negative entry: the kernel remembers the name is absent.
 		*out = fuse.EntryOut{}
@@ -269,7 +269,7 @@ func (f *fsys) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Att
 	if en != 0 {
 		return fuse.Status(en)
 	}
-	a, err := vol.GetAttr(f.ctx, ino)
+	a, err := f.settled(slot, func() (backend.Attr, error) { return vol.GetAttr(f.ctx, ino) })
 	if err != nil {
 		return f.status("getattr", err)
 	}

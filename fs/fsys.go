@@ -155,6 +155,23 @@ func (f *fsys) fillAttr(slot uint16, a backend.Attr, out *fuse.Attr) {
 	}
 }
 
+// settled reads an inode's attributes from the store and applies buffered writes to them. A
+// commit between the two steps would make the result stale (the store read before the
+// commit, the buffers looked at after it), so the read is repeated until none came between.
+func (f *fsys) settled(slot uint16, fetch func() (backend.Attr, error)) (backend.Attr, error) {
+	for {
+		seq := f.wb.seq.Load()
+		a, err := fetch()
+		if err != nil {
+			return a, err
+		}
+		f.wb.overlay(nodeID(slot, a.Ino), &a)
+		if f.wb.seq.Load() == seq {
+			return a, nil
+		}
+	}
+}
+
 // entry fills a lookup reply and counts the kernel reference it creates.
 func (f *fsys) entry(slot uint16, a backend.Attr, out *fuse.EntryOut) {
 	id := nodeID(slot, a.Ino)

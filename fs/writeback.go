@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"sync/atomic"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ type writeback struct {
 	files map[uint64]*fileState
 
 	bufs sync.Pool // *[]byte chunk buffers
+	// seq counts commits; attribute readers retry when one lands between their read of the
+	// store and their look at the buffered state (see fsys.settled).
+	seq atomic.Uint64
 
 	bmu   sync.Mutex
 	bcond *sync.Cond
@@ -430,6 +434,7 @@ func (st *fileState) commitLoop() {
 		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, end)
 
 		st.mu.Lock()
+		st.wb.seq.Add(1)
 		st.queue = st.queue[k:]
 		for _, j := range jobs[:k] {
 			if d, ok := st.inflight[j.idx]; ok && unsafe.SliceData(d) == unsafe.SliceData(j.data) {
@@ -536,6 +541,7 @@ func (st *fileState) restamp() error {
 	if _, err := st.vol.SetAttr(st.wb.ctx, st.ino, in); err != nil {
 		return err
 	}
+	st.wb.seq.Add(1)
 	st.stamp, st.observed = false, false
 	return nil
 }
