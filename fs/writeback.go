@@ -1,13 +1,13 @@
 package fs
 
 import (
-	"sync/atomic"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -45,22 +45,22 @@ type fileState struct {
 	vol Volume
 	ino backend.Ino
 
-	mu         sync.Mutex
-	cond       *sync.Cond // broadcast when a commit batch finishes
-	opens      int
-	size       uint64 // file size including buffered writes
-	stored     uint64 // file size in the store
-	mtime      int64  // time of the last buffered write
+	mu     sync.Mutex
+	cond   *sync.Cond // broadcast when a commit batch finishes
+	opens  int
+	size   uint64 // file size including buffered writes
+	stored uint64 // file size in the store
+	mtime  int64  // time of the last buffered write
 	// stamp is set while the store's mtime/ctime (set to the commit time by CommitChunks)
 	// differ from mtime, the time of the write, which a local filesystem would keep.
 	// observed says whether the kernel was told the write time; only then is it worth a
 	// transaction to put it into the store, for the times not to move at close or fsync.
 	stamp, observed bool
-	dirty      map[uint64]*chunkBuf
-	inflight   map[uint64][]byte // newest submitted, not yet committed content per chunk
-	queue      []*commitJob
-	committing bool
-	err        error // first failed commit since the last flush reported it
+	dirty           map[uint64]*chunkBuf
+	inflight        map[uint64][]byte // newest submitted, not yet committed content per chunk
+	queue           []*commitJob
+	committing      bool
+	err             error // first failed commit since the last flush reported it
 }
 
 // chunkBuf is one chunk being written. Until base is set only data[lo:hi] is meaningful.
