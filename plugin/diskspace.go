@@ -98,7 +98,7 @@ func holeBytes(path string) int64 {
 
 // guardedView is a volume's live view whose data commits first pass the disk guard.
 type guardedView struct {
-	liveView
+	*backend.View
 	guard *diskGuard
 }
 
@@ -110,7 +110,7 @@ func (v guardedView) CommitChunks(ctx context.Context, ino backend.Ino, chunks [
 	if err := v.guard.admit(n); err != nil {
 		return backend.Attr{}, err
 	}
-	return v.liveView.CommitChunks(ctx, ino, chunks, minSize)
+	return v.View.CommitChunks(ctx, ino, chunks, minSize)
 }
 
 func (v guardedView) Fallocate(ctx context.Context, ino backend.Ino, off, length int64, mode uint32) error {
@@ -119,7 +119,7 @@ func (v guardedView) Fallocate(ctx context.Context, ino backend.Ino, off, length
 			return err
 		}
 	}
-	return v.liveView.Fallocate(ctx, ino, off, length, mode)
+	return v.View.Fallocate(ctx, ino, off, length, mode)
 }
 
 // guardDisk wraps mount so that the live volumes it mounts check the disk guard of the store
@@ -127,8 +127,8 @@ func (v guardedView) Fallocate(ctx context.Context, ino backend.Ino, off, length
 func guardDisk(mount mountFunc, storeDir string) mountFunc {
 	guard := &diskGuard{dir: storeDir}
 	return func(ctx context.Context, dir string, view fs.Volume, log *slog.Logger) (fsMount, error) {
-		if lv, ok := view.(liveView); ok {
-			view = guardedView{liveView: lv, guard: guard}
+		if bv, ok := view.(*backend.View); ok && !bv.ReadOnly() {
+			view = guardedView{View: bv, guard: guard}
 		}
 		return mount(ctx, dir, view, log)
 	}

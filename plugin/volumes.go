@@ -25,22 +25,6 @@ type fsMount interface {
 // mountFunc mounts view on dir and returns once the mount is live.
 type mountFunc func(ctx context.Context, dir string, view fs.Volume, log *slog.Logger) (fsMount, error)
 
-// liveView is a volume's live view with its snapshots, which the mount shows read-only under
-// .snapshots.
-type liveView struct {
-	*backend.View
-	st   *backend.Store
-	name string
-}
-
-func (l liveView) Snapshots(ctx context.Context) ([]backend.SnapshotInfo, error) {
-	return l.st.ListSnapshots(ctx, l.name)
-}
-
-func (l liveView) Snapshot(ctx context.Context, snapshot string) (*backend.View, error) {
-	return l.st.OpenSnapshot(ctx, l.name, snapshot)
-}
-
 // volState is the daemon's in-memory state of one volume. mu is the volume's lock, held across
 // slow work. The reference fields are written with both mu and Daemon.mu held, so readers may
 // hold either.
@@ -158,7 +142,7 @@ func (d *Daemon) mountLive(ctx context.Context, st *backend.Store, name string, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("volume %s: create mount point: %w", name, err)
 	}
-	m, err := d.mount(ctx, dir, liveView{View: view, st: st, name: name}, d.log.With("volume", name))
+	m, err := d.mount(ctx, dir, view, d.log.With("volume", name))
 	if err != nil {
 		os.Remove(dir)
 		return "", fmt.Errorf("volume %s: mount: %w", name, err)
