@@ -572,3 +572,35 @@ func TestFileCapability(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendAfterBackgroundCommit races attribute requests against background commits: a
+// full chunk is committed in the background while a read past the end makes the kernel ask
+// for the size; a stale answer would send the next O_APPEND write to the wrong offset.
+func TestAppendAfterBackgroundCommit(t *testing.T) {
+	const cs = 64 << 10
+	tv := newVolume(t, backendOpts(cs), Options{})
+	chunk := randBytes(12, cs)
+	tail := []byte("tail")
+	for i := range 300 {
+		p := filepath.Join(tv.dir, fmt.Sprint("a", i%10))
+		fd, err := unix.Open(p, unix.O_RDWR|unix.O_APPEND|unix.O_CREAT|unix.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(fd, chunk); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Pread(fd, make([]byte, 16), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(fd, tail); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err != nil || st.Size != cs+int64(len(tail)) {
+			t.Fatalf("round %d: size %d (%v), want %d", i, st.Size, err, cs+len(tail))
+		}
+	}
+}
