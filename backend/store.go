@@ -29,7 +29,7 @@ type Options struct {
 	// which returns disk space, needs the writers stopped and runs only in Store.GC (see vlogGC).
 	// 0 means one minute; negative disables it (Store.GC still works).
 	GCInterval time.Duration
-	// ValueLogFileSize is the size of Badger's value-log files (0 = 128 MiB). GC reclaims space a
+	// ValueLogFileSize is the size of Badger's value-log files (0 = 64 MiB). GC reclaims space a
 	// whole file at a time and never the file being written, so this bounds the garbage left behind.
 	ValueLogFileSize int64
 }
@@ -90,7 +90,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		WithDetectConflicts(false). // wmu serializes writers
 		WithNumVersionsToKeep(1).
 		WithValueThreshold(1 << 10). // chunk bodies go to the value log, metadata stays in the LSM
-		WithValueLogFileSize(cmp.Or(opts.ValueLogFileSize, 128<<20)).
+		WithValueLogFileSize(cmp.Or(opts.ValueLogFileSize, 64<<20)).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).

@@ -26,8 +26,8 @@ import (
 const diskMargin = 64 << 20
 
 // Between two looks at the filesystem the guard lets through at most half the spare room it last
-// saw, never more than diskBudget bytes (a new value-log file takes 256 MiB of spare room at
-// once) and only for diskRecheck.
+// saw, never more than diskBudget bytes (a new value-log file takes 128 MiB of spare room at
+// once: twice the value-log file size) and only for diskRecheck.
 const (
 	diskBudget  = 16 << 20
 	diskRecheck = time.Second
