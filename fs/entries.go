@@ -166,6 +166,9 @@ func (f *fsys) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *f
 	if err != nil {
 		return f.status("link", err)
 	}
+	if a, err = f.refreshed(in.Oldnodeid, vol, a); err != nil {
+		return f.status("link", err)
+	}
 	f.entry(slot, a, out)
 	return fuse.OK
 }
@@ -303,6 +306,9 @@ func (f *fsys) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 		f.wb.sizeChanged(in.NodeId, a.Size)
 		f.cache.invalidate(in.NodeId)
 	}
+	if a, err = f.refreshed(in.NodeId, vol, a); err != nil {
+		return f.status("setattr", err)
+	}
 	f.fillAttr(slot, a, &out.Attr)
 	out.SetTimeout(timeouts(slot))
 	return fuse.OK
@@ -347,4 +353,13 @@ func toSetAttr(in *fuse.SetAttrIn) backend.SetAttr {
 		s.Ctime = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
 	}
 	return s
+}
+
+// refreshed returns a mutation's resulting attributes, read again (see settled) when the file
+// has buffered writes, whose commits may have raced with the mutation.
+func (f *fsys) refreshed(id uint64, vol Volume, a backend.Attr) (backend.Attr, error) {
+	if f.wb.get(id) == nil {
+		return a, nil
+	}
+	return f.settled(uint16(id>>slotShift), func() (backend.Attr, error) { return vol.GetAttr(f.ctx, a.Ino) })
 }
