@@ -239,11 +239,13 @@ func (wb *writeback) overlay(id uint64, a *backend.Attr) {
 	a.Blocks = max(a.Blocks, (st.size+511)/512)
 }
 
-// sizeChanged records a size set in the store by truncate or fallocate.
+// sizeChanged records a size set in the store by truncate or fallocate. Data written since
+// (the callers flush first) still counts.
 func (wb *writeback) sizeChanged(id uint64, size uint64) {
 	if st := wb.get(id); st != nil {
 		st.mu.Lock()
-		st.size, st.stored = size, size
+		st.stored = size
+		st.resize()
 		st.mu.Unlock()
 	}
 }
@@ -457,7 +459,7 @@ func (st *fileState) commitLoop() {
 	}
 }
 
-// resize recomputes the size after buffered data was lost (under st.mu).
+// resize recomputes the size from the store's and the buffered data (under st.mu).
 func (st *fileState) resize() {
 	cs := uint64(st.wb.cs)
 	size := st.stored
