@@ -363,6 +363,51 @@ func (t *tx) truncate(v *View, n *inode, size uint64) error {
 	return nil
 }
 
+// shrinkInBatches drops the chunks of a big truncation from the end, gcBatch chunks per
+// transaction, so that no transaction outgrows Badger's limits. Each batch leaves a consistent
+// file whose size has come down to the first chunk it dropped; the final step (SetAttr's own
+// transaction) finishes the truncation. A crash in between leaves a file part-way truncated, never
+// one that reads wrong data.
+func (v *View) shrinkInBatches(ctx context.Context, ino Ino, size uint64) error {
+	cs := uint64(v.ChunkSize())
+	for {
+		more := false
+		err := v.write(ctx, func(t *tx) error {
+			n, err := t.getInode(ino)
+			if err != nil || n.Mode&syscall.S_IFMT != syscall.S_IFREG || size >= n.Size {
+				return nil // SetAttr's own transaction reports any error
+			}
+			idxs, err := t.visibleChunks(ino)
+			if err != nil {
+				return err
+			}
+			from := (size + cs - 1) / cs
+			for len(idxs) > 0 && idxs[0] < from {
+				idxs = idxs[1:]
+			}
+			if len(idxs) <= gcBatch {
+				return nil
+			}
+			more = true
+			idxs = idxs[len(idxs)-gcBatch:]
+			var delta int64
+			for _, i := range idxs {
+				d, err := t.setChunk(ino, i, nil)
+				if err != nil {
+					return err
+				}
+				delta += d
+			}
+			n.Size = min(n.Size, idxs[0]*cs)
+			n.Mtime, n.Ctime = now(), now()
+			return t.account(n, delta)
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
 // visibleChunks lists the indices of ino's chunks with data, ascending.
 func (t *tx) visibleChunks(ino Ino) ([]uint64, error) {
 	var out []uint64

@@ -311,7 +311,7 @@ func FuzzVisibility(f *testing.F) {
 		trees++
 		tree := trees
 		// Nodes: index 0 is the root; each later node's parent is an earlier node (a larger ID).
-		count := 1 + next()%16
+		count := 1 + next()%40 // deeper than writeProbes, so both lookup paths run
 		ids := make([]uint32, count)
 		parent := make([]int, count)
 		id := uint32(0xffffffff - next())
@@ -320,7 +320,7 @@ func FuzzVisibility(f *testing.F) {
 			ids[i] = id
 			parent[i] = -1
 			if i > 0 {
-				parent[i] = next() % i
+				parent[i] = i - 1 - next()%min(i, 3) // mostly long chains
 			}
 		}
 		lkeys := [][]byte{direntLKey(tree, 5, "a"), direntLKey(tree, 5, "ab"), direntLKey(tree, 5, "a-"), inodeLKey(tree, 5), chunkLKey(tree, 5, 0)}
@@ -349,8 +349,8 @@ func FuzzVisibility(f *testing.F) {
 				anc = append(anc, ids[n])
 				chain = append(chain, n)
 			}
-			tx := &tx{txn: txn}
-			defer tx.closeIter() // before the deferred Discard, also when failing
+			tx := &tx{txn: txn, rw: q%2 == 1} // read and write transactions look up differently
+			defer tx.closeIter()              // before the deferred Discard, also when failing
 			tx.at(tree, ids[q], anc)
 			visible := map[string]ver{}
 			for k, lk := range lkeys {

@@ -320,6 +320,11 @@ func (v *View) RemoveXattr(ctx context.Context, ino Ino, name string) error {
 // SetAttr changes the attributes selected by in.Valid; ctime becomes now unless SetCtime is given.
 // A size change truncates or extends the file (extension reads as zeros).
 func (v *View) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error) {
+	if in.Valid&SetSize != 0 {
+		if err := v.shrinkInBatches(ctx, ino, in.Size); err != nil {
+			return Attr{}, err
+		}
+	}
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
 		n, err := t.getInode(ino)

@@ -253,7 +253,7 @@ func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) error {
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	t := &tx{txn: txn, s: s}
+	t := &tx{txn: txn, s: s, rw: true}
 	if err := fn(t); err != nil {
 		t.closeIter()
 		return err

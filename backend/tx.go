@@ -17,6 +17,7 @@ type tx struct {
 	it    *badger.Iterator // lazily created; closed by every write (it would not see the write)
 	hooks []func()
 
+	rw   bool // a write transaction
 	tree uint32
 	node uint32   // the node this transaction reads at and writes to
 	anc  []uint32 // node and its ancestors, nearest first
@@ -75,8 +76,9 @@ func (t *tx) isAncestor(n uint32) bool {
 
 // version is a metadata version found by lookup.
 type version struct {
-	val  []byte // nil when none is visible
-	node uint32
+	val     []byte // nil when none is visible
+	node    uint32
+	skipped int // versions probe passed over (see probe)
 }
 
 func (v version) live() bool { return v.val != nil && v.val[0] == tagLive }
@@ -103,9 +105,20 @@ func (t *tx) lookup(lkey []byte, skip int) (version, error) {
 	default:
 		skip--
 	}
+	from := 1
+	if t.rw {
+		// A new iterator in a write transaction sorts all its pending writes, and every write
+		// closes the iterator: probing near ancestors with point reads keeps big transactions
+		// linear.
+		v, n, err := t.probe(lkey, skip)
+		if err != nil || v.val != nil || n == len(t.anc) {
+			return v, err
+		}
+		from, skip = n, skip-v.skipped
+	}
 	it := t.iter()
 	seek := versionKey(lkey, 0)
-	for i := 1; i < len(t.anc); {
+	for i := from; i < len(t.anc); {
 		binary.BigEndian.PutUint32(seek[len(lkey):], t.anc[i])
 		it.Seek(seek)
 		if !it.Valid() {
@@ -134,6 +147,33 @@ func (t *tx) lookup(lkey []byte, skip int) (version, error) {
 		return itemVersion(item, n)
 	}
 	return version{}, nil
+}
+
+// writeProbes is how many ancestors a write transaction probes with point reads.
+const writeProbes = 16
+
+// probe looks for lkey at t.anc[1:writeProbes] with point reads. It returns the version found (if
+// any) and the index of the first ancestor it did not probe; v.skipped counts versions it skipped.
+func (t *tx) probe(lkey []byte, skip int) (version, int, error) {
+	key := versionKey(lkey, 0)
+	skipped := 0
+	end := min(len(t.anc), writeProbes)
+	for i := 1; i < end; i++ {
+		binary.BigEndian.PutUint32(key[len(lkey):], t.anc[i])
+		item, err := t.txn.Get(key)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			continue
+		case err != nil:
+			return version{}, 0, fmt.Errorf("read: %w", err)
+		case skipped < skip:
+			skipped++
+			continue
+		}
+		v, err := itemVersion(item, t.anc[i])
+		return v, i + 1, err
+	}
+	return version{skipped: skipped}, end, nil
 }
 
 func itemVersion(item *badger.Item, n uint32) (version, error) {
