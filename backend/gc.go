@@ -149,7 +149,8 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := s.gc(ctx, false); err != nil && ctx.Err() == nil {
+			full := s.freed.Load() >= backgroundRewrite
+			if err := s.gc(ctx, full); err != nil && ctx.Err() == nil {
 				s.log.Warn("background gc", "err", err)
 			}
 		}
@@ -160,8 +161,13 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 // then runs value-log GC until nothing is left to rewrite, so disk space is returned now.
 func (s *Store) GC(ctx context.Context) error { return s.gc(ctx, true) }
 
-// gc with now=false is the background flavour: it leaves flushing and compaction to Badger's own
-// schedule instead of forcing them, so it costs little when there is nothing to do.
+// backgroundRewrite is how many bytes of chunk bodies must have been freed before background GC
+// rewrites the value log (holding writers off while it does): about one value-log file's worth,
+// below which a rewrite returns little.
+const backgroundRewrite = 64 << 20
+
+// gc with now=false only collects dead snapshot nodes; with now it also compacts and rewrites the
+// value log so that disk space comes back.
 func (s *Store) gc(ctx context.Context, now bool) error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
@@ -186,7 +192,7 @@ func (s *Store) gc(ctx context.Context, now bool) error {
 // level first, compaction drops it and the deleted key comes back (badger#2286; its fix only covers
 // deletes made during a rewrite). The crash test saw deleted chunk bodies return that way. Flattening
 // first makes every tombstone meet the value it deletes, and the write lock keeps new deletes out
-// until the rewrite is done. That is too heavy to run in the background, so only GC with now does it.
+// until the rewrite is done. The background loop therefore does it only once enough was freed.
 func (s *Store) vlogGC(ctx context.Context, now bool) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -194,6 +200,7 @@ func (s *Store) vlogGC(ctx context.Context, now bool) error {
 	if !now {
 		return nil
 	}
+	s.freed.Store(0)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.compactLocked(); err != nil {

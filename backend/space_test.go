@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // diskBytes is the space the value-log files really occupy.
@@ -67,4 +68,39 @@ func TestGCReturnsDiskSpace(t *testing.T) {
 	if got := readAll(t, v, keep); !bytes.Equal(got, randBytes(1<<20)) {
 		t.Fatal("GC damaged a file it had to keep")
 	}
+}
+
+// TestBackgroundGCReturnsDiskSpace expects the background loop alone to give space back once
+// enough was freed.
+func TestBackgroundGCReturnsDiskSpace(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir, Options{GCInterval: 50 * time.Millisecond, ValueLogFileSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := mustVolume(t, s, "v", nil)
+	victim := mustFile(t, v, RootIno, "victim")
+	data := randBytes(backgroundRewrite + 8<<20)
+	for off := 0; off < len(data); off += 4 << 20 {
+		if _, err := v.WriteAt(ctx, victim, data[off:min(off+4<<20, len(data))], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := diskBytes(t, dir)
+	if err := v.Unlink(ctx, RootIno, "victim"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Forget(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for diskBytes(t, dir) > full/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("background GC left %d of %d bytes", diskBytes(t, dir), full)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fsckClean(t, s)
 }

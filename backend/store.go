@@ -25,9 +25,9 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory runs Badger without disk (tests only).
 	InMemory bool
-	// GCInterval is how often background GC (collecting dead snapshot nodes) runs; value-log GC,
-	// which returns disk space, needs the writers stopped and runs only in Store.GC (see vlogGC).
-	// 0 means one minute; negative disables it (Store.GC still works).
+	// GCInterval is how often background GC runs: it collects dead snapshot nodes and, once 64 MiB
+	// of chunks were freed, rewrites the value log so the disk space comes back (holding writers off
+	// meanwhile, see vlogGC). 0 means one minute; negative disables it (Store.GC still works).
 	GCInterval time.Duration
 	// ValueLogFileSize is the size of Badger's value-log files (0 = 64 MiB). GC reclaims space a
 	// whole file at a time and never the file being written, so this bounds the garbage left behind.
@@ -55,7 +55,8 @@ type Store struct {
 	closed atomic.Bool
 	stop   context.CancelFunc
 	bg     sync.WaitGroup
-	gcMu   sync.Mutex // one GC at a time
+	gcMu   sync.Mutex   // one GC at a time
+	freed  atomic.Int64 // bytes of chunk bodies deleted since the last value-log rewrite
 }
 
 // volRec is a volume's stored record.

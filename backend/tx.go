@@ -363,6 +363,7 @@ func (t *tx) decref(h Hash) error {
 	}
 	r.count--
 	if r.count == 0 {
+		t.s.freed.Add(int64(r.stored))
 		if err := t.delete(refKey(h)); err != nil {
 			return err
 		}
