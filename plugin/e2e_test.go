@@ -449,6 +449,11 @@ func TestDockerEndToEnd(t *testing.T) {
 		if w == "" || w != r || !strings.Contains(r, "/data/rand") {
 			t.Fatalf("written %q, read back %q", w, r)
 		}
+		// Inside a container, df shows the quota as the volume's size.
+		df := e.mustRun(e.vol("big"), "df -Pk /data | tail -n 1")
+		if f := strings.Fields(df); len(f) < 4 || f[1] != "1048576" {
+			t.Errorf("df in the container: %q, want 1048576 KiB blocks (the 1GiB quota)", df)
+		}
 		if v := e.inspect("big"); v.Mounted || len(v.MountIDs) != 0 {
 			t.Errorf("still mounted after both containers exited: %+v", v)
 		}
