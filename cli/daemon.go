@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -39,6 +41,11 @@ func daemonCommand() *ucli.Command {
 	}
 }
 
+// daemonMemoryLimit is the daemon's soft heap limit (GOMEMLIMIT overrides it). Its heap is mostly
+// write buffers, caches and Badger memtables, each bounded on its own; the limit keeps the garbage
+// collector from letting the heap grow to twice that while data streams through.
+const daemonMemoryLimit = 384 << 20
+
 func runDaemon(c *ucli.Context) error {
 	if c.NArg() != 0 {
 		return usageErrorf(c, "daemon takes no arguments, got %q", c.Args().First())
@@ -46,6 +53,9 @@ func runDaemon(c *ucli.Context) error {
 	logger, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
 	if err != nil {
 		return usageErrorf(c, "%v", err)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(daemonMemoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
