@@ -141,6 +141,19 @@ func (t *tx) dir(ino Ino) (*inode, error) {
 
 func now() int64 { return time.Now().UnixNano() }
 
+// entry loads directory parent and the inode its entry name points at.
+func (t *tx) entry(parent Ino, name string) (dir, child *inode, err error) {
+	if dir, err = t.dir(parent); err != nil {
+		return nil, nil, err
+	}
+	ino, _, err := t.getDirent(parent, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	child, err = t.getInode(ino)
+	return dir, child, err
+}
+
 // GetAttr returns an inode's attributes.
 func (v *View) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
 	var a Attr
@@ -161,14 +174,7 @@ func (v *View) Lookup(ctx context.Context, parent Ino, name string) (Attr, error
 	}
 	var a Attr
 	err := v.read(func(t *tx) error {
-		if _, err := t.dir(parent); err != nil {
-			return err
-		}
-		child, _, err := t.getDirent(parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := t.getInode(child)
+		_, n, err := t.entry(parent, name)
 		if err == nil {
 			a = n.Attr
 		}
@@ -359,15 +365,7 @@ func (v *View) Unlink(ctx context.Context, parent Ino, name string) error {
 		return err
 	}
 	return v.write(ctx, func(t *tx) error {
-		p, err := t.dir(parent)
-		if err != nil {
-			return err
-		}
-		child, _, err := t.getDirent(parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := t.getInode(child)
+		p, n, err := t.entry(parent, name)
 		if err != nil {
 			return err
 		}
@@ -406,15 +404,7 @@ func (v *View) Rmdir(ctx context.Context, parent Ino, name string) error {
 		return err
 	}
 	return v.write(ctx, func(t *tx) error {
-		p, err := t.dir(parent)
-		if err != nil {
-			return err
-		}
-		child, _, err := t.getDirent(parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := t.getInode(child)
+		p, n, err := t.entry(parent, name)
 		if err != nil {
 			return err
 		}
