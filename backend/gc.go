@@ -80,20 +80,25 @@ func (t *tx) dropOwnChunks(ino Ino, limit int) (bool, error) {
 		own = own[:limit]
 	}
 	for _, e := range own {
-		if len(e.v) > 0 && e.v[0] == tagLive {
-			ref, err := decodeChunkRef(e.v)
-			if err != nil {
-				return false, err
-			}
-			if err := t.decref(ref.hash); err != nil {
-				return false, err
-			}
-		}
-		if err := t.delete(e.k); err != nil {
+		if err := t.dropVersion(e.k, e.v); err != nil {
 			return false, err
 		}
 	}
 	return more, nil
+}
+
+// dropVersion deletes a metadata version, releasing its chunk reference if it is a live chunk-map entry.
+func (t *tx) dropVersion(k, v []byte) error {
+	if k[5] == kChunk && len(v) > 0 && v[0] == tagLive {
+		ref, err := decodeChunkRef(v)
+		if err != nil {
+			return err
+		}
+		if err := t.decref(ref.hash); err != nil {
+			return err
+		}
+	}
+	return t.delete(k)
 }
 
 // reclaimAllOrphans frees the orphans of every volume: at Open nothing can hold them open.
@@ -375,16 +380,10 @@ func (t *tx) moveNodeKeys(node, child uint32, limit int) (bool, error) {
 			if err := t.set(versionKey(e.k[:len(e.k)-4], child), e.v); err != nil {
 				return false, err
 			}
-		} else if e.k[5] == kChunk && len(e.v) > 0 && e.v[0] == tagLive {
-			ref, err := decodeChunkRef(e.v)
-			if err != nil {
+			if err := t.delete(e.k); err != nil {
 				return false, err
 			}
-			if err := t.decref(ref.hash); err != nil {
-				return false, err
-			}
-		}
-		if err := t.delete(e.k); err != nil {
+		} else if err := t.dropVersion(e.k, e.v); err != nil {
 			return false, err
 		}
 	}
