@@ -138,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := bench.Run(ctx, bench.Options{
 		Config: cfg, Builtin: targets, External: ext, WorkDir: *work, Volctl: *volctl,
-		OutDir: *out, Command: strings.Join(args, " "), Logger: logger, Out: stdout,
+		OutDir: *out, Command: strings.Join(append([]string{"fusevol-bench"}, args[1:]...), " "), Logger: logger, Out: stdout,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "fusevol-bench:", err)
