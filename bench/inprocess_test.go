@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -20,7 +21,7 @@ import (
 // profiles fs and backend code on exactly what the harness measures. Each workload's figures are
 // reported as custom metrics; sizes are moderate (the full-size comparison is `make bench`).
 func BenchmarkWorkloads(b *testing.B) {
-	requireFUSE(b)
+	fusetest.Require(b)
 	ctx := context.Background()
 	cfg := Smoke()
 	cfg.Verify = false

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"io"
 	"math"
 	"os"
@@ -20,7 +21,7 @@ import (
 // fusevol daemon built from ./cli/volctl, the loopback mount, native and an external directory)
 // and checks that every output is well-formed and holds every workload for every target.
 func TestSmokeAllTargets(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	volctl := filepath.Join(t.TempDir(), "volctl")
 	build := exec.Command("go", "build", "-o", volctl, "github.com/fusevol/fusevol/cli/volctl")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -62,23 +63,6 @@ func TestRunRejectsBadTargets(t *testing.T) {
 			t.Errorf("%s: Run succeeded", name)
 		}
 	}
-}
-
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "needs root to mount FUSE"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse: " + err.Error()
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }
 
 func runAndCheck(t *testing.T, o Options, targets []string) {

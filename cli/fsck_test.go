@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func deleteChunkBodies(t *testing.T, storeDir string) {
 
 // fsck prints the problems it finds and exits 1, in both output formats.
 func TestFsckFindsProblems(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "v").ok(t)
 	dir := td.mountVolume(t, "v", "mnt")

@@ -163,24 +163,6 @@ func (td *testDaemon) mkdir(t testing.TB, name string) string {
 	return p
 }
 
-// requireFUSE skips tests that mount when the machine cannot, except in CI where that is a failure.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE test cannot run in CI: %s", why)
-	}
-	t.Skipf("FUSE test needs root and /dev/fuse: %s", why)
-}
-
 var normalisers = []struct {
 	re   *regexp.Regexp
 	with string

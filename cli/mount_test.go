@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"errors"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -52,7 +53,7 @@ func (td *testDaemon) mountVolume(t *testing.T, src, name string) string {
 
 // A mounted volume cannot be restored; nothing is lost by trying; once unmounted it can.
 func TestRestoreMountedVolume(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "v").ok(t)
 	dir := td.mountVolume(t, "v", "mnt")
@@ -86,7 +87,7 @@ func TestRestoreMountedVolume(t *testing.T) {
 
 // A snapshot mounts read-only; a clone made from it is writable and independent.
 func TestMountSnapshotAndClone(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "v").ok(t)
 	dir := td.mountVolume(t, "v", "live")
@@ -126,7 +127,7 @@ func TestMountSnapshotAndClone(t *testing.T) {
 
 // diff after adds, edits and deletes, between snapshots and against the live volume.
 func TestSnapshotDiff(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "v").ok(t)
 	dir := td.mountVolume(t, "v", "mnt")
@@ -167,7 +168,7 @@ func TestSnapshotDiff(t *testing.T) {
 
 // df, gc and fsck on a store holding the same data twice.
 func TestStoreCommands(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t)
 	data := make([]byte, 3<<20)
 	rng := rand.NewChaCha8([32]byte{1})

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,7 +26,7 @@ type benchTarget struct {
 
 func benchTargets(b *testing.B) []benchTarget {
 	b.Helper()
-	requireFUSE(b)
+	fusetest.Require(b)
 	tv := newVolume(b, backend.VolumeOptions{}, Options{})
 	return []benchTarget{
 		{"native", b.TempDir()},

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"log/slog"
 	"os"
 	"testing"
@@ -9,24 +10,6 @@ import (
 
 	"github.com/fusevol/fusevol/backend"
 )
-
-// requireFUSE skips (or, in CI, fails) a test that cannot mount.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE test %s (CI=true)", why)
-	}
-	t.Skip(why)
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("FUSEVOL_DEBUG") != "" {
@@ -63,7 +46,7 @@ func openStore(t testing.TB) *backend.Store {
 
 func newVolume(t testing.TB, vopts backend.VolumeOptions, fopts Options) *testVolume {
 	t.Helper()
-	requireFUSE(t)
+	fusetest.Require(t)
 	st := openStore(t)
 	ctx := context.Background()
 	if vopts.ChunkSize == 0 {

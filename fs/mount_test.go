@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,7 @@ func isMounted(t *testing.T, dir string) bool {
 }
 
 func TestMountErrorsLeaveNothing(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	st := openStore(t)
 	ctx := context.Background()
 	if _, err := st.CreateVolume(ctx, "vol", backendOpts(64<<10)); err != nil {
@@ -49,7 +50,7 @@ func TestMountErrorsLeaveNothing(t *testing.T) {
 }
 
 func TestUnmountBusy(t *testing.T) {
-	requireFUSE(t)
+	fusetest.Require(t)
 	st := openStore(t)
 	ctx := context.Background()
 	if _, err := st.CreateVolume(ctx, "vol", backendOpts(64<<10)); err != nil {

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"log/slog"
 	"testing"
 )
@@ -35,7 +36,7 @@ func BenchmarkDockerList(b *testing.B) {
 // BenchmarkDockerMountUnmount is a container start and stop as the plugin sees it: the first
 // reference mounts FUSE, the last unmounts it.
 func BenchmarkDockerMountUnmount(b *testing.B) {
-	needFUSE(b)
+	fusetest.Require(b)
 	td := startDaemon(b, "", quiet)
 	td.ok(b, "VolumeDriver.Create", `{"Name":"m"}`)
 	b.ResetTimer()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,7 +141,7 @@ func TestControlBadRequests(t *testing.T) {
 // TestControlMountsAndDiff mounts volumes and snapshots the way volctl does, writes through the
 // mounts, and checks diff, restore refusal, read-only snapshots and forced removal.
 func TestControlMountsAndDiff(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t, "")
 	c := client.New(td.sock)
 	ctx := context.Background()

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,7 +28,7 @@ func TestDockerHandshake(t *testing.T) {
 }
 
 func TestDockerLifecycle(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t, "")
 	td.fails(t, "VolumeDriver.Get", `{"Name":"v1"}`, "not found")
 	td.ok(t, "VolumeDriver.Create", `{"Name":"v1","Opts":null}`)
@@ -194,7 +195,7 @@ func TestDockerConcurrentCreateRemoveList(t *testing.T) {
 // TestDockerConcurrentMounts takes and drops references from many goroutines; at the end the
 // volume is unmounted, removable, and no FUSE mount is left.
 func TestDockerConcurrentMounts(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t, "")
 	td.ok(t, "VolumeDriver.Create", `{"Name":"m"}`)
 	td.ok(t, "VolumeDriver.Create", `{"Name":"n"}`)
@@ -246,7 +247,7 @@ func TestGetAtStartup(t *testing.T) {
 // TestShutdownUnmounts stops a daemon holding a mount: Run returns nil, nothing stays mounted, the
 // socket is gone, and the data is there after a restart.
 func TestShutdownUnmounts(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	root := t.TempDir()
 	td := startDaemon(t, root)
 	td.ok(t, "VolumeDriver.Create", `{"Name":"s"}`)
@@ -273,7 +274,7 @@ func TestShutdownUnmounts(t *testing.T) {
 // TestStaleMountsCleaned leaves a mount under the mount root, as a killed daemon would: the next
 // daemon detaches it before serving the volume there.
 func TestStaleMountsCleaned(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	root := t.TempDir()
 	td := startDaemon(t, root)
 	td.ok(t, "VolumeDriver.Create", `{"Name":"st"}`)
@@ -316,7 +317,7 @@ func TestPanicBecomes500(t *testing.T) {
 // TestShutdownWithBusyMount stops a daemon while a process still has a file open in a mounted
 // volume: the daemon still exits within Docker's 10 s grace.
 func TestShutdownWithBusyMount(t *testing.T) {
-	needFUSE(t)
+	fusetest.Require(t)
 	td := startDaemon(t, "")
 	td.ok(t, "VolumeDriver.Create", `{"Name":"busy"}`)
 	mp := td.ok(t, "VolumeDriver.Mount", `{"Name":"busy","ID":"x"}`)["Mountpoint"].(string)

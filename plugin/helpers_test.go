@@ -19,25 +19,6 @@ import (
 	"github.com/fusevol/fusevol/plugin/api"
 )
 
-// needFUSE skips a test that mounts filesystems unless it can run; in CI a missing
-// prerequisite fails the test instead.
-func needFUSE(t testing.TB) {
-	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", why)
-	}
-	t.Skip(why)
-}
-
 // testDaemon is a daemon running in-process on a temporary root and socket.
 type testDaemon struct {
 	*Daemon

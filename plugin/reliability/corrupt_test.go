@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ import (
 // the daemon is stopped: the files holding that chunk fail with EIO, never return other bytes, every other
 // file reads back intact, and fsck exits non-zero naming exactly the damaged files.
 func TestCorruptValueLog(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	d := newDaemon(t, filepath.Join(base, "daemon"))
 	mnt := filepath.Join(base, "mnt")

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -169,7 +170,7 @@ func chaos(t *testing.T, d *daemon, vol string, round int, rng *rand.Rand, st *c
 // its checksum, every acknowledged deletion must hold, every acknowledged snapshot must hold the
 // files acknowledged before it was asked for, and fsck must be clean.
 func TestCrashLoop(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	rounds := pick(10, 60)
 	root := tempRoot(t)
 	d := newDaemon(t, root)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 // writer gets ENOSPC (not EIO, not a hang, not a dead daemon), everything fsynced before reads
 // back, fsck is clean, and deleting files then running gc makes room for new writes.
 func TestFullDisk(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	root := filepath.Join(base, "small")
 	must(t, os.Mkdir(root, 0o755))

@@ -48,24 +48,6 @@ func pick[T any](ci, longMode T) T {
 	return ci
 }
 
-// needRoot skips a test that needs root and /dev/fuse, or fails it when CI=true.
-func needRoot(t testing.TB) {
-	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", why)
-	}
-	t.Skip(why)
-}
-
 var (
 	buildOnce sync.Once
 	buildDir  string // world-readable: other uids run the helper copy in it

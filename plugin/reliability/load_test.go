@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"maps"
 	"math/rand/v2"
 	"path/filepath"
@@ -141,7 +142,7 @@ func (e *errorLog) add(format string, args ...any) {
 // clients hold, that releasing every reference unmounts everything, and that removed volumes
 // stay removed.
 func TestDockerProtocolUnderLoad(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	d := newDaemon(t, tempRoot(t))
 	n, dur := pick(12, 32), pick(8*time.Second, 90*time.Second)
 	shared := []string{"load-a", "load-b", "load-c"}

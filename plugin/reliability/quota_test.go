@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 // with ENOSPC, what was written before reads back, statfs and df report the quota as the size,
 // and deleting a file makes room again.
 func TestQuota(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	d := newDaemon(t, filepath.Join(base, "daemon"))
 	mnt := filepath.Join(base, "mnt")

@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"errors"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +27,7 @@ var hostileNames = []string{
 // an error that talks about the name, nothing is listed, and nothing appears outside the
 // daemon's own files.
 func TestVolumeNamesStayInside(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	root := filepath.Join(base, "r", "daemon")
 	d := newDaemon(t, root)
@@ -113,7 +114,7 @@ func wantEntries(t testing.TB, dir string, want ...string) {
 // TestSnapshotsReadOnly tries every kind of change under <mount>/.snapshots/NAME and on a
 // snapshot mounted on its own: each fails with EROFS and the snapshot keeps its data.
 func TestSnapshotsReadOnly(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	d := newDaemon(t, filepath.Join(base, "daemon"))
 	live, snapDir := filepath.Join(base, "live"), filepath.Join(base, "snap")
@@ -212,7 +213,7 @@ func must(t *testing.T, err error) {
 // TestSocketAndPeers checks the socket's mode and group, and that the control API serves the
 // group and refuses everyone else even when the socket's mode lets them connect.
 func TestSocketAndPeers(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	d := newDaemon(t, filepath.Join(base, "daemon"), "--group", "4242")
 	os.Chmod(d.root, 0o755)
@@ -242,7 +243,7 @@ func TestSocketAndPeers(t *testing.T) {
 // TestPermissionsAndSetuid checks that the mount enforces permission bits for other uids and
 // that a non-root write clears setuid and setgid bits.
 func TestPermissionsAndSetuid(t *testing.T) {
-	needRoot(t)
+	fusetest.Require(t)
 	base := tempRoot(t)
 	d := newDaemon(t, filepath.Join(base, "daemon"))
 	mnt := filepath.Join(base, "mnt")
