@@ -120,6 +120,13 @@ func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 			return Attr{}, fmt.Errorf("%w: chunk of %d bytes exceeds the chunk size %d", ErrInvalid, chunks[i].n, cs)
 		}
 	}
+	var n int64
+	for i := range chunks {
+		n += int64(chunks[i].Len())
+	}
+	if err := v.admitData(n); err != nil {
+		return Attr{}, err
+	}
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
 		n, err := t.regular(ino)
@@ -294,6 +301,9 @@ func (v *View) WriteAt(ctx context.Context, ino Ino, data []byte, off int64) (At
 	if off < 0 {
 		return Attr{}, ErrInvalid
 	}
+	if err := v.admitData(int64(len(data))); err != nil {
+		return Attr{}, err
+	}
 	cs := int64(v.ChunkSize())
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
@@ -460,6 +470,11 @@ func (v *View) Fallocate(ctx context.Context, ino Ino, off, length int64, mode u
 	case 0, FallocKeepSize, FallocPunchHole | FallocKeepSize, FallocZeroRange, FallocZeroRange | FallocKeepSize:
 	default:
 		return fmt.Errorf("fallocate mode %#x: %w", mode, ErrNotSupp)
+	}
+	if mode&FallocPunchHole == 0 {
+		if err := v.admitData(length); err != nil {
+			return err
+		}
 	}
 	return v.write(ctx, func(t *tx) error {
 		n, err := t.regular(ino)

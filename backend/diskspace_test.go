@@ -1,6 +1,7 @@
-package plugin
+package backend
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func TestDiskGuardHoles(t *testing.T) {
 	sparseFile(t, filepath.Join(dir, "00001.mem"), 5<<20, 0)
 	sparseFile(t, filepath.Join(dir, "DISCARD"), 1<<20, 0)
 	sparseFile(t, filepath.Join(dir, "000003.sst"), 7<<20, 0) // written whole, not a standing hole
-	g := &diskGuard{dir: dir}
+	g := &diskGuard{dir: dir, reserve: DefaultDiskReserve}
 	const want = 16<<20 + 5<<20 + 1<<20
 	// Filesystems allocate in blocks, so allow a few blocks either way.
 	if got := g.holes(); got < want-64<<10 || got > want+64<<10 {
@@ -53,7 +54,7 @@ func TestDiskGuardHoles(t *testing.T) {
 // first commit was admitted: a commit larger than the budget looks again and is refused.
 func TestDiskGuardRefuses(t *testing.T) {
 	dir := t.TempDir()
-	g := &diskGuard{dir: dir}
+	g := &diskGuard{dir: dir, reserve: DefaultDiskReserve}
 	if err := g.admit(1 << 20); err != nil {
 		t.Fatalf("admit on an empty store: %v", err)
 	}
@@ -83,11 +84,56 @@ func BenchmarkDiskGuardCheck(b *testing.B) {
 	for _, name := range []string{"000001.vlog", "000002.vlog", "000003.vlog", "00001.mem", "00002.mem", "DISCARD", "000001.sst", "000002.sst", "MANIFEST"} {
 		sparseFile(b, filepath.Join(dir, name), 1<<20, 4096)
 	}
-	g := &diskGuard{dir: dir}
+	g := &diskGuard{dir: dir, reserve: DefaultDiskReserve}
 	for b.Loop() {
 		g.budget = 0 // measure the look at the filesystem, not the budget
 		if err := g.admit(1 << 20); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDiskReserveOption opens a store whose reserve exceeds any free space: writes of file data
+// fail with ENOSPC, metadata changes (and deleting) still work, and a store without the option
+// takes the same writes.
+func TestDiskReserveOption(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		reserve int64
+		want    error
+	}{
+		{"no guard", 0, nil},
+		{"guarded", 1 << 60, syscall.ENOSPC},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(ctx, t.TempDir(), Options{GCInterval: -1, DiskReserve: tc.reserve})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			v := mustVolume(t, s, "v", nil)
+			file := mustFile(t, v, RootIno, "f")
+			check := func(op string, err error) {
+				t.Helper()
+				if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+					t.Errorf("%s: %v, want %v", op, err, tc.want)
+				}
+			}
+			_, err = v.WriteAt(ctx, file, []byte("data"), 0)
+			check("WriteAt", err)
+			_, err = v.CommitChunks(ctx, file, []Chunk{v.PrepareChunk(0, []byte("data"))}, 0)
+			check("CommitChunks", err)
+			check("Fallocate", v.Fallocate(ctx, file, 0, 1<<20, 0))
+			if err := v.Fallocate(ctx, file, 0, 1<<20, FallocPunchHole|FallocKeepSize); err != nil {
+				t.Errorf("punching a hole: %v", err)
+			}
+			if _, err := v.Mknod(ctx, RootIno, "g", NewNode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+				t.Errorf("creating a file: %v", err)
+			}
+			if err := v.Unlink(ctx, RootIno, "f"); err != nil {
+				t.Errorf("deleting a file: %v", err)
+			}
+		})
 	}
 }

@@ -3,9 +3,6 @@ package backend
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -460,31 +457,4 @@ func (s *Store) Stats(ctx context.Context) (StoreStats, error) {
 	}
 	st.DiskBytes = s.diskBytes()
 	return st, err
-}
-
-// diskBytes sums the blocks allocated to Badger's table and value-log files. db.Size() would do,
-// but Badger refreshes it only once a minute, so df and gc would report stale sizes (0 for a new
-// store); and a value log is preallocated sparse, so its apparent size overstates it.
-func (s *Store) diskBytes() int64 {
-	o := s.db.Opts()
-	if o.InMemory {
-		lsm, vlog := s.db.Size()
-		return lsm + vlog
-	}
-	var n int64
-	for _, dir := range slices.Compact([]string{o.Dir, o.ValueDir}) {
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			ext := filepath.Ext(e.Name())
-			if ext != ".sst" && ext != ".vlog" {
-				continue
-			}
-			if fi, err := e.Info(); err == nil {
-				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-					n += st.Blocks * 512
-				}
-			}
-		}
-	}
-	return n
 }

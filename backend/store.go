@@ -32,6 +32,10 @@ type Options struct {
 	// ValueLogFileSize is the size of Badger's value-log files (0 = 64 MiB). GC reclaims space a
 	// whole file at a time and never the file being written, so this bounds the garbage left behind.
 	ValueLogFileSize int64
+	// DiskReserve turns on the disk guard (see DefaultDiskReserve): writes of file data to a
+	// volume fail with ENOSPC while the store's filesystem has less than this many bytes free
+	// beyond what Badger's sparse files may still take. 0 = no guard; ignored when InMemory.
+	DiskReserve int64
 }
 
 // Store is one Badger database holding every volume, snapshot and chunk. Safe for concurrent use.
@@ -57,6 +61,7 @@ type Store struct {
 	bg     sync.WaitGroup
 	gcMu   sync.Mutex   // one GC at a time
 	freed  atomic.Int64 // bytes of chunk bodies deleted since the last value-log rewrite
+	guard  *diskGuard   // nil: no disk guard (Options.DiskReserve)
 }
 
 // volRec is a volume's stored record.
@@ -118,6 +123,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, log: log, codecs: cod, nodes: map[uint32]nodeRec{}, vols: map[string]*volRec{}, anc: map[uint32][]uint32{}}
+	s.guard = newDiskGuard(dir, opts)
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -420,7 +426,7 @@ func removeEmptyLogs(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if ext := filepath.Ext(e.Name()); (ext != ".vlog" && ext != ".mem") || !e.Type().IsRegular() {
+		if ext := filepath.Ext(e.Name()); (ext != vlogExt && ext != memExt) || !e.Type().IsRegular() {
 			continue
 		}
 		fi, err := e.Info()

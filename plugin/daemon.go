@@ -103,7 +103,7 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		gid:   gid,
-		mount: guardDisk(mountFS, filepath.Join(cfg.Root, "store")),
+		mount: mountFS,
 		ready: make(chan struct{}),
 		stop:  make(chan struct{}),
 		vols:  make(map[string]*volState),
@@ -169,7 +169,7 @@ func (d *Daemon) open(ctx context.Context) {
 	}
 	d.cleanStaleMounts()
 	start := time.Now()
-	st, err := backend.Open(ctx, filepath.Join(d.cfg.Root, "store"), backend.Options{Logger: d.log})
+	st, err := backend.Open(ctx, filepath.Join(d.cfg.Root, "store"), backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve})
 	if err != nil {
 		d.openErr = fmt.Errorf("open store in %s: %w", d.cfg.Root, err)
 		d.log.Error("store did not open", "err", err)
