@@ -1,30 +1,6 @@
 package backend
 
-import (
-	"errors"
-	"time"
-)
-
-// Errors returned by the store. Callers map them to errno (fs) or protocol errors
-// (plugin) at their boundary; they are always wrapped with context, so test with errors.Is.
-var (
-	ErrNotFound    = errors.New("not found")               // ENOENT
-	ErrExists      = errors.New("already exists")          // EEXIST
-	ErrNotDir      = errors.New("not a directory")         // ENOTDIR
-	ErrIsDir       = errors.New("is a directory")          // EISDIR
-	ErrNotEmpty    = errors.New("directory not empty")     // ENOTEMPTY
-	ErrInvalid     = errors.New("invalid argument")        // EINVAL
-	ErrReadOnly    = errors.New("read-only snapshot")      // EROFS
-	ErrNoSpace     = errors.New("quota exceeded")          // ENOSPC
-	ErrNameTooLong = errors.New("name too long")           // ENAMETOOLONG
-	ErrNoData      = errors.New("no such attribute")       // ENODATA
-	ErrCorrupt     = errors.New("data integrity error")    // EIO
-	ErrInUse       = errors.New("in use")                  // EBUSY
-	ErrTooManyLink = errors.New("too many links")          // EMLINK
-	ErrNotSupp     = errors.New("operation not supported") // EOPNOTSUPP
-	ErrClosed      = errors.New("store is closed")         // EIO / 503
-	ErrPerm        = errors.New("operation not permitted") // EPERM
-)
+import "time"
 
 // Ino is an inode number. Numbers are allocated per snapshot tree and never reused,
 // so a clone continues its origin's counter.

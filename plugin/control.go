@@ -65,31 +65,27 @@ func writeAPIError(w http.ResponseWriter, e *api.Error, status int) {
 	writeJSON(w, status, "application/json", e)
 }
 
-// apiError maps an error to the control API's code and HTTP status.
+// apiError maps an error to the control API's code and HTTP status: the daemon's own errors
+// here, the store's as backend classifies them (backend.Classify), anything else internal.
 func apiError(err error) (*api.Error, int) {
 	var e *api.Error
 	if errors.As(err, &e) {
 		return e, statusOf(e.Code)
 	}
-	code := api.CodeInternal
 	switch {
 	case errors.Is(err, errBodyTooLarge):
-		code = api.CodeTooLarge
-	case errors.Is(err, errMalformed), errors.Is(err, backend.ErrInvalid),
-		errors.Is(err, backend.ErrNameTooLong):
-		code = api.CodeInvalid
-	case errors.Is(err, backend.ErrNotFound):
-		code = api.CodeNotFound
-	case errors.Is(err, backend.ErrExists):
-		code = api.CodeExists
-	case errors.Is(err, backend.ErrInUse):
-		code = api.CodeInUse
-	case errors.Is(err, errUnavailable), errors.Is(err, backend.ErrClosed):
-		code = api.CodeUnavailable
+		return &api.Error{Code: api.CodeTooLarge, Message: err.Error()}, statusOf(api.CodeTooLarge)
+	case errors.Is(err, errMalformed):
+		return &api.Error{Code: api.CodeInvalid, Message: err.Error()}, statusOf(api.CodeInvalid)
+	case errors.Is(err, errUnavailable):
+		return &api.Error{Code: api.CodeUnavailable, Message: err.Error()}, statusOf(api.CodeUnavailable)
 	}
-	return &api.Error{Code: code, Message: err.Error()}, statusOf(code)
+	c, _ := backend.Classify(err)
+	return &api.Error{Code: c.Code, Message: err.Error()}, c.Status
 }
 
+// statusOf is the HTTP status of an error the daemon reports with a code of its own (an
+// *api.Error); the store's errors carry theirs (backend.Class, which agrees: TestBackendClasses).
 func statusOf(code string) int {
 	switch code {
 	case api.CodeInvalid:
