@@ -8,6 +8,13 @@ import (
 	"github.com/fusevol/fusevol/backend"
 )
 
+// chunkReader reads a chunk as stored (cache.go fills; writeback.go merges partial chunks).
+type chunkReader interface {
+	ReadChunk(ctx context.Context, ino backend.Ino, index uint64, dst []byte) (int, error)
+}
+
+var _ chunkReader = (*backend.View)(nil)
+
 // chunkCache is a bounded LRU of chunk contents as stored (read path only). A fill that raced
 // with an invalidation of the same file is dropped, using a global invalidation epoch: a fill
 // started at epoch E is kept only if the file was not invalidated after E.
@@ -39,7 +46,7 @@ type loadCall struct {
 }
 
 type prefetch struct {
-	vol   Volume
+	vol   chunkReader
 	key   cacheKey
 	ino   backend.Ino
 	cs    int
@@ -84,7 +91,7 @@ func (c *chunkCache) now() uint64 {
 
 // get returns the stored content of a chunk (shorter than the chunk size when its tail is
 // zeros). The slice must not be modified.
-func (c *chunkCache) get(ctx context.Context, vol Volume, key cacheKey, ino backend.Ino, cs int, epoch uint64) ([]byte, error) {
+func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64) ([]byte, error) {
 	c.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.lru.MoveToFront(el)
@@ -152,7 +159,7 @@ func (c *chunkCache) remove(el *list.Element) {
 
 // prefetch asks the read-ahead workers for a chunk unless it is cached, loading or the
 // workers are busy.
-func (c *chunkCache) prefetch(vol Volume, key cacheKey, ino backend.Ino, cs int) {
+func (c *chunkCache) prefetch(vol chunkReader, key cacheKey, ino backend.Ino, cs int) {
 	c.mu.Lock()
 	_, cached := c.items[key]
 	_, loading := c.loading[key]

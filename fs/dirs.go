@@ -1,11 +1,27 @@
 package fs
 
 import (
+	"context"
 	"sync"
 	"syscall"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// dirLister lists a directory (dirs.go: readdir).
+type dirLister interface {
+	ReadDir(ctx context.Context, dir backend.Ino) ([]backend.DirEntry, error)
+}
+
+// syncer makes committed changes durable (dirs.go: fsyncdir, files.go: fsync).
+type syncer interface {
+	Sync(ctx context.Context) error
+}
+
+var (
+	_ dirLister = (*backend.View)(nil)
+	_ syncer    = (*backend.View)(nil)
 )
 
 // dirHandle holds the listing of an open directory, taken when the stream is (re)started at

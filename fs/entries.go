@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -11,6 +12,31 @@ import (
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// attrStore reads and changes inode attributes (entries.go: getattr, setattr, link; also
+// dirs.go: readdirplus, snapshots.go: snapshot roots, writeback.go: file sizes and times).
+type attrStore interface {
+	GetAttr(ctx context.Context, ino backend.Ino) (backend.Attr, error)
+	SetAttr(ctx context.Context, ino backend.Ino, in backend.SetAttr) (backend.Attr, error)
+}
+
+// namespace is the directory tree: names and the inodes they refer to (entries.go; Forget
+// also from fsys.go, when an orphan is reclaimed).
+type namespace interface {
+	Lookup(ctx context.Context, parent backend.Ino, name string) (backend.Attr, error)
+	Mknod(ctx context.Context, parent backend.Ino, name string, n backend.NewNode) (backend.Attr, error)
+	Readlink(ctx context.Context, ino backend.Ino) (string, error)
+	Link(ctx context.Context, ino, newParent backend.Ino, newName string) (backend.Attr, error)
+	Unlink(ctx context.Context, parent backend.Ino, name string) error
+	Rmdir(ctx context.Context, parent backend.Ino, name string) error
+	Rename(ctx context.Context, oldParent backend.Ino, oldName string, newParent backend.Ino, newName string, flags uint32) error
+	Forget(ctx context.Context, ino backend.Ino) error
+}
+
+var (
+	_ attrStore = (*backend.View)(nil)
+	_ namespace = (*backend.View)(nil)
 )
 
 func (f *fsys) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
@@ -357,7 +383,7 @@ func toSetAttr(in *fuse.SetAttrIn) backend.SetAttr {
 
 // refreshed returns a mutation's resulting attributes, read again (see settled) when the file
 // has buffered writes, whose commits may have raced with the mutation.
-func (f *fsys) refreshed(id uint64, vol Volume, a backend.Attr) (backend.Attr, error) {
+func (f *fsys) refreshed(id uint64, vol attrStore, a backend.Attr) (backend.Attr, error) {
 	if f.wb.get(id) == nil {
 		return a, nil
 	}

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"sync"
 	"syscall"
 
@@ -8,10 +9,19 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
+// fileSpace allocates and finds a file's data outside the write path (files.go: fallocate,
+// lseek).
+type fileSpace interface {
+	Fallocate(ctx context.Context, ino backend.Ino, off, length int64, mode uint32) error
+	SeekData(ctx context.Context, ino backend.Ino, off int64, whence int) (int64, error)
+}
+
+var _ fileSpace = (*backend.View)(nil)
+
 // fileHandle is one open of a regular file.
 type fileHandle struct {
 	id    uint64
-	vol   Volume
+	vol   fileData
 	ino   backend.Ino
 	write bool
 
@@ -205,7 +215,7 @@ func (f *fsys) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Stat
 	}
 	f.wb.sizeChanged(in.NodeId, a.Size)
 	f.cache.invalidate(in.NodeId)
-	f.quota.invalidate()
+	f.wb.quota.invalidate()
 	return fuse.OK
 }
 

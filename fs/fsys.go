@@ -57,7 +57,6 @@ type fsys struct {
 	wb     *writeback
 	cache  *chunkCache
 	noCaps sync.Map // node id -> struct{}: known to have no security.capability xattr
-	quota  quotaEstimate
 }
 
 type snapSlot struct {
@@ -90,7 +89,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 		f.snaps, f.snapDir = sn, true
 	}
 	f.cache = newChunkCache(opts.CacheBytes)
-	f.wb = newWriteback(ctx, f, opts.DirtyLimit)
+	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.DirtyLimit)
 	return f
 }
 

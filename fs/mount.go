@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,15 @@ type Options struct {
 	CacheBytes int64
 	Debug      bool
 }
+
+// viewInfo describes the view being mounted (Mount, newFsys).
+type viewInfo interface {
+	ReadOnly() bool
+	ChunkSize() int
+	Volume() backend.VolumeInfo
+}
+
+var _ viewInfo = (*backend.View)(nil)
 
 // Mounted is a mounted view.
 type Mounted struct {

@@ -1,18 +1,42 @@
 package fs
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"syscall"
+
+	"github.com/fusevol/fusevol/backend"
 )
+
+// quotaSource reports a volume's quota and usage (quota.go: the estimate; dirs.go: statfs).
+type quotaSource interface {
+	Quota(ctx context.Context) (limit int64, used backend.Usage, err error)
+}
+
+var _ quotaSource = (*backend.View)(nil)
 
 // quotaEstimate tracks a volume's usage between store queries so that a write that would
 // exceed the quota fails with ENOSPC at write time, not later at commit.
+//
+// The write-back owns it (newWriteback builds it, writeback.write reserves): the write-back
+// is its only reserver, and the one thing that makes a stale estimate exact again is
+// committing the write-back's own buffers, so reserve, flush and refresh stay in one place
+// instead of going from the write-back up into fsys and back down. fsys only invalidates
+// it, after changes that allocate outside the write-back (fallocate).
 type quotaEstimate struct {
+	ctx   context.Context // the mount's
+	src   quotaSource
+	flush func(context.Context) error // commits every buffered write, so usage is exact
+
 	mu    sync.Mutex
 	known bool
 	limit int64
 	used  int64 // store usage at the last refresh plus bytes reserved since
+}
+
+func newQuotaEstimate(ctx context.Context, src quotaSource, flush func(context.Context) error) *quotaEstimate {
+	return &quotaEstimate{ctx: ctx, src: src, flush: flush}
 }
 
 func (q *quotaEstimate) invalidate() {
@@ -22,12 +46,11 @@ func (q *quotaEstimate) invalidate() {
 }
 
 // reserve accounts for need more bytes of file data and returns how many fit under the quota.
-func (f *fsys) reserve(need int64) (int64, error) {
-	q := &f.quota
+func (q *quotaEstimate) reserve(need int64) (int64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.known {
-		if err := f.refreshQuota(); err != nil {
+		if err := q.refresh(); err != nil {
 			return 0, err
 		}
 	}
@@ -37,12 +60,12 @@ func (f *fsys) reserve(need int64) (int64, error) {
 	}
 	// The estimate may be stale (deleted files): commit what is buffered and ask the store.
 	q.mu.Unlock()
-	err := f.wb.flushAll(f.ctx)
+	err := q.flush(q.ctx)
 	q.mu.Lock()
 	if err != nil {
 		return 0, err
 	}
-	if err := f.refreshQuota(); err != nil {
+	if err := q.refresh(); err != nil {
 		return 0, err
 	}
 	avail := min(need, q.limit-q.used)
@@ -53,11 +76,12 @@ func (f *fsys) reserve(need int64) (int64, error) {
 	return avail, nil
 }
 
-func (f *fsys) refreshQuota() error {
-	limit, used, err := f.vol.Quota(f.ctx)
+// refresh asks the store (under q.mu).
+func (q *quotaEstimate) refresh() error {
+	limit, used, err := q.src.Quota(q.ctx)
 	if err != nil {
 		return err
 	}
-	f.quota.known, f.quota.limit, f.quota.used = true, limit, used.Bytes
+	q.known, q.limit, q.used = true, limit, used.Bytes
 	return nil
 }

@@ -1,12 +1,22 @@
 package fs
 
 import (
+	"context"
 	"fmt"
 	"syscall"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
+
+// snapshotter is implemented by volume views whose snapshots can be browsed under .snapshots
+// (snapshots.go; newFsys checks for it).
+type snapshotter interface {
+	Snapshots(ctx context.Context) ([]backend.SnapshotInfo, error)
+	Snapshot(ctx context.Context, name string) (*backend.View, error)
+}
+
+var _ snapshotter = (*backend.View)(nil)
 
 // snapDirAttr describes <mount>/.snapshots: a read-only directory with the root's times.
 func (f *fsys) snapDirAttr() (backend.Attr, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,13 +15,36 @@ import (
 	"github.com/fusevol/fusevol/backend"
 )
 
+// fileData is what the write-back needs of a file's view: its size and times, its stored
+// chunks (merged under partial writes), and the two halves of a commit (PrepareChunk hashes
+// and encodes off the file's lock, CommitChunks stores a batch). fileHandle holds one too,
+// for reads.
+type fileData interface {
+	attrStore
+	chunkReader
+	PrepareChunk(index uint64, data []byte) backend.Chunk
+	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
+}
+
+var _ fileData = (*backend.View)(nil)
+
+// chunkInvalidator forgets cached copies of a chunk whose stored content the write-back is
+// about to change or has changed. *chunkCache implements it.
+type chunkInvalidator interface {
+	invalidateChunk(id, idx uint64)
+}
+
+var _ chunkInvalidator = (*chunkCache)(nil)
+
 // writeback buffers written data per file in whole chunks. A chunk that a write fills
 // completely is hashed at once by the hash workers and committed in the background; partial
 // chunks wait for close, fsync or memory pressure, and are merged with the stored contents
 // before they are committed. Commits of one file happen in submission order.
 type writeback struct {
-	f     *fsys
 	ctx   context.Context
+	log   *slog.Logger
+	cache chunkInvalidator
+	quota *quotaEstimate // reserved by write; see quotaEstimate for why the write-back owns it
 	cs    int
 	limit int64
 	hashq chan *commitJob
@@ -42,7 +66,7 @@ type writeback struct {
 type fileState struct {
 	wb  *writeback
 	id  uint64
-	vol Volume
+	vol fileData
 	ino backend.Ino
 
 	mu     sync.Mutex
@@ -86,11 +110,15 @@ const (
 	inlineFlushChunks = 2
 )
 
-func newWriteback(ctx context.Context, f *fsys, limit int64) *writeback {
+// newWriteback buffers chunks of cs bytes, up to limit bytes across the mount, until ctx (the
+// mount's) ends. It reports failed commits to log, tells cache about changed chunks, and
+// checks writes that grow files against the quota of quota.
+func newWriteback(ctx context.Context, log *slog.Logger, cache chunkInvalidator, quota quotaSource, cs int, limit int64) *writeback {
 	if limit <= 0 {
 		limit = defaultDirtyLimit
 	}
-	wb := &writeback{f: f, ctx: ctx, cs: f.cs, limit: limit, files: map[uint64]*fileState{}}
+	wb := &writeback{ctx: ctx, log: log, cache: cache, cs: cs, limit: limit, files: map[uint64]*fileState{}}
+	wb.quota = newQuotaEstimate(ctx, quota, wb.flushAll)
 	wb.bcond = sync.NewCond(&wb.bmu)
 	wb.bufs.New = func() any { b := make([]byte, wb.cs); return &b }
 	// Every job holds a chunk of the dirty budget, so this many never block a submitter.
@@ -162,7 +190,7 @@ func (wb *writeback) get(id uint64) *fileState {
 }
 
 // state returns the file's state, creating it (and counting an open when opening) if needed.
-func (wb *writeback) state(id uint64, vol Volume, ino backend.Ino, opening bool) (*fileState, error) {
+func (wb *writeback) state(id uint64, vol fileData, ino backend.Ino, opening bool) (*fileState, error) {
 	wb.mu.Lock()
 	st := wb.files[id]
 	if st != nil {
@@ -251,7 +279,7 @@ func (wb *writeback) sizeChanged(id uint64, size uint64) {
 }
 
 // write buffers data at off. It returns the number of bytes accepted.
-func (wb *writeback) write(id uint64, vol Volume, ino backend.Ino, data []byte, off int64) (int, error) {
+func (wb *writeback) write(id uint64, vol fileData, ino backend.Ino, data []byte, off int64) (int, error) {
 	st, err := wb.state(id, vol, ino, false)
 	if err != nil {
 		return 0, err
@@ -260,7 +288,7 @@ func (wb *writeback) write(id uint64, vol Volume, ino backend.Ino, data []byte, 
 	size := int64(st.size)
 	st.mu.Unlock()
 	if end := off + int64(len(data)); end > size {
-		allowed, err := wb.f.reserve(end - max(off, size))
+		allowed, err := wb.quota.reserve(end - max(off, size))
 		if err != nil {
 			return 0, err
 		}
@@ -295,7 +323,7 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		} else {
 			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), lo: -1}
 			st.dirty[idx] = b
-			wb.f.cache.invalidateChunk(st.id, idx)
+			wb.cache.invalidateChunk(st.id, idx)
 		}
 	}
 	end := within + len(p)
@@ -405,7 +433,7 @@ func (st *fileState) fail(err error) {
 	if st.err == nil {
 		st.err = err
 	}
-	st.wb.f.log.Warn("write-back failed", "ino", st.ino, "err", err)
+	st.wb.log.Warn("write-back failed", "ino", st.ino, "err", err)
 }
 
 // commitLoop commits queued chunks in order, batching those already hashed.
@@ -442,7 +470,7 @@ func (st *fileState) commitLoop() {
 			if d, ok := st.inflight[j.idx]; ok && unsafe.SliceData(d) == unsafe.SliceData(j.data) {
 				delete(st.inflight, j.idx)
 			}
-			st.wb.f.cache.invalidateChunk(st.id, j.idx)
+			st.wb.cache.invalidateChunk(st.id, j.idx)
 		}
 		if err != nil {
 			st.fail(err)

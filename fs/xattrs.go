@@ -1,12 +1,23 @@
 package fs
 
 import (
+	"context"
 	"strings"
 	"syscall"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
+
+// xattrStore holds extended attributes (xattrs.go).
+type xattrStore interface {
+	GetXattr(ctx context.Context, ino backend.Ino, name string) ([]byte, error)
+	SetXattr(ctx context.Context, ino backend.Ino, name string, value []byte, flags uint32) error
+	ListXattr(ctx context.Context, ino backend.Ino) ([]string, error)
+	RemoveXattr(ctx context.Context, ino backend.Ino, name string) error
+}
+
+var _ xattrStore = (*backend.View)(nil)
 
 // The kernel asks for security.capability before every write; a remembered "none" answers
 // without touching the store.
