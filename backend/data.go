@@ -129,6 +129,9 @@ func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 	}
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
+		if err := v.settleIn(t, ino); err != nil {
+			return err
+		}
 		n, err := t.regular(ino)
 		if err != nil {
 			return err
@@ -307,6 +310,9 @@ func (v *View) WriteAt(ctx context.Context, ino Ino, data []byte, off int64) (At
 	cs := int64(v.ChunkSize())
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
+		if err := v.settleIn(t, ino); err != nil {
+			return err
+		}
 		n, err := t.regular(ino)
 		if err != nil {
 			return err
@@ -477,6 +483,9 @@ func (v *View) Fallocate(ctx context.Context, ino Ino, off, length int64, mode u
 		}
 	}
 	return v.write(ctx, func(t *tx) error {
+		if err := v.settleIn(t, ino); err != nil {
+			return err
+		}
 		n, err := t.regular(ino)
 		if err != nil {
 			return err

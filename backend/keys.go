@@ -16,6 +16,7 @@ const (
 	pMeta     = 'M'
 	pRef      = 'R'
 	pBody     = 'B'
+	pLogMark  = 'L'
 )
 
 // Metadata kinds.

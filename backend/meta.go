@@ -321,12 +321,20 @@ func (v *View) RemoveXattr(ctx context.Context, ino Ino, name string) error {
 // A size change truncates or extends the file (extension reads as zeros).
 func (v *View) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error) {
 	if in.Valid&SetSize != 0 {
+		// Logged writes land before the truncation that follows them, in their own transaction
+		// because the batches below each commit.
+		if err := v.write(ctx, func(t *tx) error { return v.settleIn(t, ino) }); err != nil {
+			return Attr{}, err
+		}
 		if err := v.shrinkInBatches(ctx, ino, in.Size); err != nil {
 			return Attr{}, err
 		}
 	}
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
+		if err := v.settleIn(t, ino); err != nil {
+			return err
+		}
 		n, err := t.getInode(ino)
 		if err != nil {
 			return err

@@ -32,6 +32,10 @@ type Options struct {
 	// ValueLogFileSize is the size of Badger's value-log files (0 = 64 MiB). GC reclaims space a
 	// whole file at a time and never the file being written, so this bounds the garbage left behind.
 	ValueLogFileSize int64
+	// IntentLogSize is the size of each of the intent log's two segment files (0 =
+	// DefaultIntentLogSize); negative runs without an intent log (every fsync syncs the store).
+	// Ignored when InMemory.
+	IntentLogSize int64
 	// DiskReserve turns on the disk guard (see DefaultDiskReserve): writes of file data to a
 	// volume fail with ENOSPC while the store's filesystem has less than this many bytes free
 	// beyond what Badger's sparse files may still take. 0 = no guard; ignored when InMemory.
@@ -61,6 +65,17 @@ type Store struct {
 	bg     sync.WaitGroup
 	gcMu   sync.Mutex   // one GC at a time
 	freed  atomic.Int64 // bytes of chunk bodies deleted since the last value-log rewrite
+
+	intents *intents // nil: no intent log
+	// commitSeq counts commits; syncedSeq is the count a completed Badger sync covered. touched
+	// maps each inode changed since then to the commit that last changed it, so an fsync knows
+	// whether the log alone makes the file durable.
+	commitSeq  atomic.Uint64
+	syncMu     sync.Mutex // one Badger sync at a time
+	tmu        sync.Mutex // guards the fields below
+	syncedSeq  uint64
+	syncedOnce bool
+	touched    map[touchKey]uint64
 	guard  *diskGuard   // nil: no disk guard (Options.DiskReserve)
 }
 
@@ -122,18 +137,30 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, log: log, codecs: cod, nodes: map[uint32]nodeRec{}, vols: map[string]*volRec{}, anc: map[uint32][]uint32{}}
+	s := &Store{db: db, log: log, codecs: cod, nodes: map[uint32]nodeRec{}, vols: map[string]*volRec{}, anc: map[uint32][]uint32{},
+		touched: map[touchKey]uint64{}}
 	s.guard = newDiskGuard(dir, opts)
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	if !opts.InMemory && opts.IntentLogSize >= 0 {
+		if err := s.openIntents(ctx, dir, cmp.Or(opts.IntentLogSize, DefaultIntentLogSize)); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if err := s.reclaimAllOrphans(ctx); err != nil {
+		s.closeIntents()
 		db.Close()
 		return nil, err
 	}
 	bgctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
+	if s.intents != nil {
+		s.bg.Add(1)
+		go s.checkpointLoop(bgctx)
+	}
 	if opts.GCInterval >= 0 {
 		every := opts.GCInterval
 		if every == 0 {
@@ -225,6 +252,9 @@ func (s *Store) Close() error {
 	s.bg.Wait()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	// Live records stay in the log (every one was synced before its fsync returned): the next
+	// Open settles them.
+	s.closeIntents()
 	if err := s.db.Sync(); err != nil {
 		s.db.Close()
 		return fmt.Errorf("sync store: %w", err)
@@ -237,10 +267,7 @@ func (s *Store) Sync(ctx context.Context) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync store: %w", err)
-	}
-	return nil
+	return s.syncDB()
 }
 
 // update runs fn in one write transaction under the write lock and commits it. Hooks registered
@@ -269,6 +296,7 @@ func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) error {
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.noteCommit(t)
 	if len(t.hooks) > 0 {
 		s.mu.Lock()
 		for _, h := range t.hooks {

@@ -16,6 +16,8 @@ type tx struct {
 	s     *Store
 	it    *badger.Iterator // lazily created; closed by every write (it would not see the write)
 	hooks []func()
+	// touched lists the inodes this transaction changed (see Store.touched).
+	touched []touchKey
 
 	rw   bool // a write transaction
 	tree uint32
@@ -267,7 +269,10 @@ func (t *tx) getInode(ino Ino) (*inode, error) {
 	return decodeInode(ino, v.val)
 }
 
-func (t *tx) putInode(n *inode) error { return t.put(inodeLKey(t.tree, n.Ino), encodeInode(n)) }
+func (t *tx) putInode(n *inode) error {
+	t.touch(n.Ino)
+	return t.put(inodeLKey(t.tree, n.Ino), encodeInode(n))
+}
 
 // getDirent returns the child a name points at; ErrNotFound when absent.
 func (t *tx) getDirent(dir Ino, name string) (Ino, uint32, error) {

@@ -169,6 +169,9 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (Snapsh
 		return SnapshotInfo{}, err
 	}
 	snap := snapRec{CreatedAt: time.Now().UTC()}
+	if err := s.settleVolume(ctx, s.volumeID(volume)); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: apply logged writes: %w", volume, name, err)
+	}
 	err := s.update(ctx, func(t *tx) error {
 		var rec volRec
 		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
@@ -273,6 +276,9 @@ func (s *Store) RestoreSnapshot(ctx context.Context, volume, name string) error 
 			return err
 		}
 		if err := copyUsage(t, snap.Node, head); err != nil {
+			return err
+		}
+		if err := s.voidVolumeIn(t, rec.ID); err != nil {
 			return err
 		}
 		rec.Head = head

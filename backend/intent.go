@@ -1,0 +1,467 @@
+package backend
+
+// The intent log (package intentlog) in the store.
+//
+// An fsync of a file whose inode is already durable appends the file's buffered writes to the log
+// and flushes only the log: one device flush, shared by concurrent fsyncs (View.LogWrites). The
+// records stay in memory, live, until they are settled: applied to the file in a store transaction
+// that also raises the file's log mark (key L volumeID 0x00 ino = the highest LSN applied). A
+// record is live while its LSN is above the mark of its file.
+//
+// Invariants:
+//   - Every transaction that changes a file's data or size settles the file's live records first,
+//     in the same transaction (settleIn), so a record never lands on newer data: a replay after a
+//     crash cannot undo a later commit.
+//   - A snapshot settles its volume's records first, so it holds every fsynced write; a restore
+//     voids them (the state they applied to is gone); records of a deleted volume are dropped.
+//   - A segment is released only once every record in it is settled and the store synced; Open
+//     settles every record the log returns before anything reads the store.
+//   - Store.Sync covers every commit made before it started; concurrent Syncs share one flush.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/fusevol/fusevol/backend/intentlog"
+)
+
+// DefaultIntentLogSize is the size of each of the intent log's two segment files.
+const DefaultIntentLogSize = 16 << 20
+
+// maxLoggedBytes bounds one LogWrites call: bigger fsyncs commit their data to the store, where
+// large writes cost no more than in the log and the log stays free for small ones.
+const maxLoggedBytes = 4 << 20
+
+// errNotLogged: the writes cannot go to the intent log (there is none, it is full, or they are
+// too big).
+var errNotLogged = errors.New("writes not logged")
+
+// Write is file data at an offset, for LogWrites.
+type Write struct {
+	Off  uint64
+	Data []byte
+}
+
+type fileKey struct {
+	vol string // volume ID
+	ino Ino
+}
+
+type intents struct {
+	log  *intentlog.Log
+	mu   sync.Mutex // guards live; taken under Store.mu by commit hooks, never the other way round
+	live map[fileKey][]intentlog.Record
+}
+
+type touchKey struct {
+	tree uint32
+	ino  Ino
+}
+
+func logMarkKey(k fileKey) []byte {
+	b := append(append([]byte{pLogMark}, k.vol...), 0)
+	return binary.BigEndian.AppendUint64(b, uint64(k.ino))
+}
+
+// openIntents opens the store's intent log and settles what it holds (replay).
+func (s *Store) openIntents(ctx context.Context, dir string, size int64) error {
+	l, recs, err := intentlog.Open(filepath.Join(dir, "intent"), size)
+	if err != nil {
+		return err
+	}
+	in := &intents{log: l, live: map[fileKey][]intentlog.Record{}}
+	for _, r := range recs {
+		k := fileKey{r.Volume, Ino(r.Ino)}
+		in.live[k] = append(in.live[k], r)
+	}
+	s.intents = in
+	if len(recs) > 0 {
+		s.log.Info("replaying the intent log", "records", len(recs))
+	}
+	if err := s.checkpoint(ctx, -1); err != nil {
+		l.Close()
+		return fmt.Errorf("replay the intent log: %w", err)
+	}
+	return nil
+}
+
+// checkpoint settles every live record, makes the store durable and releases segment seg (both
+// when seg < 0).
+func (s *Store) checkpoint(ctx context.Context, seg int) error {
+	if err := s.settleAll(ctx); err != nil {
+		return err
+	}
+	if err := s.syncDB(); err != nil {
+		return err
+	}
+	for i := range 2 {
+		if seg < 0 || i == seg {
+			if err := s.intents.log.Release(i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) checkpointLoop(ctx context.Context) {
+	defer s.bg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case seg := <-s.intents.log.Full():
+			if err := s.checkpoint(ctx, seg); err != nil && ctx.Err() == nil {
+				s.log.Error("intent log checkpoint failed; fsync falls back to store syncs", "err", err)
+			}
+		}
+	}
+}
+
+// settleAll settles every file with live records, each in its own transaction.
+func (s *Store) settleAll(ctx context.Context) error {
+	in := s.intents
+	in.mu.Lock()
+	keys := make([]fileKey, 0, len(in.live))
+	for k := range in.live {
+		keys = append(keys, k)
+	}
+	in.mu.Unlock()
+	var errs []error
+	for _, k := range keys {
+		if err := s.settleFile(ctx, k); err != nil {
+			errs = append(errs, fmt.Errorf("volume %s inode %d: %w", k.vol, k.ino, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleFile settles one file's records at its volume's live node; records of a volume that no
+// longer exists are dropped.
+func (s *Store) settleFile(ctx context.Context, k fileKey) error {
+	v := s.liveViewByID(k.vol)
+	if v == nil {
+		s.intents.drop(k, ^uint64(0))
+		return nil
+	}
+	err := v.write(ctx, func(t *tx) error { return v.settleIn(t, k.ino) })
+	if errors.Is(err, ErrNotFound) {
+		s.intents.drop(k, ^uint64(0))
+		return nil
+	}
+	return err
+}
+
+func (s *Store) liveViewByID(id string) *View {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, rec := range s.vols {
+		if rec.ID == id {
+			return &View{s: s, info: rec.info(), tree: rec.Tree}
+		}
+	}
+	return nil
+}
+
+// settleVolume settles the records of every file of a volume (before a snapshot).
+func (s *Store) settleVolume(ctx context.Context, id string) error {
+	if s.intents == nil {
+		return nil
+	}
+	for _, k := range s.intents.keys(id) {
+		if err := s.settleFile(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// voidVolumeIn marks every live record of a volume as applied without applying it, in t (restore).
+func (s *Store) voidVolumeIn(t *tx, id string) error {
+	if s.intents == nil {
+		return nil
+	}
+	for _, k := range s.intents.keys(id) {
+		recs := s.intents.records(k)
+		if len(recs) == 0 {
+			continue
+		}
+		last := recs[len(recs)-1].LSN
+		if err := t.set(logMarkKey(k), binary.BigEndian.AppendUint64(nil, last)); err != nil {
+			return err
+		}
+		t.onCommit(func() { s.intents.drop(k, last) })
+	}
+	return nil
+}
+
+func (in *intents) keys(vol string) []fileKey {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []fileKey
+	for k := range in.live {
+		if k.vol == vol {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (in *intents) records(k fileKey) []intentlog.Record {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return slices.Clone(in.live[k])
+}
+
+// drop forgets the records of k up to LSN last.
+func (in *intents) drop(k fileKey, last uint64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	rs := in.live[k]
+	i := 0
+	for i < len(rs) && rs[i].LSN <= last {
+		i++
+	}
+	if i == len(rs) {
+		delete(in.live, k)
+	} else {
+		in.live[k] = rs[i:]
+	}
+}
+
+// logMark reads a file's log mark (0 when it has none).
+func (t *tx) logMark(k fileKey) (uint64, error) {
+	item, err := t.txn.Get(logMarkKey(k))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read log mark: %w", err)
+	}
+	var mark uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: log mark of %d bytes", ErrCorrupt, len(v))
+		}
+		mark = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return mark, err
+}
+
+// settleIn applies the live records of ino to the view's live node inside t and raises the file's
+// log mark. Their data was accepted (and reported durable) already, so the quota is not checked.
+func (v *View) settleIn(t *tx, ino Ino) error {
+	in := v.s.intents
+	if in == nil {
+		return nil
+	}
+	k := fileKey{v.info.ID, ino}
+	recs := in.records(k)
+	if len(recs) == 0 {
+		return nil
+	}
+	mark, err := t.logMark(k)
+	if err != nil {
+		return err
+	}
+	last := recs[len(recs)-1].LSN
+	for len(recs) > 0 && recs[0].LSN <= mark {
+		recs = recs[1:]
+	}
+	t.onCommit(func() { in.drop(k, last) })
+	if len(recs) == 0 {
+		return nil
+	}
+	n, err := t.regular(ino)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrIsDir) {
+		return nil // the file is gone: its records are moot
+	}
+	if err != nil {
+		return err
+	}
+	if err := v.applyRecords(t, n, recs); err != nil {
+		return err
+	}
+	return t.set(logMarkKey(k), binary.BigEndian.AppendUint64(nil, last))
+}
+
+// applyRecords writes the records' data into n's chunks (each touched chunk read and rewritten once).
+func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
+	cs := uint64(v.ChunkSize())
+	bufs := map[uint64][]byte{}
+	lens := map[uint64]uint64{}
+	size := n.Size
+	for _, r := range recs {
+		end := r.Off + uint64(len(r.Data))
+		for pos := r.Off; pos < end; {
+			idx, within := pos/cs, pos%cs
+			b, ok := bufs[idx]
+			if !ok {
+				b = make([]byte, cs)
+				got, err := v.readChunk(t, n.Ino, idx, b)
+				if err != nil {
+					return err
+				}
+				bufs[idx], lens[idx] = b, uint64(got)
+			}
+			k := uint64(copy(b[within:], r.Data[pos-r.Off:]))
+			lens[idx] = max(lens[idx], within+k)
+			pos += k
+		}
+		size = max(size, r.Size, end)
+		n.Mtime, n.Ctime = r.Mtime, r.Mtime
+	}
+	var delta int64
+	for _, idx := range slices.Sorted(mapsKeys(bufs)) {
+		c := v.PrepareChunk(idx, bufs[idx][:lens[idx]])
+		d, err := t.setChunk(n.Ino, idx, &c)
+		if err != nil {
+			return err
+		}
+		delta += d
+	}
+	n.Size = size
+	return t.account(n, delta)
+}
+
+func mapsKeys[V any](m map[uint64]V) func(func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// LogWrites makes writes to ino durable through the intent log; size and mtime are the file's
+// after them. The store applies them later (or when anything else changes the file); until then
+// the caller keeps serving them from its buffers. With no writes it only makes the file's
+// committed state durable. logged is false when the writes cannot go to the log (there is none,
+// it is full, or they are too big): the caller then commits the data and calls Sync.
+func (v *View) LogWrites(ctx context.Context, ino Ino, size uint64, mtime int64, ws []Write) (logged bool, err error) {
+	if v.ReadOnly() {
+		return false, ErrReadOnly
+	}
+	s := v.s
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	if len(ws) > 0 {
+		err := s.appendIntents(v.info.ID, ino, size, mtime, ws)
+		if errors.Is(err, errNotLogged) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	if s.touchedSinceSync(v.tree, ino) {
+		return true, s.Sync(ctx)
+	}
+	return true, nil
+}
+
+func (s *Store) appendIntents(vol string, ino Ino, size uint64, mtime int64, ws []Write) error {
+	in := s.intents
+	if in == nil {
+		return errNotLogged
+	}
+	total := 0
+	recs := make([]intentlog.Record, len(ws))
+	for i, w := range ws {
+		total += len(w.Data)
+		recs[i] = intentlog.Record{Volume: vol, Ino: uint64(ino), Off: w.Off, Size: size, Mtime: mtime,
+			Data: slices.Clone(w.Data)}
+	}
+	if total > maxLoggedBytes {
+		return errNotLogged
+	}
+	k := fileKey{vol, ino}
+	in.mu.Lock()
+	last, err := in.log.Append(recs)
+	if err == nil {
+		in.live[k] = append(in.live[k], recs...)
+	}
+	in.mu.Unlock()
+	if errors.Is(err, intentlog.ErrFull) {
+		return errNotLogged
+	}
+	if err != nil {
+		return err
+	}
+	return in.log.Sync(last)
+}
+
+// touch records that t changed ino (made durable only by the next Sync).
+func (t *tx) touch(ino Ino) { t.touched = append(t.touched, touchKey{t.tree, ino}) }
+
+func (s *Store) noteCommit(t *tx) {
+	seq := s.commitSeq.Add(1)
+	if len(t.touched) == 0 {
+		return
+	}
+	s.tmu.Lock()
+	for _, k := range t.touched {
+		s.touched[k] = seq
+	}
+	s.tmu.Unlock()
+}
+
+func (s *Store) touchedSinceSync(tree uint32, ino Ino) bool {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	return s.touched[touchKey{tree, ino}] > s.syncedSeq
+}
+
+// syncDB flushes Badger's files unless no commit happened since the last flush; concurrent
+// callers share one.
+func (s *Store) syncDB() error {
+	target := s.commitSeq.Load()
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.tmu.Lock()
+	done := s.syncedSeq >= target && s.syncedOnce
+	s.tmu.Unlock()
+	if done {
+		return nil
+	}
+	seq := s.commitSeq.Load()
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	s.syncedSeq, s.syncedOnce = seq, true
+	for k, at := range s.touched {
+		if at <= seq {
+			delete(s.touched, k)
+		}
+	}
+	return nil
+}
+
+func (s *Store) closeIntents() {
+	if s.intents != nil {
+		if err := s.intents.log.Close(); err != nil {
+			s.log.Warn("close intent log", "err", err)
+		}
+	}
+}
+
+// volumeID is the ID of the named volume ("" when there is none).
+func (s *Store) volumeID(name string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if rec, ok := s.vols[name]; ok {
+		return rec.ID
+	}
+	return ""
+}

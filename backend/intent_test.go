@@ -1,0 +1,172 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// intentFixture is a store on disk with one volume and one file whose creation is durable.
+type intentFixture struct {
+	t    *testing.T
+	dir  string
+	s    *Store
+	v    *View
+	ino  Ino
+	name string
+}
+
+func newIntentFixture(t *testing.T) *intentFixture {
+	f := &intentFixture{t: t, dir: t.TempDir(), name: "vol"}
+	f.open()
+	f.v = mustVolume(t, f.s, f.name, map[string]string{"chunk-size": "64KiB"})
+	f.ino = mustFile(t, f.v, RootIno, "db")
+	if err := f.s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *intentFixture) open() {
+	s, err := Open(context.Background(), f.dir, Options{GCInterval: -1, IntentLogSize: 1 << 20})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.s = s
+	if f.v != nil {
+		if f.v, err = s.OpenVolume(context.Background(), f.name); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	f.t.Cleanup(func() { s.Close() })
+}
+
+// reopen closes the store with its records still in the log, so the next Open replays them.
+func (f *intentFixture) reopen() {
+	if err := f.s.Close(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.open()
+}
+
+func (f *intentFixture) log(off uint64, data []byte, size uint64) {
+	f.t.Helper()
+	logged, err := f.v.LogWrites(context.Background(), f.ino, size, time.Now().UnixNano(), []Write{{off, data}})
+	if err != nil || !logged {
+		f.t.Fatalf("LogWrites: logged=%v err=%v", logged, err)
+	}
+}
+
+func (f *intentFixture) want(data []byte) {
+	f.t.Helper()
+	if got := readAll(f.t, f.v, f.ino); !bytes.Equal(got, data) {
+		f.t.Fatalf("file holds %d bytes %.40q..., want %d bytes %.40q...", len(got), got, len(data), data)
+	}
+}
+
+func TestLoggedWritesSurviveReopen(t *testing.T) {
+	f := newIntentFixture(t)
+	want := make([]byte, 200<<10)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	// Writes across chunk boundaries, overlapping each other, in three records.
+	f.log(0, want[:100<<10], 100<<10)
+	f.log(60<<10, want[60<<10:150<<10], 150<<10)
+	f.log(150<<10, want[150<<10:], 200<<10)
+	f.reopen()
+	f.want(want)
+	if n := len(f.s.intents.live); n != 0 {
+		t.Fatalf("%d files still have live records after replay", n)
+	}
+	if b := f.s.intents.log.Busy(); b[0] || b[1] {
+		t.Fatalf("segments still busy after replay: %v", b)
+	}
+}
+
+func TestCommitAfterLogIsNotUndoneByReplay(t *testing.T) {
+	f := newIntentFixture(t)
+	f.log(0, bytes.Repeat([]byte("a"), 4096), 4096)
+	// A later commit of the same range (as the fs does at close) must win over the record.
+	newer := bytes.Repeat([]byte("b"), 4096)
+	c := f.v.PrepareChunk(0, newer)
+	if _, err := f.v.CommitChunks(context.Background(), f.ino, []Chunk{c}, 4096); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	f.want(newer)
+}
+
+func TestTruncateAfterLogStaysTruncated(t *testing.T) {
+	f := newIntentFixture(t)
+	f.log(0, bytes.Repeat([]byte("x"), 10000), 10000)
+	if _, err := f.v.SetAttr(context.Background(), f.ino, SetAttr{Valid: SetSize, Size: 100}); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	f.want(bytes.Repeat([]byte("x"), 100))
+}
+
+func TestSnapshotHoldsLoggedWrites(t *testing.T) {
+	f := newIntentFixture(t)
+	f.log(0, []byte("fsynced"), 7)
+	ctx := context.Background()
+	if _, err := f.s.CreateSnapshot(ctx, f.name, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := f.s.OpenSnapshot(ctx, f.name, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, snap, f.ino); string(got) != "fsynced" {
+		t.Fatalf("snapshot holds %q", got)
+	}
+	// Restoring it voids what was logged after it.
+	f.log(0, []byte("after!!"), 7)
+	if err := f.s.RestoreSnapshot(ctx, f.name, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	f.want([]byte("fsynced"))
+}
+
+func TestLogWritesFlushOnceWhenTheInodeIsDurable(t *testing.T) {
+	f := newIntentFixture(t)
+	ctx := context.Background()
+	before := f.s.intents.log.Flushes()
+	syncs := f.s.syncedSeq
+	f.log(0, []byte("one"), 3)
+	if d := f.s.intents.log.Flushes() - before; d != 1 {
+		t.Fatalf("%d log flushes for one fsync", d)
+	}
+	if f.s.syncedSeq != syncs {
+		t.Fatal("an fsync of a durable inode synced the store too")
+	}
+	// A change to the inode in the store makes the next fsync sync the store as well.
+	if _, err := f.v.SetAttr(ctx, f.ino, SetAttr{Valid: SetMode, Mode: 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	f.log(3, []byte("two"), 6)
+	if f.s.syncedSeq == syncs {
+		t.Fatal("fsync after a metadata change did not sync the store")
+	}
+	// A deleted volume's records are dropped, not applied to a new volume of the same name.
+	if err := f.s.DeleteVolume(ctx, f.name); err != nil {
+		t.Fatal(err)
+	}
+	f.v = nil
+	f.reopen()
+	v := mustVolume(t, f.s, f.name, nil)
+	if _, err := v.GetAttr(ctx, f.ino); err == nil {
+		t.Fatal("a record of a deleted volume created an inode in its successor")
+	}
+}
+
+func TestBigWritesAreNotLogged(t *testing.T) {
+	f := newIntentFixture(t)
+	logged, err := f.v.LogWrites(context.Background(), f.ino, 2<<20, 0, []Write{{0, make([]byte, 2<<20)}})
+	if err != nil || logged {
+		t.Fatalf("2 MiB into a 1 MiB log: logged=%v err=%v", logged, err)
+	}
+}
