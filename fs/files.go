@@ -91,10 +91,11 @@ func (f *fsys) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 }
 
 func (f *fsys) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if err := f.wb.flush(f.ctx, in.NodeId); err != nil {
-		return f.status("fsync", err)
+	vol, ino, _, en := f.writable(in.NodeId)
+	if en != 0 {
+		return f.status("fsync", f.sync()) // a snapshot's file: nothing of it can be dirty
 	}
-	return f.status("fsync", f.sync())
+	return f.status("fsync", f.wb.fsync(f.ctx, in.NodeId, vol, ino, f.vol.Sync))
 }
 
 func (f *fsys) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {

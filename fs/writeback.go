@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ type fileData interface {
 	chunkReader
 	PrepareChunk(index uint64, data []byte) backend.Chunk
 	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
+	// LogWrites makes buffered writes durable through the store's intent log (fsync).
+	LogWrites(ctx context.Context, ino backend.Ino, size uint64, mtime int64, ws []backend.Write) (bool, error)
 }
 
 var _ fileData = (*backend.View)(nil)
@@ -38,8 +41,13 @@ var _ chunkInvalidator = (*chunkCache)(nil)
 
 // writeback buffers written data per file in whole chunks. A chunk that a write fills
 // completely is hashed at once by the hash workers and committed in the background; partial
-// chunks wait for close, fsync or memory pressure, and are merged with the stored contents
-// before they are committed. Commits of one file happen in submission order.
+// chunks wait for close or memory pressure, and are merged with the stored contents before
+// they are committed. Commits of one file happen in submission order.
+//
+// fsync does not commit: it hands the ranges written since the file's last fsync to the store's
+// intent log (one device flush) and keeps the buffers, which are committed later as usual. Once
+// a file has logged writes, its full chunks are no longer committed eagerly either: a commit
+// changes the inode in the store, and the next fsync would have to sync the whole store.
 type writeback struct {
 	ctx   context.Context
 	log   *slog.Logger
@@ -85,14 +93,17 @@ type fileState struct {
 	queue           []*commitJob
 	committing      bool
 	err             error // first failed commit since the last flush reported it
+	logged          bool  // buffers hold writes the intent log made durable
 }
 
 // chunkBuf is one chunk being written. Until base is set only data[lo:hi] is meaningful.
+// [llo, lhi) spans what was written since the last fsync logged the chunk (llo < 0: nothing).
 type chunkBuf struct {
-	data   []byte
-	lo, hi int
-	end    int // end of the highest byte written
-	base   bool
+	data     []byte
+	lo, hi   int
+	end      int // end of the highest byte written
+	base     bool
+	llo, lhi int
 }
 
 type commitJob struct {
@@ -321,7 +332,7 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		if b = st.dirty[idx]; b != nil {
 			wb.release(1)
 		} else {
-			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), lo: -1}
+			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), lo: -1, llo: -1}
 			st.dirty[idx] = b
 			wb.cache.invalidateChunk(st.id, idx)
 		}
@@ -339,11 +350,16 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		}
 	}
 	copy(b.data[within:], p)
+	if b.llo < 0 {
+		b.llo, b.lhi = within, end
+	} else {
+		b.llo, b.lhi = min(b.llo, within), max(b.lhi, end)
+	}
 	b.end = max(b.end, end)
 	st.size = max(st.size, idx*uint64(wb.cs)+uint64(end))
 	st.mtime = time.Now().UnixNano()
 	st.stamp = true
-	if b.lo == 0 && b.hi == wb.cs {
+	if b.lo == 0 && b.hi == wb.cs && !st.logged {
 		st.submit(idx, b, false)
 	}
 	return nil
@@ -556,7 +572,7 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 		err = st.restamp()
 	}
 	if err == nil && !st.active() {
-		st.stamp, st.observed = false, false
+		st.stamp, st.observed, st.logged = false, false, false
 	}
 	st.mu.Unlock()
 	wb.dropIfIdle(st)
@@ -634,4 +650,73 @@ func copyChunk(p, data []byte, within int) {
 		n = copy(p, data[within:])
 	}
 	clear(p[n:])
+}
+
+// fsync makes the file's data durable: the writes buffered since its last fsync go to the
+// store's intent log, or, when the log cannot take them, are committed and the store synced.
+func (wb *writeback) fsync(ctx context.Context, id uint64, vol fileData, ino backend.Ino, sync func(context.Context) error) error {
+	st := wb.get(id)
+	if st == nil {
+		_, err := vol.LogWrites(ctx, ino, 0, 0, nil) // nothing buffered: make the stored file durable
+		return err
+	}
+	st.mu.Lock()
+	if err := st.settle(ctx); err != nil {
+		st.mu.Unlock()
+		return err
+	}
+	ws := st.unlogged()
+	logged, err := st.vol.LogWrites(ctx, st.ino, st.size, st.mtime, ws)
+	if err == nil && logged {
+		for _, b := range st.dirty {
+			b.llo = -1
+		}
+		st.logged = st.logged || len(ws) > 0
+	}
+	st.mu.Unlock()
+	if err != nil || logged {
+		return err
+	}
+	if err := wb.flush(ctx, id); err != nil {
+		return err
+	}
+	return sync(ctx)
+}
+
+// settle waits (under st.mu) for the file's running commits and returns the first commit error
+// since the last flush or fsync reported one.
+func (st *fileState) settle(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		st.mu.Lock()
+		st.cond.Broadcast()
+		st.mu.Unlock()
+	})
+	defer stop()
+	for (len(st.queue) > 0 || st.committing) && ctx.Err() == nil {
+		st.cond.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fsync inode %d: %w", st.ino, err)
+	}
+	err := st.err
+	st.err = nil
+	return err
+}
+
+// unlogged returns (under st.mu) the ranges written since the last logged fsync, in file order.
+func (st *fileState) unlogged() []backend.Write {
+	cs := uint64(st.wb.cs)
+	var ws []backend.Write
+	for idx, b := range st.dirty {
+		if b.llo < 0 {
+			continue
+		}
+		off := idx*cs + uint64(b.llo)
+		hi := min(uint64(b.lhi), st.size-min(st.size, idx*cs))
+		if uint64(b.llo) < hi {
+			ws = append(ws, backend.Write{Off: off, Data: b.data[b.llo:hi]})
+		}
+	}
+	slices.SortFunc(ws, func(a, b backend.Write) int { return cmp.Compare(a.Off, b.Off) })
+	return ws
 }
