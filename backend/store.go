@@ -76,7 +76,7 @@ type Store struct {
 	syncedSeq  uint64
 	syncedOnce bool
 	touched    map[touchKey]uint64
-	guard  *diskGuard   // nil: no disk guard (Options.DiskReserve)
+	guard      *diskGuard // nil: no disk guard (Options.DiskReserve)
 }
 
 // volRec is a volume's stored record.
