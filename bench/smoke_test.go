@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,11 +21,7 @@ import (
 // and checks that every output is well-formed and holds every workload for every target.
 func TestSmokeAllTargets(t *testing.T) {
 	fusetest.Require(t)
-	volctl := filepath.Join(t.TempDir(), "volctl")
-	build := exec.Command("go", "build", "-o", volctl, "github.com/fusevol/fusevol/cli/volctl")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build volctl: %v\n%s", err, out)
-	}
+	volctl := fusetest.BuildVolctl(t, t.TempDir())
 	cfg := Smoke()
 	cfg.Reps = 2 // so that medians of several samples are exercised
 	ext := t.TempDir()

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin"
-	"github.com/fusevol/fusevol/plugin/client"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
@@ -65,8 +65,7 @@ func (r result) fails(t testing.TB, code int, want ...string) {
 // testDaemon is a real fusevol daemon running in-process on a private root and socket.
 type testDaemon struct {
 	dir, socket string
-	cancel      context.CancelFunc
-	done        chan error
+	daemon      *fusetest.Daemon
 }
 
 // startDaemon runs plugin.NewDaemon with a temporary root, socket and mount root and stops it
@@ -74,15 +73,8 @@ type testDaemon struct {
 func startDaemon(t testing.TB) *testDaemon {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes: t.TempDir() can be longer.
-	dir, err := os.MkdirTemp("", "volctl-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := fusetest.TempRoot(t, "volctl-test-")
 	td := &testDaemon{dir: dir, socket: filepath.Join(dir, "fusevol.sock")}
-	t.Cleanup(func() {
-		td.stop(t)
-		os.RemoveAll(dir)
-	})
 	td.start(t)
 	return td
 }
@@ -97,10 +89,9 @@ func (td *testDaemon) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td.cancel, td.done = cancel, make(chan error, 1)
-	go func() { td.done <- d.Run(ctx) }()
-	waitReady(t, td.socket, td.done)
+	td.daemon = fusetest.Go(d.Run)
+	t.Cleanup(func() { td.stop(t) })
+	fusetest.WaitReady(t, td.socket, td.daemon.Done())
 }
 
 func (td *testDaemon) root() string { return filepath.Join(td.dir, "root") }
@@ -108,43 +99,7 @@ func (td *testDaemon) root() string { return filepath.Join(td.dir, "root") }
 // stop shuts the daemon down and checks that Run returned nil; stopping twice is fine.
 func (td *testDaemon) stop(t testing.TB) {
 	t.Helper()
-	if td.cancel == nil {
-		return
-	}
-	td.cancel()
-	td.cancel = nil
-	select {
-	case err := <-td.done:
-		if err != nil {
-			t.Errorf("daemon Run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Errorf("daemon did not stop within 20s")
-	}
-}
-
-// waitReady polls the daemon's status until its store is open.
-func waitReady(t testing.TB, socket string, done <-chan error) {
-	t.Helper()
-	cl := client.New(socket)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := cl.Status(ctx)
-		cancel()
-		if err == nil && st.Ready {
-			return
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("daemon exited before it was ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon on %s not ready after 20s: %v", socket, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	td.daemon.Stop(t, 20*time.Second)
 }
 
 // run runs volctl against this daemon.

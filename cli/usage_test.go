@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fusevol/fusevol/fs/fusetest"
 )
 
 func TestVersion(t *testing.T) {
@@ -123,7 +125,7 @@ func TestBashCompletion(t *testing.T) {
 	if err != nil {
 		t.Skip("no bash")
 	}
-	bin := buildVolctl(t)
+	bin := fusetest.BuildVolctl(t, t.TempDir())
 	td := startDaemon(t)
 	td.run(t, "volume", "create", "alpha").ok(t)
 	td.run(t, "snapshot", "create", "alpha", "snap1").ok(t)
@@ -156,16 +158,4 @@ func TestBashCompletion(t *testing.T) {
 			}
 		}
 	}
-}
-
-// buildVolctl builds cli/volctl into a temporary directory.
-func buildVolctl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "volctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./volctl")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

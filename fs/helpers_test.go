@@ -47,6 +47,15 @@ func openStore(t testing.TB) *backend.Store {
 func newVolume(t testing.TB, vopts backend.VolumeOptions, fopts Options) *testVolume {
 	t.Helper()
 	fusetest.Require(t)
+	st, v := openView(t, vopts)
+	tv := &testVolume{store: st, view: v}
+	tv.mnt, tv.dir = mountView(t, v, fopts)
+	return tv
+}
+
+// openView creates the volume "vol" in a fresh store and opens it.
+func openView(t testing.TB, vopts backend.VolumeOptions) (*backend.Store, *backend.View) {
+	t.Helper()
 	st := openStore(t)
 	ctx := context.Background()
 	if vopts.ChunkSize == 0 {
@@ -65,9 +74,7 @@ func newVolume(t testing.TB, vopts backend.VolumeOptions, fopts Options) *testVo
 	if err != nil {
 		t.Fatalf("open volume: %v", err)
 	}
-	tv := &testVolume{store: st, view: v}
-	tv.mnt, tv.dir = mountView(t, v, fopts)
-	return tv
+	return st, v
 }
 
 // mountView mounts a view on a fresh directory and unmounts it when the test ends.

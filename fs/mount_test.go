@@ -7,66 +7,37 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
 )
 
-func isMounted(t *testing.T, dir string) bool {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
-}
-
 func TestMountErrorsLeaveNothing(t *testing.T) {
 	fusetest.Require(t)
-	st := openStore(t)
+	_, v := openView(t, backendOpts(64<<10))
 	ctx := context.Background()
-	if _, err := st.CreateVolume(ctx, "vol", backendOpts(64<<10)); err != nil {
-		t.Fatal(err)
-	}
-	v, err := st.OpenVolume(ctx, "vol")
-	if err != nil {
-		t.Fatal(err)
-	}
 	missing := filepath.Join(t.TempDir(), "missing")
 	if m, err := Mount(ctx, missing, v, Options{Logger: testLogger(t)}); err == nil {
 		m.Unmount(ctx)
 		t.Fatal("mount on a missing directory succeeded")
 	}
-	if isMounted(t, missing) {
+	if fusetest.IsMountPoint(t, missing) {
 		t.Fatal("failed mount left a mount behind")
 	}
 }
 
 func TestUnmountBusy(t *testing.T) {
 	fusetest.Require(t)
-	st := openStore(t)
+	_, v := openView(t, backendOpts(64<<10))
 	ctx := context.Background()
-	if _, err := st.CreateVolume(ctx, "vol", backendOpts(64<<10)); err != nil {
-		t.Fatal(err)
-	}
-	v, err := st.OpenVolume(ctx, "vol")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	m, err := Mount(ctx, dir, v, Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Dir() != dir || !isMounted(t, dir) {
-		t.Fatalf("Dir %q, mounted %v", m.Dir(), isMounted(t, dir))
+	if m.Dir() != dir || !fusetest.IsMountPoint(t, dir) {
+		t.Fatalf("Dir %q, mounted %v", m.Dir(), fusetest.IsMountPoint(t, dir))
 	}
 	fh, err := os.Create(filepath.Join(dir, "open"))
 	if err != nil {
@@ -87,7 +58,7 @@ func TestUnmountBusy(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("unmount: %v", err)
 	}
-	if isMounted(t, dir) {
+	if fusetest.IsMountPoint(t, dir) {
 		t.Fatal("still mounted after Unmount")
 	}
 	a, err := v.Lookup(ctx, backend.RootIno, "open")

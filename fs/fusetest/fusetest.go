@@ -1,5 +1,19 @@
-// Package fusetest holds what tests that mount FUSE filesystems need before they can run. Such tests
-// run in CI, where CI=true turns a missing prerequisite into a failure instead of a skip.
+// Package fusetest is the test kit every fusevol test package shares:
+//
+//   - Require: the FUSE prerequisite check. Tests that mount FUSE filesystems run in CI, where
+//     CI=true turns a missing prerequisite into a failure instead of a skip.
+//   - IsMountPoint, MountsUnder, DetachUnder, TempRoot: the mount table
+//     and a temporary root nothing stays mounted under.
+//   - BuildVolctl: a static volctl built from this module.
+//   - StartProcess: a program (`volctl daemon`, dockerd) with a log file, stopped with a signal
+//     and a grace; WaitReady and WaitUntil wait for it to answer.
+//   - StartDaemon, Go: a daemon's Run in this process, stopped by cancelling its context.
+//   - WaitSocket, WaitReady, UnixHTTP: waiting for a daemon's socket and talking HTTP over it.
+//   - StatusAnswer: what a helper process, run as another user, reports of the daemon's status.
+//
+// The kit imports only the control API's client (plugin/client, which imports
+// only plugin/api), never fs or plugin themselves, so that the internal tests of fs, plugin and
+// cli can all use it; in-process daemons come in as their Run function.
 package fusetest
 
 import (
