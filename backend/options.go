@@ -24,7 +24,7 @@ type VolumeOptions struct {
 	Compression string `json:"compression"`    // "none", "s2" or "zstd"
 	UID         uint32 `json:"uid"`            // owner of the root directory
 	GID         uint32 `json:"gid"`
-	Mode        uint32 `json:"mode"`           // permission bits of the root directory
+	Mode        uint32 `json:"mode"`           // permission bits of the root directory, 1 to 07777
 	From        string `json:"from,omitempty"` // "VOLUME@SNAPSHOT" for a clone
 }
 
@@ -91,8 +91,8 @@ var optionParsers = map[string]func(*VolumeOptions, string) error{
 		if err := parseUint32(v, 8, &o.Mode); err != nil {
 			return fmt.Errorf("an octal permission such as 0755")
 		}
-		if o.Mode > 07777 {
-			return fmt.Errorf("an octal permission such as 0755 (at most 07777)")
+		if o.Mode == 0 || o.Mode > 07777 {
+			return fmt.Errorf("an octal permission such as 0755 (from 1 to 07777)")
 		}
 		return nil
 	},
@@ -115,15 +115,31 @@ func parseUint32(s string, base int, dst *uint32) error {
 	return nil
 }
 
-// DefaultVolumeOptions are the options of a volume created without any.
-func DefaultVolumeOptions() VolumeOptions {
-	return VolumeOptions{ChunkSize: DefaultChunkSize, Compression: "none", Mode: 0o755}
+// DefaultMode is the permission bits of a volume's root directory when no mode is given.
+const DefaultMode = 0o755
+
+// withDefaults fills in o's zero fields that have a default (chunk size, compression, mode): the
+// one place the defaults are decided, applied by both ParseVolumeOptions and CreateVolume.
+func (o VolumeOptions) withDefaults() VolumeOptions {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.Compression == "" {
+		o.Compression = "none"
+	}
+	if o.Mode == 0 {
+		o.Mode = DefaultMode
+	}
+	return o
 }
+
+// DefaultVolumeOptions are the options of a volume created without any.
+func DefaultVolumeOptions() VolumeOptions { return VolumeOptions{}.withDefaults() }
 
 // ParseVolumeOptions parses docker's -o KEY=VALUE map (nil is fine) into options with defaults
 // filled in. An unknown key or a bad value is an error naming the option and the accepted values.
 func ParseVolumeOptions(opts map[string]string) (VolumeOptions, error) {
-	o := DefaultVolumeOptions()
+	var o VolumeOptions
 	keys := make([]string, 0, len(opts))
 	for k := range opts {
 		keys = append(keys, k)
@@ -138,7 +154,7 @@ func ParseVolumeOptions(opts map[string]string) (VolumeOptions, error) {
 			return o, fmt.Errorf("%w: option %s=%q: %v", ErrInvalid, k, opts[k], err)
 		}
 	}
-	return o, nil
+	return o.withDefaults(), nil
 }
 
 func optionNames() []string {

@@ -53,9 +53,6 @@ func (v *View) ReadOnly() bool     { return v.snapNode != 0 }
 func (v *View) ChunkSize() int     { return v.info.Options.ChunkSize }
 func (v *View) Volume() VolumeInfo { return v.info }
 
-// SnapshotName is the snapshot a read-only view shows ("" for a volume's view).
-func (v *View) SnapshotName() string { return v.snapName }
-
 // Sync makes everything committed so far durable.
 func (v *View) Sync(ctx context.Context) error { return v.s.Sync(ctx) }
 

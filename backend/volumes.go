@@ -12,17 +12,13 @@ import (
 )
 
 // CreateVolume creates a volume; opts.From ("VOL@SNAP") makes it a clone of that snapshot, sharing
-// its data (the clone's chunk size is the origin's). ErrExists if the name is taken.
+// its data (the clone's chunk size is the origin's). Zero options take their defaults
+// (DefaultVolumeOptions). ErrExists if the name is taken.
 func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOptions) (VolumeInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
 	}
-	if opts.ChunkSize == 0 {
-		opts.ChunkSize = DefaultChunkSize
-	}
-	if opts.Compression == "" {
-		opts.Compression = "none"
-	}
+	opts = opts.withDefaults()
 	rec := &volRec{Name: name, ID: uuid.NewString(), CreatedAt: time.Now().UTC(), Options: opts}
 	err := s.update(ctx, func(t *tx) error {
 		var existing volRec
