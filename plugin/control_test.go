@@ -358,16 +358,7 @@ func TestHelperStatus(t *testing.T) {
 	if sock == "" {
 		t.Skip("helper process only")
 	}
-	_, err := client.New(sock).Status(context.Background())
-	var e *api.Error
-	switch {
-	case err == nil:
-		fmt.Println("RESULT=ok")
-	case errors.As(err, &e):
-		fmt.Printf("RESULT=%s\n%s\n", e.Code, e.Message)
-	default:
-		fmt.Printf("RESULT=error\n%v\n", err)
-	}
+	fmt.Printf("RESULT=%s\n", fusetest.StatusAnswer(sock))
 }
 
 // runHelper runs cmd, retrying while exec reports ETXTBSY: a process forked elsewhere in this

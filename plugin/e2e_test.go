@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin/api"
 	"github.com/fusevol/fusevol/plugin/client"
 )
@@ -37,10 +37,8 @@ type e2eEnv struct {
 	sock    string
 	root    string
 	dsock   string // dockerd's API socket
-	dockerd *exec.Cmd
-	dexited chan struct{}
-	fusevol *exec.Cmd
-	fexited chan struct{}
+	dockerd *fusetest.Process
+	fusevol *fusetest.Process
 }
 
 // e2ePrereqs makes sure root, /dev/fuse, dockerd and busybox-static are there, installing the
@@ -128,34 +126,15 @@ func newE2E(t *testing.T) *e2eEnv {
 	e.root = filepath.Join(work, "fusevol")
 	e.dsock = filepath.Join(work, "docker.sock")
 	t.Cleanup(e.cleanup)
-	e.bin = filepath.Join(work, "volctl")
-	e.goBuild(e.bin)
+	e.bin = fusetest.BuildVolctl(t, work)
 	e.startDockerd()
 	e.importImage()
 	e.startFusevol()
 	return e
 }
 
-// goBuild builds a static volctl from this module.
-func (e *e2eEnv) goBuild(out string) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, "./cli/volctl")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		e.t.Fatalf("go build ./cli/volctl: %v\n%s", err, b)
-	}
-}
-
 func (e *e2eEnv) startDockerd() {
 	e.t.Helper()
-	log, err := os.OpenFile(filepath.Join(e.work, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	cmd := exec.Command("dockerd",
 		"--data-root", filepath.Join(e.work, "docker"),
 		"--exec-root", filepath.Join(e.work, "exec"),
@@ -164,28 +143,19 @@ func (e *e2eEnv) startDockerd() {
 		"--iptables=false", "--bridge=none",
 		// A system containerd, if one runs, is shared: keep this engine's containers apart.
 		"--containerd-namespace", e.driver, "--containerd-plugins-namespace", e.driver+"-plugins")
-	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start dockerd: %v", err)
+	e.dockerd = e.start(cmd, "dockerd.log")
+	e.dockerd.WaitUntil(e.t, "dockerd", func() error { _, err := e.docker("version"); return err })
+}
+
+// start starts a program of the environment; e.cleanup stops it.
+func (e *e2eEnv) start(cmd *exec.Cmd, log string) *fusetest.Process {
+	e.t.Helper()
+	p, err := fusetest.Start(cmd, filepath.Join(e.work, log))
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	e.dockerd, e.dexited = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); log.Close(); close(done) }(e.dexited)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := e.docker("version"); err == nil {
-			return
-		}
-		select {
-		case <-e.dexited:
-			e.t.Fatalf("dockerd exited at start:\n%s", e.logTail("dockerd.log"))
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("dockerd did not answer within 60s:\n%s", e.logTail("dockerd.log"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return p
 }
 
 // stopDockerd stops dockerd the way an init system does.
@@ -194,12 +164,7 @@ func (e *e2eEnv) stopDockerd() {
 	if e.dockerd == nil {
 		return
 	}
-	e.dockerd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.dexited:
-	case <-time.After(60 * time.Second):
-		e.dockerd.Process.Kill()
-		<-e.dexited
+	if !e.dockerd.Stop(syscall.SIGTERM, 60*time.Second) {
 		e.t.Error("dockerd did not stop within 60s of SIGTERM")
 	}
 	e.dockerd = nil
@@ -212,14 +177,7 @@ func (e *e2eEnv) logContains(name, s string) bool {
 
 // logTail is the end of a log, without go-fuse's splice chatter.
 func (e *e2eEnv) logTail(name string) string {
-	b, _ := os.ReadFile(filepath.Join(e.work, name))
-	var keep []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, "trySplice") {
-			keep = append(keep, line)
-		}
-	}
-	return tail(strings.Join(keep, "\n"), 6000)
+	return fusetest.LogTail(filepath.Join(e.work, name), 6000)
 }
 
 // importImage builds the test image from busybox-static: no image can be pulled here.
@@ -302,35 +260,8 @@ func (e *e2eEnv) vol(name string) []string { return []string{"-v", name + ":/dat
 // startFusevol starts `volctl daemon` on the legacy plugin socket and waits until it answers.
 func (e *e2eEnv) startFusevol() {
 	e.t.Helper()
-	log, err := os.OpenFile(filepath.Join(e.work, "fusevol.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command(e.bin, "daemon", "--root", e.root, "--socket", e.sock, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start volctl daemon: %v", err)
-	}
-	e.fusevol, e.fexited = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); log.Close(); close(done) }(e.fexited)
-	c := client.New(e.sock)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err == nil && st.Ready {
-			return
-		}
-		select {
-		case <-e.fexited:
-			e.t.Fatalf("volctl daemon exited at start:\n%s", e.logTail("fusevol.log"))
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("volctl daemon not ready within 30s (%v):\n%s", err, e.logTail("fusevol.log"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.fusevol = e.start(exec.Command(e.bin, "daemon", "--root", e.root, "--socket", e.sock, "--log-level", "debug"), "fusevol.log")
+	e.fusevol.WaitReady(e.t, e.sock)
 }
 
 // stopFusevol sends sig to the daemon and waits for it to exit; for SIGTERM it must exit 0
@@ -341,21 +272,11 @@ func (e *e2eEnv) stopFusevol(sig syscall.Signal) {
 		return
 	}
 	start := time.Now()
-	e.fusevol.Process.Signal(sig)
-	select {
-	case <-e.fexited:
-	case <-time.After(10 * time.Second):
-		e.fusevol.Process.Signal(syscall.SIGQUIT) // goroutine dump into the log
-		select {
-		case <-e.fexited:
-		case <-time.After(2 * time.Second):
-			e.fusevol.Process.Kill()
-			<-e.fexited
-		}
+	if !e.fusevol.Stop(sig, 10*time.Second) {
 		e.t.Errorf("volctl daemon still running 10s after %v:\n%s", sig, e.logTail("fusevol.log"))
 	}
-	if sig == syscall.SIGTERM && !e.fusevol.ProcessState.Success() {
-		e.t.Errorf("volctl daemon exited with %v after SIGTERM:\n%s", e.fusevol.ProcessState, e.logTail("fusevol.log"))
+	if st := e.fusevol.Cmd.ProcessState; sig == syscall.SIGTERM && !st.Success() {
+		e.t.Errorf("volctl daemon exited with %v after SIGTERM:\n%s", st, e.logTail("fusevol.log"))
 	}
 	e.t.Logf("volctl daemon stopped by %v in %v", sig, time.Since(start).Round(time.Millisecond))
 	e.fusevol = nil
@@ -412,11 +333,7 @@ func (e *e2eEnv) cleanup() {
 		e.top.Logf("fusevol log:\n%s", e.logTail("fusevol.log"))
 		e.top.Logf("dockerd log:\n%s", e.logTail("dockerd.log"))
 	}
-	if m, err := mountsUnder(e.work); err == nil {
-		for _, dir := range m {
-			unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	}
+	fusetest.DetachUnder(e.work)
 	os.Remove(e.sock)
 	if os.Getenv("FUSEVOL_E2E_KEEP") != "" {
 		e.top.Logf("FUSEVOL_E2E_KEEP: leaving %s", e.work)
@@ -665,7 +582,7 @@ func TestDockerEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		e.goBuild(filepath.Join(dir, "rootfs", "volctl"))
+		fusetest.BuildVolctl(t, filepath.Join(dir, "rootfs"))
 		cfg, err := os.ReadFile("config.json")
 		if err != nil {
 			t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fusevol/fusevol/fs/fusetest"
 )
 
 // FuzzDockerRequest sends arbitrary bodies to every Docker endpoint that does not mount: each
@@ -28,13 +30,7 @@ func FuzzDockerRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	f.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	fusetest.StartDaemon(f, d.Socket(), 10*time.Second, d.Run)
 	h := d.handler()
 	f.Fuzz(func(t *testing.T, which uint8, body string) {
 		ep := endpoints[int(which)%len(endpoints)]

@@ -1,14 +1,10 @@
 package plugin
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,17 +12,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin/api"
 )
 
 // testDaemon is a daemon running in-process on a temporary root and socket.
 type testDaemon struct {
 	*Daemon
-	root   string
-	sock   string
-	cancel context.CancelFunc
-	done   chan error
-	http   *http.Client
+	root string
+	sock string
+	run  *fusetest.Daemon
+	http *http.Client
 }
 
 // startDaemon runs a daemon on root (a new temporary directory when "") and waits for its socket.
@@ -48,46 +44,15 @@ func startDaemon(t testing.TB, root string, mod ...func(*Config)) *testDaemon {
 	if err != nil {
 		t.Fatalf("NewDaemon: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{Daemon: d, root: root, sock: d.Socket(), cancel: cancel, done: make(chan error, 1),
-		http: unixClient(d.Socket())}
-	go func() { td.done <- d.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", td.sock); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case err := <-td.done:
-			t.Fatalf("daemon exited before listening: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("daemon socket did not appear within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Cleanup(func() { td.stop(t) })
+	td := &testDaemon{Daemon: d, root: root, sock: d.Socket(), http: fusetest.UnixHTTP(d.Socket())}
+	td.run = fusetest.StartDaemon(t, td.sock, 10*time.Second, d.Run)
 	return td
 }
 
 // stop cancels the daemon and checks that Run returns nil within Docker's 10 s grace.
 func (td *testDaemon) stop(t testing.TB) {
 	t.Helper()
-	if td.cancel == nil {
-		return
-	}
-	td.cancel()
-	td.cancel = nil
-	select {
-	case err := <-td.done:
-		if err != nil {
-			t.Errorf("Run returned %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("daemon did not stop within 10s")
-	}
+	td.run.Stop(t, 10*time.Second)
 }
 
 type testWriter struct{ t testing.TB }
@@ -95,16 +60,6 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func unixClient(sock string) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}},
-		Timeout: 2 * time.Minute,
-	}
 }
 
 // post sends body to a Docker protocol endpoint the way dockerd does and decodes the answer.
@@ -165,22 +120,7 @@ func mountedUnder(t testing.TB, dir string) []string {
 }
 
 // isMountPoint reports whether dir is a mount point.
-func isMountPoint(t testing.TB, dir string) bool {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
+func isMountPoint(t testing.TB, dir string) bool { return fusetest.IsMountPoint(t, dir) }
 
 func mountTmpfs(dir string) error { return unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m") }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/fusevol/fusevol/fs/fusetest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,13 +18,7 @@ import (
 // the daemon is stopped: the files holding that chunk fail with EIO, never return other bytes, every other
 // file reads back intact, and fsck exits non-zero naming exactly the damaged files.
 func TestCorruptValueLog(t *testing.T) {
-	fusetest.Require(t)
-	base := tempRoot(t)
-	d := newDaemon(t, filepath.Join(base, "daemon"))
-	mnt := filepath.Join(base, "mnt")
-	os.Mkdir(mnt, 0o755)
-	d.mustVolctl("volume", "create", "-o", "compression=none", "-o", "chunk-size=256KiB", "corrupt")
-	d.mustVolctl("mount", "corrupt", mnt)
+	d, mnt := setupMounted(t, "corrupt", "compression=none", "chunk-size=256KiB")
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	random := func(n int) []byte {
@@ -119,7 +112,7 @@ func flipInValueLog(t *testing.T, dir string, marker []byte) string {
 		if i < 0 {
 			continue
 		}
-		if file != "" || bytes.Index(data[i+1:], marker) >= 0 {
+		if file != "" || bytes.Contains(data[i+1:], marker) {
 			t.Fatalf("the chunk is stored more than once (%s and %s)", file, p)
 		}
 		file, at = p, i

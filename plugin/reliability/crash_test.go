@@ -172,7 +172,7 @@ func chaos(t *testing.T, d *daemon, vol string, round int, rng *rand.Rand, st *c
 func TestCrashLoop(t *testing.T) {
 	fusetest.Require(t)
 	rounds := pick(10, 60)
-	root := tempRoot(t)
+	root := fusetest.TempRoot(t, "fvrel-")
 	d := newDaemon(t, root)
 	const vol = "crash"
 	d.mustDocker("VolumeDriver.Create", map[string]any{"Name": vol, "Opts": map[string]string{"chunk-size": "64KiB"}})
@@ -222,14 +222,14 @@ func TestCrashLoop(t *testing.T) {
 			round, st.round, len(st.acked), len(st.deleted), len(pending), w.errs)
 		st.mu.Unlock()
 
-		if !isMountPoint(mp) {
+		if !fusetest.IsMountPoint(t, mp) {
 			t.Fatalf("round %d: the killed daemon's mount is not in the mount table", round)
 		}
 		if _, err := os.ReadDir(mp); !errors.Is(err, syscall.ENOTCONN) {
 			t.Fatalf("round %d: listing the dead mount: %v, want ENOTCONN", round, err)
 		}
 		d.start()
-		if m := mountsUnder(d.mountRoot()); len(m) != 0 {
+		if m := fusetest.MountsUnder(d.mountRoot()); len(m) != 0 {
 			t.Fatalf("round %d: stale mounts left after restart: %v", round, m)
 		}
 		// dockerd would now unmount the dead container's ID: the new daemon never saw it.
@@ -260,7 +260,7 @@ func TestCrashLoop(t *testing.T) {
 		t.Errorf("no snapshot was acknowledged in %d rounds", rounds)
 	}
 	d.mustDocker("VolumeDriver.Unmount", map[string]string{"Name": vol, "ID": "final"})
-	if m := mountsUnder(d.mountRoot()); len(m) != 0 {
+	if m := fusetest.MountsUnder(d.mountRoot()); len(m) != 0 {
 		t.Fatalf("mounts left after the last unmount: %v", m)
 	}
 	out := d.mustVolctl("fsck")
@@ -304,14 +304,4 @@ func verifyFiles(t *testing.T, dir string, want map[string]string, what string, 
 			t.Fatalf("after crash %d: %s %s has checksum %x, want %s (%d bytes)", round, what, name, got, sum, len(data))
 		}
 	}
-}
-
-// isMountPoint reports whether dir is a mount point in this mount namespace.
-func isMountPoint(dir string) bool {
-	for _, m := range mountsUnder(filepath.Dir(dir)) {
-		if m == dir {
-			return true
-		}
-	}
-	return false
 }

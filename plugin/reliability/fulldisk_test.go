@@ -21,14 +21,14 @@ import (
 // back, fsck is clean, and deleting files then running gc makes room for new writes.
 func TestFullDisk(t *testing.T) {
 	fusetest.Require(t)
-	base := tempRoot(t)
+	base := fusetest.TempRoot(t, "fvrel-")
 	root := filepath.Join(base, "small")
 	must(t, os.Mkdir(root, 0o755))
 	// The store keeps room for what Badger may still write into its sparse, memory-mapped files
 	// (a 256 MiB value-log file, a 64 MiB memtable log): this is about the smallest filesystem
 	// it writes file data on at all.
 	must(t, unix.Mount("tmpfs", root, "tmpfs", 0, "size=416m"))
-	t.Cleanup(func() { detachUnder(root); unix.Unmount(root, unix.MNT_DETACH) })
+	t.Cleanup(func() { fusetest.DetachUnder(root); unix.Unmount(root, unix.MNT_DETACH) })
 	d := newDaemon(t, root)
 	mnt := filepath.Join(base, "mnt")
 	must(t, os.Mkdir(mnt, 0o755))

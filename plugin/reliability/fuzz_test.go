@@ -2,9 +2,7 @@ package reliability
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin"
 )
 
@@ -49,23 +48,9 @@ func FuzzRequestBodies(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	f.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				f.Errorf("daemon: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			f.Error("daemon did not stop within 15s")
-		}
-		os.RemoveAll(base)
-	})
-	c := unixHTTP(d.Socket())
-	waitSocket(f, d.Socket())
+	f.Cleanup(func() { os.RemoveAll(base) })
+	fusetest.StartDaemon(f, d.Socket(), 15*time.Second, d.Run)
+	c := fusetest.UnixHTTP(d.Socket())
 
 	f.Fuzz(func(t *testing.T, ep uint8, body []byte) {
 		endpoint := fuzzEndpoints[int(ep)%len(fuzzEndpoints)]
@@ -134,19 +119,4 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
-}
-
-func waitSocket(t testing.TB, sock string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket %s did not appear within 30s", sock)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -1,26 +1,21 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin/client"
 )
 
@@ -66,15 +61,7 @@ func binaries(t testing.TB) (volctl, helper string) {
 		}
 		buildDir = dir
 		os.Chmod(dir, 0o755)
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		cmd := exec.Command(goBin, "build", "-o", filepath.Join(dir, "volctl"), "./cli/volctl")
-		cmd.Dir = "../.."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cli/volctl: %v\n%s", err, out)
+		if _, buildErr = fusetest.Build(dir); buildErr != nil {
 			return
 		}
 		self, err := os.ReadFile(os.Args[0])
@@ -97,8 +84,7 @@ type daemon struct {
 	sock   string
 	args   []string // extra daemon flags
 	log    string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc   *fusetest.Process // nil while stopped
 	client *client.Client
 	http   *http.Client
 }
@@ -114,14 +100,12 @@ func newDaemon(t testing.TB, root string, args ...string) *daemon {
 	d := &daemon{t: t, bin: bin, root: root, sock: filepath.Join(root, "fusevol.sock"), args: args,
 		log: filepath.Join(root, "daemon.log")}
 	d.client = client.New(d.sock)
-	d.http = unixHTTP(d.sock)
+	d.http = fusetest.UnixHTTP(d.sock)
 	t.Cleanup(func() {
-		if d.cmd != nil {
-			d.cmd.Process.Kill()
-			<-d.exited
-			d.cmd = nil
+		if d.proc != nil {
+			d.proc.Kill()
 		}
-		detachUnder(root)
+		fusetest.DetachUnder(root)
 		if t.Failed() {
 			t.Logf("daemon log (tail):\n%s", d.logTail())
 		}
@@ -130,95 +114,66 @@ func newDaemon(t testing.TB, root string, args ...string) *daemon {
 	return d
 }
 
+// setup is how most tests begin: FUSE is required, base is a fresh directory other users may
+// traverse, and the daemon runs on base/daemon with the extra flags args.
+func setup(t testing.TB, args ...string) (d *daemon, base string) {
+	t.Helper()
+	fusetest.Require(t)
+	base = fusetest.TempRoot(t, "fvrel-")
+	return newDaemon(t, filepath.Join(base, "daemon"), args...), base
+}
+
+// subdir makes the directory name under base (a mount point, say) and returns its path.
+func subdir(base, name string) string {
+	p := filepath.Join(base, name)
+	os.Mkdir(p, 0o755)
+	return p
+}
+
+// setupMounted is setup, then the volume name created with the volume options opts
+// ("key=value") and mounted with volctl on base/mnt, which it returns.
+func setupMounted(t testing.TB, name string, opts ...string) (*daemon, string) {
+	t.Helper()
+	d, base := setup(t)
+	mnt := subdir(base, "mnt")
+	args := []string{"volume", "create"}
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	d.mustVolctl(append(args, name)...)
+	d.mustVolctl("mount", name, mnt)
+	return d, mnt
+}
+
 // start runs the daemon and waits until its store is open.
 func (d *daemon) start() {
 	d.t.Helper()
-	f, err := os.OpenFile(d.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		d.t.Fatal(err)
-	}
 	args := append([]string{"daemon", "--root", d.root, "--socket", d.sock, "--log-level", "info"}, d.args...)
-	cmd := exec.Command(d.bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		d.t.Fatalf("start daemon: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); f.Close(); close(exited) }()
-	d.cmd, d.exited = cmd, exited
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, err := d.client.Status(context.Background())
-		if err == nil && st.Ready {
-			return
-		}
-		select {
-		case <-exited:
-			d.cmd = nil
-			d.t.Fatalf("daemon exited at start:\n%s", d.logTail())
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("daemon not ready within 60s (%v):\n%s", err, d.logTail())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d.proc = fusetest.StartProcess(d.t, exec.Command(d.bin, args...), d.log)
+	d.proc.WaitReady(d.t, d.sock)
 }
 
 // kill sends SIGKILL and waits for the process to go.
 func (d *daemon) kill() {
 	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGKILL)
-	<-d.exited
-	d.cmd = nil
+	d.proc.Kill()
+	d.proc = nil
 	d.http.CloseIdleConnections()
 }
 
 // stop sends SIGTERM; the daemon must exit 0 within Docker's 10 s grace.
 func (d *daemon) stop() {
 	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-		d.cmd = nil
-		d.t.Fatalf("daemon still running 15s after SIGTERM:\n%s", d.logTail())
-	}
-	if !d.cmd.ProcessState.Success() {
-		d.t.Errorf("daemon exited with %v after SIGTERM:\n%s", d.cmd.ProcessState, d.logTail())
-	}
-	d.cmd = nil
+	p := d.proc
+	d.proc = nil
 	d.http.CloseIdleConnections()
+	p.StopClean(d.t, 15*time.Second)
 }
 
 // alive reports whether the daemon process is still running.
-func (d *daemon) alive() bool {
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return d.cmd != nil
-	}
-}
+func (d *daemon) alive() bool { return d.proc != nil && d.proc.Alive() }
 
-func (d *daemon) logTail() string {
-	b, _ := os.ReadFile(d.log)
-	var keep []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, "trySplice") {
-			keep = append(keep, line)
-		}
-	}
-	s := strings.Join(keep, "\n")
-	if len(s) > 8000 {
-		s = "..." + s[len(s)-8000:]
-	}
-	return s
-}
+func (d *daemon) logTail() string { return fusetest.LogTail(d.log, 8000) }
 
 // mountRoot is where the daemon mounts volumes for Docker.
 func (d *daemon) mountRoot() string { return filepath.Join(d.root, "mounts") }
@@ -311,66 +266,4 @@ func (d *daemon) mustDocker(endpoint string, body any) dockerReply {
 		d.t.Fatalf("%s %v: status %d: %s", endpoint, body, r.Status, r.Err)
 	}
 	return r
-}
-
-func unixHTTP(sock string) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-			MaxIdleConnsPerHost: 64,
-		},
-		Timeout: 2 * time.Minute,
-	}
-}
-
-// mountsUnder lists the mount points strictly under dir from this process's mount table.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	prefix := filepath.Clean(dir) + "/"
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(unescapeMount(fields[4]), prefix) {
-			out = append(out, unescapeMount(fields[4]))
-		}
-	}
-	return out
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
-}
-
-// detachUnder lazily unmounts everything mounted under dir, deepest first.
-func detachUnder(dir string) {
-	m := mountsUnder(dir)
-	for i := len(m) - 1; i >= 0; i-- {
-		unix.Unmount(m[i], unix.MNT_DETACH)
-	}
-}
-
-// tempRoot is a fresh directory other users may traverse, removed (after detaching whatever
-// is mounted under it) at the end of the test.
-func tempRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "fvrel-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() {
-		detachUnder(dir)
-		os.RemoveAll(dir)
-	})
-	return dir
 }

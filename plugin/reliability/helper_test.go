@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,12 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fusevol/fusevol/plugin/api"
-	"github.com/fusevol/fusevol/plugin/client"
+	"github.com/fusevol/fusevol/fs/fusetest"
 )
 
 // Processes started by the tests run this test binary with helperEnv set to a mode; the last
@@ -122,20 +119,7 @@ func writeDurably(d *os.File, dir, name string, data []byte, rng *rand.Rand) err
 
 // runStatus asks the daemon on sock for its status and prints RESULT=ok or the error code.
 func runStatus(sock string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := client.New(sock).Status(ctx)
-	var e *api.Error
-	switch {
-	case err == nil:
-		fmt.Println("RESULT=ok")
-	case errors.As(err, &e):
-		fmt.Printf("RESULT=%s\n%s\n", e.Code, e.Message)
-	case strings.Contains(err.Error(), "permission denied"): // connect(2) on the socket
-		fmt.Printf("RESULT=EACCES\n%v\n", err)
-	default:
-		fmt.Printf("RESULT=error\n%v\n", err)
-	}
+	fmt.Printf("RESULT=%s\n", fusetest.StatusAnswer(sock))
 	return 0
 }
 

@@ -143,7 +143,7 @@ func (e *errorLog) add(format string, args ...any) {
 // stay removed.
 func TestDockerProtocolUnderLoad(t *testing.T) {
 	fusetest.Require(t)
-	d := newDaemon(t, tempRoot(t))
+	d := newDaemon(t, fusetest.TempRoot(t, "fvrel-"))
 	n, dur := pick(12, 32), pick(8*time.Second, 90*time.Second)
 	shared := []string{"load-a", "load-b", "load-c"}
 	errs := &errorLog{}
@@ -219,7 +219,7 @@ func TestDockerProtocolUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	if m := mountsUnder(d.mountRoot()); len(m) != 0 {
+	if m := fusetest.MountsUnder(d.mountRoot()); len(m) != 0 {
 		t.Errorf("mounts left after every reference was released: %v", m)
 	}
 	for _, v := range vols {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
-	"github.com/fusevol/fusevol/fs/fusetest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,14 +18,8 @@ import (
 // with ENOSPC, what was written before reads back, statfs and df report the quota as the size,
 // and deleting a file makes room again.
 func TestQuota(t *testing.T) {
-	fusetest.Require(t)
-	base := tempRoot(t)
-	d := newDaemon(t, filepath.Join(base, "daemon"))
-	mnt := filepath.Join(base, "mnt")
-	os.Mkdir(mnt, 0o755)
 	const quota = 8 << 20
-	d.mustVolctl("volume", "create", "-o", "size=8MiB", "q")
-	d.mustVolctl("mount", "q", mnt)
+	d, mnt := setupMounted(t, "q", "size=8MiB")
 
 	var st unix.Statfs_t
 	must(t, unix.Statfs(mnt, &st))

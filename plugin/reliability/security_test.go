@@ -28,7 +28,7 @@ var hostileNames = []string{
 // daemon's own files.
 func TestVolumeNamesStayInside(t *testing.T) {
 	fusetest.Require(t)
-	base := tempRoot(t)
+	base := fusetest.TempRoot(t, "fvrel-")
 	root := filepath.Join(base, "r", "daemon")
 	d := newDaemon(t, root)
 	ctx := context.Background()
@@ -114,12 +114,8 @@ func wantEntries(t testing.TB, dir string, want ...string) {
 // TestSnapshotsReadOnly tries every kind of change under <mount>/.snapshots/NAME and on a
 // snapshot mounted on its own: each fails with EROFS and the snapshot keeps its data.
 func TestSnapshotsReadOnly(t *testing.T) {
-	fusetest.Require(t)
-	base := tempRoot(t)
-	d := newDaemon(t, filepath.Join(base, "daemon"))
-	live, snapDir := filepath.Join(base, "live"), filepath.Join(base, "snap")
-	os.Mkdir(live, 0o755)
-	os.Mkdir(snapDir, 0o755)
+	d, base := setup(t)
+	live, snapDir := subdir(base, "live"), subdir(base, "snap")
 	d.mustVolctl("volume", "create", "ro")
 	d.mustVolctl("mount", "ro", live)
 	must(t, os.WriteFile(filepath.Join(live, "f"), []byte("v1"), 0o644))
@@ -213,9 +209,7 @@ func must(t *testing.T, err error) {
 // TestSocketAndPeers checks the socket's mode and group, and that the control API serves the
 // group and refuses everyone else even when the socket's mode lets them connect.
 func TestSocketAndPeers(t *testing.T) {
-	fusetest.Require(t)
-	base := tempRoot(t)
-	d := newDaemon(t, filepath.Join(base, "daemon"), "--group", "4242")
+	d, _ := setup(t, "--group", "4242")
 	os.Chmod(d.root, 0o755)
 	fi, err := os.Stat(d.sock)
 	if err != nil {
@@ -243,13 +237,7 @@ func TestSocketAndPeers(t *testing.T) {
 // TestPermissionsAndSetuid checks that the mount enforces permission bits for other uids and
 // that a non-root write clears setuid and setgid bits.
 func TestPermissionsAndSetuid(t *testing.T) {
-	fusetest.Require(t)
-	base := tempRoot(t)
-	d := newDaemon(t, filepath.Join(base, "daemon"))
-	mnt := filepath.Join(base, "mnt")
-	os.Mkdir(mnt, 0o755)
-	d.mustVolctl("volume", "create", "-o", "mode=0777", "perm")
-	d.mustVolctl("mount", "perm", mnt)
+	d, mnt := setupMounted(t, "perm", "mode=0777")
 	p := func(name string) string { return filepath.Join(mnt, name) }
 
 	must(t, os.WriteFile(p("secret"), []byte("uid 1000 only"), 0o600))
