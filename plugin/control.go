@@ -132,7 +132,7 @@ func (d *Daemon) ctlStatus(ctx context.Context, r *http.Request) (any, error) {
 		}
 		out.Volumes = len(vols)
 	}
-	out.Mounts = d.liveMounts()
+	out.Mounts = d.mounts.liveMounts()
 	return out, nil
 }
 
@@ -210,8 +210,8 @@ func (d *Daemon) createVolume(ctx context.Context, name string, opts map[string]
 	if err != nil {
 		return backend.VolumeInfo{}, fmt.Errorf("volume %s: %w", name, err)
 	}
-	v := d.lockVolume(name)
-	defer d.unlockVolume(name, v)
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
 	info, err := st.CreateVolume(ctx, name, vo)
 	if errors.Is(err, backend.ErrExists) && existingOK {
 		return st.GetVolume(ctx, name)
@@ -230,17 +230,17 @@ func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) erro
 	if err != nil {
 		return err
 	}
-	v := d.lockVolume(name)
-	defer d.unlockVolume(name, v)
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
 	// A mount without references is left over from an unmount that failed: retry it.
-	if err := d.releaseLive(ctx, name, v); err != nil {
+	if err := d.mounts.releaseLive(ctx, name, v); err != nil {
 		return err
 	}
 	if v.inUse() {
 		if !force {
 			return errInUse(name, v)
 		}
-		if err := d.dropAllMounts(ctx, name, v); err != nil {
+		if err := d.mounts.dropAll(ctx, name, v); err != nil {
 			return err
 		}
 	}
@@ -251,32 +251,14 @@ func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) erro
 	return nil
 }
 
-// dropAllMounts unmounts every mount of a volume and forgets its references.
-func (d *Daemon) dropAllMounts(ctx context.Context, name string, v *volState) error {
-	for dir, s := range v.snaps {
-		if err := s.mnt.Unmount(ctx); err != nil {
-			return fmt.Errorf("unmount %s: %w", dir, err)
-		}
-		d.update(func() { delete(v.snaps, dir); delete(d.dirs, dir) })
-	}
-	for dir := range v.binds {
-		if err := unmountBind(dir); err != nil {
-			return err
-		}
-		d.update(func() { delete(v.binds, dir); delete(d.dirs, dir) })
-	}
-	d.update(func() { clear(v.refs) })
-	return d.releaseLive(ctx, name, v)
-}
-
 func (d *Daemon) apiVolume(info backend.VolumeInfo) api.Volume {
-	m := d.mountsOf(info.Name)
+	m := d.mounts.report(info.Name)
 	out := api.Volume{
 		Name: info.Name, ID: info.ID, CreatedAt: info.CreatedAt, Options: apiOptions(info.Options),
 		Mounted: m.mounted, MountIDs: m.refs, Dirs: m.dirs,
 	}
 	if m.mounted {
-		out.Mountpoint = d.mountDir(info.Name)
+		out.Mountpoint = d.mounts.dir(info.Name)
 	}
 	return out
 }
@@ -331,9 +313,9 @@ func (d *Daemon) ctlSnapshotCreate(ctx context.Context, r *http.Request) (any, e
 	if err := backend.ValidateName(req.Name); err != nil {
 		return nil, fmt.Errorf("snapshot name %q: %w", req.Name, err)
 	}
-	v := d.lockVolume(name)
-	defer d.unlockVolume(name, v)
-	if err := d.flushLive(ctx, name, v); err != nil {
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
+	if err := d.mounts.flushLive(ctx, name, v); err != nil {
 		return nil, err
 	}
 	s, err := st.CreateSnapshot(ctx, name, req.Name)
@@ -350,8 +332,8 @@ func (d *Daemon) ctlSnapshotRemove(ctx context.Context, r *http.Request) (any, e
 	if err != nil {
 		return nil, err
 	}
-	v := d.lockVolume(name)
-	defer d.unlockVolume(name, v)
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
 	for dir, s := range v.snaps {
 		if s.snapshot == snap {
 			return nil, fmt.Errorf("snapshot %s@%s is mounted on %s: %w", name, snap, dir, backend.ErrInUse)
@@ -370,8 +352,8 @@ func (d *Daemon) ctlSnapshotRestore(ctx context.Context, r *http.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
-	v := d.lockVolume(name)
-	defer d.unlockVolume(name, v)
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
 	if v.mnt != nil || v.liveRefs() > 0 {
 		return nil, fmt.Errorf("cannot restore %s@%s: %w", name, snap, errInUse(name, v))
 	}
@@ -388,7 +370,7 @@ func (d *Daemon) ctlDF(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.flushAll(ctx); err != nil {
+	if err := d.mounts.flushAll(ctx); err != nil {
 		return nil, err
 	}
 	s, err := st.Stats(ctx)
@@ -443,11 +425,11 @@ func (d *Daemon) ctlFsck(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.Repair {
-		if n := d.liveMounts(); n > 0 {
+		if n := d.mounts.liveMounts(); n > 0 {
 			return nil, fmt.Errorf("fsck --repair: %d volume(s) mounted; unmount them first: %w", n, backend.ErrInUse)
 		}
 	}
-	if err := d.flushAll(ctx); err != nil {
+	if err := d.mounts.flushAll(ctx); err != nil {
 		return nil, err
 	}
 	rep, err := st.Fsck(ctx, req.Repair)
@@ -464,42 +446,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// liveMounts counts FUSE mounts the daemon holds.
-func (d *Daemon) liveMounts() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, v := range d.vols {
-		if v.mnt != nil {
-			n++
-		}
-		n += len(v.snaps)
-	}
-	return n
-}
-
-// flushAll flushes every mounted volume, one volume lock at a time.
-func (d *Daemon) flushAll(ctx context.Context) error {
-	for _, name := range d.volumeNames() {
-		v := d.lockVolume(name)
-		err := d.flushLive(ctx, name, v)
-		d.unlockVolume(name, v)
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// volumeNames lists the volumes the daemon holds state for.
-func (d *Daemon) volumeNames() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	names := make([]string, 0, len(d.vols))
-	for name := range d.vols {
-		names = append(names, name)
-	}
-	return names
 }

@@ -6,11 +6,15 @@
 //     are never answered "no such volume".
 //   - The store is the only record of which volumes exist: List and Get read it on every call.
 //   - Each volume has its own lock, held over its slow work (mount, unmount, snapshot, remove);
-//     the daemon-wide mutex only guards maps and is never held across I/O.
+//     the mount table's mutex only guards maps and is never held across I/O.
 //   - A volume has at most one FUSE mount of its live state, at <MountRoot>/<name>; Docker's mount
 //     IDs and volctl's directories are references to it, and the last reference unmounts it.
 //   - Mount references live in memory only: a restarted daemon starts with none, removes the dead
 //     mounts its predecessor left under MountRoot, and treats Unmount of an unknown ID as done.
+//
+// The mount bookkeeping (volume locks, references, bind and snapshot mounts, stale-mount
+// recovery) is the mountTable (mounts.go, recover.go); it mounts through a mounter
+// (mount_fs.go), so tests drive it without FUSE. The Daemon holds the store and the HTTP side.
 package plugin
 
 import (
@@ -21,7 +25,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
@@ -59,16 +62,13 @@ type Daemon struct {
 	log     *slog.Logger
 	gid     int // socket group, -1 = none
 	started time.Time
-	mount   mountFunc
 
 	ready   chan struct{} // closed once the store is open or failed to open
 	store   *backend.Store
 	openErr error
 	stop    chan struct{} // closed when shutdown begins
 
-	mu   sync.Mutex // guards vols and dirs; never held across I/O
-	vols map[string]*volState
-	dirs map[string]string // volctl mount directory -> volume name
+	mounts *mountTable // volume mounts and their references
 }
 
 // NewDaemon checks cfg and fills in defaults; nothing is opened or listened on until Run.
@@ -100,14 +100,12 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	return &Daemon{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		gid:   gid,
-		mount: mountFS,
-		ready: make(chan struct{}),
-		stop:  make(chan struct{}),
-		vols:  make(map[string]*volState),
-		dirs:  make(map[string]string),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		gid:    gid,
+		ready:  make(chan struct{}),
+		stop:   make(chan struct{}),
+		mounts: newMountTable(cfg.MountRoot, sysMounter{}, cfg.Logger),
 	}, nil
 }
 
@@ -167,7 +165,7 @@ func (d *Daemon) open(ctx context.Context) {
 		d.openErr = fmt.Errorf("create mount root: %w", err)
 		return
 	}
-	d.cleanStaleMounts()
+	d.mounts.cleanStale()
 	start := time.Now()
 	st, err := backend.Open(ctx, filepath.Join(d.cfg.Root, "store"), backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve})
 	if err != nil {
@@ -193,7 +191,7 @@ func (d *Daemon) shutdown(srv *http.Server, opened <-chan struct{}) {
 	<-opened
 	ctx, cancel := context.WithTimeout(context.Background(), unmountTimeout)
 	defer cancel()
-	d.unmountAll(ctx)
+	d.mounts.unmountAll(ctx)
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {
 			d.log.Error("close store", "err", err)
@@ -228,10 +226,6 @@ var (
 	errUnavailable  = errors.New("store unavailable")
 	errShuttingDown = fmt.Errorf("%w: daemon is shutting down", errUnavailable)
 )
-
-// mountDir is where the live state of volume name is mounted. Names are validated before use,
-// so the result always lies directly under MountRoot.
-func (d *Daemon) mountDir(name string) string { return filepath.Join(d.cfg.MountRoot, name) }
 
 // Socket returns the socket path Run listens on.
 func (d *Daemon) Socket() string { return d.cfg.Socket }

@@ -27,10 +27,7 @@ func (d *Daemon) ctlSnapshotDiff(ctx context.Context, r *http.Request) (any, err
 	if to == "" {
 		// The live state: make what applications wrote visible first. The lock is held only
 		// for the flush, not the walk.
-		v := d.lockVolume(name)
-		err = d.flushLive(ctx, name, v)
-		d.unlockVolume(name, v)
-		if err != nil {
+		if err := d.mounts.flush(ctx, name); err != nil {
 			return nil, err
 		}
 		b, err = st.OpenVolume(ctx, name)

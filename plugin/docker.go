@@ -111,7 +111,7 @@ func (d *Daemon) dockerPath(ctx context.Context, req *volume.PathRequest) (any, 
 	if _, err := st.GetVolume(ctx, req.Name); err != nil {
 		return nil, fmt.Errorf("volume %s: %w", req.Name, err)
 	}
-	return volume.PathResponse{Mountpoint: d.mountDir(req.Name)}, nil
+	return volume.PathResponse{Mountpoint: d.mounts.dir(req.Name)}, nil
 }
 
 // dockerMount adds a reference for req.ID, mounting on the first one. The same ID may arrive
@@ -122,14 +122,10 @@ func (d *Daemon) dockerMount(ctx context.Context, req *volume.MountRequest) (any
 	if err != nil {
 		return nil, err
 	}
-	v := d.lockVolume(req.Name)
-	defer d.unlockVolume(req.Name, v)
-	dir, err := d.mountLive(ctx, st, req.Name, v)
+	dir, err := d.mounts.addRef(ctx, st, req.Name, req.ID)
 	if err != nil {
 		return nil, err
 	}
-	d.update(func() { v.refs[req.ID]++ })
-	d.log.Debug("mount reference added", "volume", req.Name, "id", req.ID, "refs", v.liveRefs())
 	return volume.MountResponse{Mountpoint: dir}, nil
 }
 
@@ -139,18 +135,7 @@ func (d *Daemon) dockerUnmount(ctx context.Context, req *volume.UnmountRequest) 
 	if _, err := d.checkedStore(ctx, req.Name); err != nil {
 		return nil, err
 	}
-	v := d.lockVolume(req.Name)
-	defer d.unlockVolume(req.Name, v)
-	if v.refs[req.ID] == 0 {
-		d.log.Info("unmount of an unknown mount ID ignored", "volume", req.Name, "id", req.ID)
-		return struct{}{}, nil
-	}
-	d.update(func() {
-		if v.refs[req.ID]--; v.refs[req.ID] == 0 {
-			delete(v.refs, req.ID)
-		}
-	})
-	if err := d.releaseLive(ctx, req.Name, v); err != nil {
+	if err := d.mounts.dropRef(ctx, req.Name, req.ID); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
@@ -159,14 +144,14 @@ func (d *Daemon) dockerUnmount(ctx context.Context, req *volume.UnmountRequest) 
 // dockerVolume is a volume as dockerd sees it. The mount point is where the volume is (or would
 // be) mounted; Status carries what `docker volume inspect` shows.
 func (d *Daemon) dockerVolume(info backend.VolumeInfo) *volume.Volume {
-	m := d.mountsOf(info.Name)
+	m := d.mounts.report(info.Name)
 	refs := 0
 	for _, n := range m.refs {
 		refs += n
 	}
 	return &volume.Volume{
 		Name:       info.Name,
-		Mountpoint: d.mountDir(info.Name),
+		Mountpoint: d.mounts.dir(info.Name),
 		CreatedAt:  info.CreatedAt.UTC().Format(time.RFC3339),
 		Status: map[string]any{
 			"id":      info.ID,

@@ -286,7 +286,7 @@ func TestStaleMountsCleaned(t *testing.T) {
 	if err := mountTmpfs(stale); err != nil {
 		t.Fatalf("mount a stand-in stale mount: %v", err)
 	}
-	t.Cleanup(func() { unmountBind(stale) })
+	t.Cleanup(func() { sysMounter{}.Unmount(stale, true) })
 	os.WriteFile(filepath.Join(stale, "stale-marker"), nil, 0o644)
 
 	td = startDaemon(t, root)

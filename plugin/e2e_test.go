@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/fs/fusetest"
+	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin/api"
 	"github.com/fusevol/fusevol/plugin/client"
 )
@@ -563,7 +564,7 @@ func TestDockerEndToEnd(t *testing.T) {
 		e.mustDocker("run", "-d", "--name", "busy", "--network", "none", "-v", "big:/data", e2eImage, "sleep", "600")
 		waitFor(t, func() bool { return e.inspect("big").Mounted })
 		e.stopFusevol(syscall.SIGTERM)
-		if m, _ := mountsUnder(filepath.Join(e.root, "mounts")); len(m) != 0 {
+		if m, _ := mountinfo.Under(filepath.Join(e.root, "mounts")); len(m) != 0 {
 			t.Errorf("mounts left after SIGTERM: %v", m)
 		}
 		e.startFusevol()

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/fs/fusetest"
+	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin/api"
 )
 
@@ -112,7 +113,7 @@ func (td *testDaemon) fails(t testing.TB, endpoint, body, want string) {
 // mountsUnderRoot lists mount points under dir from this process's mount table.
 func mountedUnder(t testing.TB, dir string) []string {
 	t.Helper()
-	m, err := mountsUnder(dir)
+	m, err := mountinfo.Under(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,14 +4,60 @@ import (
 	"context"
 	"log/slog"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/backend"
 	"github.com/fusevol/fusevol/fs"
+	"github.com/fusevol/fusevol/fs/mountinfo"
 )
 
-// mountFS mounts a view with the fs package; it returns once the mount answers requests.
-func mountFS(ctx context.Context, dir string, view fs.Volume, log *slog.Logger) (fsMount, error) {
+// mounter is what the mount table asks of the system: FUSE mounts, bind mounts, unmounts and
+// the mount table. sysMounter is the real one; tests drive the table with a fake.
+type mounter interface {
+	// Mount mounts view on dir with FUSE and returns once the mount answers requests.
+	Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error)
+	// Bind bind-mounts src on dir.
+	Bind(src, dir string) error
+	// Unmount unmounts dir; detach makes it lazy (MNT_DETACH).
+	Unmount(dir string, detach bool) error
+	// Mounts reads this process's mount table.
+	Mounts() (mountinfo.Table, error)
+	// Statfs asks the filesystem mounted on dir for its statistics. It always reaches a FUSE
+	// server (stat may be answered from the kernel's cache): ENOTCONN when the server is gone.
+	Statfs(dir string) error
+}
+
+// fsMount is what the daemon needs from a live FUSE mount (fs.Mounted).
+type fsMount interface {
+	Dir() string
+	Flush(ctx context.Context) error
+	Unmount(ctx context.Context) error
+}
+
+// sysMounter mounts with the fs package and the mount system calls.
+type sysMounter struct{}
+
+func (sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
 	m, err := fs.Mount(ctx, dir, view, fs.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+func (sysMounter) Bind(src, dir string) error { return unix.Mount(src, dir, "", unix.MS_BIND, "") }
+
+func (sysMounter) Unmount(dir string, detach bool) error {
+	flags := 0
+	if detach {
+		flags = unix.MNT_DETACH
+	}
+	return unix.Unmount(dir, flags)
+}
+
+func (sysMounter) Mounts() (mountinfo.Table, error) { return mountinfo.Read() }
+
+func (sysMounter) Statfs(dir string) error {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st)
 }
