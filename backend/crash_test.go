@@ -776,9 +776,17 @@ func TestCrash(t *testing.T) {
 // crashOnce runs the child and SIGKILLs it delay after it is ready (early: after it started).
 func crashOnce(t *testing.T, dir, side string, seed uint64, round int, early bool, delay time.Duration) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrash$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "FUSEVOL_CRASH_DIR="+dir, "FUSEVOL_CRASH_SIDE="+side,
-		"FUSEVOL_CRASH_CHILD_SEED="+strconv.FormatUint(seed, 10), "FUSEVOL_CRASH_ROUND="+strconv.Itoa(round))
+	killChild(t, "TestCrash", []string{"FUSEVOL_CRASH_DIR=" + dir, "FUSEVOL_CRASH_SIDE=" + side,
+		"FUSEVOL_CRASH_CHILD_SEED=" + strconv.FormatUint(seed, 10), "FUSEVOL_CRASH_ROUND=" + strconv.Itoa(round)},
+		round, early, delay)
+}
+
+// killChild re-executes the test binary as test run with env added, and SIGKILLs it delay after
+// it printed "ready" (early: delay after it started).
+func killChild(t *testing.T, run string, env []string, round int, early bool, delay time.Duration) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

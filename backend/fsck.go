@@ -41,7 +41,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 	f := &fsckState{rep: &FsckReport{}, nodes: map[uint32]nodeRec{}, snaps: map[string]map[string]snapRec{},
 		refs: map[Hash]uint64{}, bad: map[Hash]string{}, usage: map[uint32]Usage{}}
 	err := s.view(func(t *tx) error {
-		for _, step := range []func(*tx) error{f.loadRecords, f.checkTree, f.countRefs, f.checkChunks, f.checkViews} {
+		for _, step := range []func(*tx) error{f.loadRecords, f.checkTree, f.countRefs, f.checkChunks, f.checkViews, s.checkLogMarks(f)} {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ package backend
 //   - Store.Sync covers every commit made before it started; concurrent Syncs share one flush.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -88,7 +89,33 @@ func (s *Store) openIntents(ctx context.Context, dir string, size int64) error {
 		l.Close()
 		return fmt.Errorf("replay the intent log: %w", err)
 	}
+	// A log that lost its files would give out LSNs that marks already cover, and replay would
+	// skip their records: start above the highest mark.
+	top, err := s.maxLogMark()
+	if err == nil && top >= l.Next() {
+		s.log.Warn("intent log is behind the store's marks (replaced or lost?); skipping ahead", "mark", top, "next", l.Next())
+		l.SkipTo(top + 1)
+		err = s.checkpoint(ctx, -1)
+	}
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("intent log: %w", err)
+	}
 	return nil
+}
+
+// maxLogMark is the highest LSN any file's log mark holds.
+func (s *Store) maxLogMark() (uint64, error) {
+	var top uint64
+	err := s.view(func(t *tx) error {
+		return scanPrefix(t.txn, []byte{pLogMark}, true, func(k, v []byte) error {
+			if len(v) == 8 {
+				top = max(top, binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+	})
+	return top, err
 }
 
 // checkpoint settles every live record, makes the store durable and releases segment seg (both
@@ -464,4 +491,28 @@ func (s *Store) volumeID(name string) string {
 		return rec.ID
 	}
 	return ""
+}
+
+// checkLogMarks is the fsck step for the intent log's marks: each names a volume ID and an
+// inode and holds an LSN below the log's next one (else replay would skip new records).
+func (s *Store) checkLogMarks(f *fsckState) func(*tx) error {
+	return func(t *tx) error {
+		var next uint64
+		if s.intents != nil {
+			next = s.intents.log.Next()
+		}
+		return scanPrefix(t.txn, []byte{pLogMark}, true, func(k, v []byte) error {
+			vol, rest, ok := bytes.Cut(k[1:], []byte{0})
+			switch {
+			case !ok || len(vol) == 0 || len(rest) != 8:
+				f.problem("intent log mark %q: malformed key", k)
+			case len(v) != 8:
+				f.problem("intent log mark of volume %s inode %d: %d-byte value", vol, beUint64(rest), len(v))
+			case next != 0 && binary.BigEndian.Uint64(v) >= next:
+				f.problem("intent log mark of volume %s inode %d is %d, not below the log's next LSN %d",
+					vol, beUint64(rest), binary.BigEndian.Uint64(v), next)
+			}
+			return nil
+		})
+	}
 }

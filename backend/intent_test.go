@@ -3,6 +3,9 @@ package backend
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -168,5 +171,60 @@ func TestBigWritesAreNotLogged(t *testing.T) {
 	logged, err := f.v.LogWrites(context.Background(), f.ino, 2<<20, 0, []Write{{0, make([]byte, 2<<20)}})
 	if err != nil || logged {
 		t.Fatalf("2 MiB into a 1 MiB log: logged=%v err=%v", logged, err)
+	}
+}
+
+func TestLostLogStartsAboveTheMarks(t *testing.T) {
+	f := newIntentFixture(t)
+	f.log(0, []byte("first"), 5)
+	f.reopen() // settles: the file's mark is now the record's LSN
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(f.dir, "intent")); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	f.log(0, []byte("later"), 5) // LSN 1 again unless the log skipped ahead
+	f.reopen()
+	f.want([]byte("later"))
+	rep, err := f.s.Fsck(context.Background(), false)
+	if err != nil || !rep.Clean() {
+		t.Fatalf("fsck: %v %v", err, rep)
+	}
+}
+
+func TestFsckChecksLogMarks(t *testing.T) {
+	f := newIntentFixture(t)
+	ctx := context.Background()
+	bad := map[string][]byte{
+		"malformed key":    []byte{pLogMark, 'x'},
+		"short value":      logMarkKey(fileKey{"vol-id", 2}),
+		"ahead of the log": logMarkKey(fileKey{"vol-id", 3}),
+	}
+	err := f.s.update(ctx, func(t *tx) error {
+		for name, k := range bad {
+			v := binary.BigEndian.AppendUint64(nil, 1)
+			switch name {
+			case "short value":
+				v = v[:3]
+			case "ahead of the log":
+				v = binary.BigEndian.AppendUint64(nil, 1<<40)
+			}
+			if err := t.set(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.s.Fsck(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != len(bad) {
+		t.Fatalf("fsck found %d problems, want %d: %v", len(rep.Problems), len(bad), rep.Problems)
 	}
 }

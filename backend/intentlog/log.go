@@ -138,6 +138,21 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
+// Next is the LSN the next record gets.
+func (l *Log) Next() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next
+}
+
+// SkipTo makes later records get LSNs of at least lsn (for an owner whose marks are ahead of a log
+// that was lost or replaced). It is durable once both segments were released after it.
+func (l *Log) SkipTo(lsn uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next = max(l.next, lsn)
+}
+
 // Full delivers the index of each segment that appends have left, to be checkpointed and released.
 func (l *Log) Full() <-chan int { return l.full }
 
