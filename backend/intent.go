@@ -382,6 +382,14 @@ func (v *View) LogWrites(ctx context.Context, ino Ino, size uint64, mtime int64,
 		return false, ErrClosed
 	}
 	if len(ws) > 0 {
+		// The records reach Badger's files when they settle: the disk guard admits them now.
+		var n int64
+		for _, w := range ws {
+			n += int64(len(w.Data))
+		}
+		if err := v.admitData(n); err != nil {
+			return false, err
+		}
 		err := s.appendIntents(v.info.ID, ino, size, mtime, ws)
 		if errors.Is(err, errNotLogged) {
 			return false, nil
