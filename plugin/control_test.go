@@ -30,7 +30,8 @@ func TestControlVolumes(t *testing.T) {
 	c := client.New(td.sock)
 	ctx := context.Background()
 
-	st, err := waitReady(ctx, c)
+	fusetest.WaitReady(t, td.sock, nil)
+	st, err := c.Status(ctx)
 	if err != nil || !st.Ready || st.Socket != td.sock || st.API != api.Version {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
@@ -303,21 +304,11 @@ func mustReal(t *testing.T, p string) string {
 // TestControlPeerCredentials connects as other users: a process neither root nor in the socket's
 // group is refused even when the socket's mode would let it connect; a group member is served.
 func TestControlPeerCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: needs root to run clients as other users")
-		}
-		t.Skip("needs root to run clients as other users")
-	}
+	fusetest.RequireRoot(t, "to run clients as other users")
 	// Other users must reach the socket and the test binary: use a world-traversable directory.
-	root, err := os.MkdirTemp("", "fusevol-peer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	os.Chmod(root, 0o755)
+	root := fusetest.TempRoot(t, "fusevol-peer-")
 	helper := filepath.Join(root, "helper.test")
-	if err := copyFile(os.Args[0], helper, 0o755); err != nil {
+	if err := fusetest.CopySelf(helper); err != nil {
 		t.Fatal(err)
 	}
 	td := startDaemon(t, root, func(c *Config) { c.Group = "4242" })
@@ -372,25 +363,6 @@ func runHelper(cmd *exec.Cmd) ([]byte, error) {
 			return out, err
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, data, mode)
-}
-
-// waitReady polls Status until the store is open.
-func waitReady(ctx context.Context, c *client.Client) (api.Status, error) {
-	for i := 0; ; i++ {
-		st, err := c.Status(ctx)
-		if err != nil || st.Ready || i == 500 {
-			return st, err
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -46,20 +46,10 @@ type e2eEnv struct {
 // packages with apt-get when missing. Outside CI a machine that cannot run the test skips it.
 func e2ePrereqs(t *testing.T) {
 	t.Helper()
-	fail := t.Skipf
-	if os.Getenv("CI") == "true" {
-		fail = t.Fatalf
-	} else if testing.Short() {
+	if os.Getenv("CI") != "true" && testing.Short() {
 		t.Skip("-short: skipping the Docker end-to-end test")
 	}
-	if os.Geteuid() != 0 {
-		fail("the Docker end-to-end test needs root")
-		return
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		fail("the Docker end-to-end test needs /dev/fuse: %v", err)
-		return
-	}
+	fusetest.Require(t)
 	missing := func() bool {
 		for _, p := range []string{"dockerd", "docker", "containerd", "runc"} {
 			if _, err := exec.LookPath(p); err != nil {
@@ -82,12 +72,11 @@ func e2ePrereqs(t *testing.T) {
 		if err := install(); err != nil {
 			exec.Command("apt-get", "update", "-qq").Run()
 			if err := install(); err != nil {
-				fail("apt-get install docker.io busybox-static: %v", err)
-				return
+				fusetest.Missing(t, fmt.Sprintf("apt-get install docker.io busybox-static: %v", err))
 			}
 		}
 		if missing() {
-			fail("docker.io or busybox-static still missing after apt-get install")
+			fusetest.Missing(t, "docker.io or busybox-static still missing after apt-get install")
 		}
 	}
 }

@@ -1,8 +1,8 @@
 // Package fusetest is the test kit every fusevol test package shares:
 //
-//   - Require: the FUSE prerequisite check. Tests that mount FUSE filesystems run in CI, where
-//     CI=true turns a missing prerequisite into a failure instead of a skip.
-//   - IsMountPoint, MountsUnder, DetachUnder, TempRoot: the mount table
+//   - Require, RequireRoot, Missing: prerequisite checks. Tests that mount FUSE filesystems run
+//     in CI, where CI=true turns a missing prerequisite into a failure instead of a skip.
+//   - IsMountPoint, MountsUnder, DetachUnder, TempRoot: the mount table (read with fs/mountinfo)
 //     and a temporary root nothing stays mounted under.
 //   - BuildVolctl: a static volctl built from this module.
 //   - StartProcess: a program (`volctl daemon`, dockerd) with a log file, stopped with a signal
@@ -11,7 +11,7 @@
 //   - WaitSocket, WaitReady, UnixHTTP: waiting for a daemon's socket and talking HTTP over it.
 //   - StatusAnswer: what a helper process, run as another user, reports of the daemon's status.
 //
-// The kit imports only the control API's client (plugin/client, which imports
+// The kit imports only fs/mountinfo and the control API's client (plugin/client, which imports
 // only plugin/api), never fs or plugin themselves, so that the internal tests of fs, plugin and
 // cli can all use it; in-process daemons come in as their Run function.
 package fusetest
@@ -25,15 +25,24 @@ import (
 // /dev/fuse), or fails it when CI=true.
 func Require(t testing.TB) {
 	t.Helper()
-	var why string
+	RequireRoot(t, "to mount FUSE")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		Missing(t, "needs /dev/fuse: "+err.Error())
+	}
+}
+
+// RequireRoot skips a test that needs root (for what, as in "to run clients as other users")
+// when it runs as another user, or fails it when CI=true.
+func RequireRoot(t testing.TB, what string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		why = "needs root to mount FUSE"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse: " + err.Error()
+		Missing(t, "needs root "+what)
 	}
-	if why == "" {
-		return
-	}
+}
+
+// Missing is how a test meets a missing prerequisite (why): it is skipped, or fails when CI=true.
+func Missing(t testing.TB, why string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("CI=true: %s", why)
 	}

@@ -154,12 +154,7 @@ func TestProcess(t *testing.T) {
 }
 
 func TestMounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: needs root to mount")
-		}
-		t.Skip("needs root to mount")
-	}
+	RequireRoot(t, "to mount")
 	var root string
 	f := failures(t, func(tb testing.TB) {
 		root = TempRoot(tb, "fusetest mounts ") // a space: mountinfo escapes it

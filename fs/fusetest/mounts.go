@@ -1,60 +1,30 @@
 package fusetest
 
 import (
-	"bufio"
 	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/fs/mountinfo"
 )
-
-// mountPoints lists the mount points of this process's mount table (/proc/self/mountinfo) in
-// the kernel's order: a mount comes after the mounts it is stacked on.
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			out = append(out, unescape.Replace(fields[4]))
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescape undoes the kernel's octal escapes in mountinfo paths.
-var unescape = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 
 // IsMountPoint reports whether dir is a mount point in this process's mount table.
 func IsMountPoint(t testing.TB, dir string) bool {
 	t.Helper()
-	all, err := mountPoints()
+	table, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return slices.Contains(all, dir)
+	_, ok := table.Find(dir)
+	return ok
 }
 
 // MountsUnder lists the mount points strictly under dir, deepest first; it is empty when the
 // mount table cannot be read.
 func MountsUnder(dir string) []string {
-	all, _ := mountPoints()
-	prefix := filepath.Clean(dir) + "/"
-	var out []string
-	for i := len(all) - 1; i >= 0; i-- {
-		if strings.HasPrefix(all[i], prefix) {
-			out = append(out, all[i])
-		}
-	}
-	return out
+	m, _ := mountinfo.Under(dir)
+	return m
 }
 
 // DetachUnder lazily unmounts everything mounted under dir, deepest first.

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -24,9 +23,9 @@ func BuildVolctl(t testing.TB, dir string) string {
 
 // Build is BuildVolctl for callers without a test (a sync.Once shared by several tests).
 func Build(dir string) (string, error) {
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first on PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("build volctl: %w", err)
 	}
 	bin := filepath.Join(dir, "volctl")
 	cmd := exec.Command(goBin, "build", "-o", bin, VolctlPackage)
@@ -35,4 +34,14 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("go build %s: %v\n%s", VolctlPackage, err, out)
 	}
 	return bin, nil
+}
+
+// CopySelf copies the running test binary to path, executable by every user, so that a test can
+// run it as another user (who may not reach the go test cache).
+func CopySelf(path string) error {
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, self, 0o755)
 }

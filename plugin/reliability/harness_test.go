@@ -64,11 +64,7 @@ func binaries(t testing.TB) (volctl, helper string) {
 		if _, buildErr = fusetest.Build(dir); buildErr != nil {
 			return
 		}
-		self, err := os.ReadFile(os.Args[0])
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, "helper"), self, 0o755)
-		}
-		buildErr = err
+		buildErr = fusetest.CopySelf(filepath.Join(dir, "helper"))
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
