@@ -2,7 +2,7 @@ GO      ?= go
 BIN     ?= bin/volctl
 PKGS    ?= ./...
 
-.PHONY: all build test test-unit fuzz bench bench-smoke vet run clean
+.PHONY: all build test test-unit fuzz bench bench-smoke vet lint run clean
 
 all: build
 
@@ -12,8 +12,16 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
+# Hygiene CI enforces (make test runs it): gofmt, go vet, staticcheck (pinned by go.mod's tool
+# directive, so nothing to install) and go.mod/go.sum as `go mod tidy` would leave them.
+lint: vet
+	@out=$$(gofmt -l .); \
+	  if [ -n "$$out" ]; then echo "gofmt -l: not formatted (run gofmt -w):"; echo "$$out"; exit 1; fi
+	$(GO) tool staticcheck $(PKGS)
+	$(GO) mod tidy -diff
+
 # The one test command (CI runs it as root through .ci/run).
-test: vet
+test: lint
 	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
