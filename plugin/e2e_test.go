@@ -202,31 +202,22 @@ func (e *e2eEnv) importImage() {
 	os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(rootfs, "etc", "group"), []byte("root:x:0:\nuser:x:1000:\n"), 0o644)
 	cmd := exec.Command("sh", "-c", "tar -C \"$1\" -c . | docker import - \"$2\"", "sh", rootfs, e2eImage)
-	cmd.Env = e.dockerEnv()
+	cmd.Env = append(os.Environ(), e.dockerHost()...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		e.t.Fatalf("docker import: %v\n%s", err, out)
 	}
 }
 
-func (e *e2eEnv) dockerEnv() []string { return append(os.Environ(), "DOCKER_HOST=unix://"+e.dsock) }
+func (e *e2eEnv) dockerHost() []string { return []string{"DOCKER_HOST=unix://" + e.dsock} }
 
 // docker runs the docker CLI against the private engine and returns its combined output.
 func (e *e2eEnv) docker(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	cmd.Env = e.dockerEnv()
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return fusetest.Output(3*time.Minute, e.dockerHost(), "docker", args...)
 }
 
 func (e *e2eEnv) mustDocker(args ...string) string {
 	e.t.Helper()
-	out, err := e.docker(args...)
-	if err != nil {
-		e.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return fusetest.MustOutput(e.t, 3*time.Minute, e.dockerHost(), "docker", args...)
 }
 
 // run runs a throw-away container with the given docker run flags and shell script.
@@ -274,20 +265,12 @@ func (e *e2eEnv) stopFusevol(sig syscall.Signal) {
 
 // volctl runs the CLI against the test daemon.
 func (e *e2eEnv) volctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, append([]string{"--socket", e.sock}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return fusetest.Volctl{Bin: e.bin, Socket: e.sock}.Run(args...)
 }
 
 func (e *e2eEnv) mustVolctl(args ...string) string {
 	e.t.Helper()
-	out, err := e.volctl(args...)
-	if err != nil {
-		e.t.Fatalf("volctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return fusetest.Volctl{Bin: e.bin, Socket: e.sock}.Must(e.t, args...)
 }
 
 // inspect reads a volume's state through the control API.

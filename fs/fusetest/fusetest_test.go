@@ -183,3 +183,18 @@ func TestMounts(t *testing.T) {
 		t.Errorf("TempRoot left %s behind (%v) or mounts under it: %q", root, err, MountsUnder(root))
 	}
 }
+
+func TestOutput(t *testing.T) {
+	out, err := Output(5*time.Second, []string{"FUSETEST_X=x"}, "sh", "-c", `echo " $FUSETEST_X "; echo oops >&2`)
+	if err != nil || out != "x \noops" {
+		t.Errorf("Output = %q, %v; want the combined output, trimmed", out, err)
+	}
+	if _, err := Output(100*time.Millisecond, nil, "sleep", "5"); err == nil {
+		t.Error("a command past its timeout did not fail")
+	}
+	f := failures(t, func(tb testing.TB) { MustOutput(tb, 5*time.Second, nil, "sh", "-c", "echo no such volume; exit 1") })
+	wantFailure(t, f, "no such volume")
+	if !strings.HasPrefix(f[0], "sh -c echo no such volume; exit 1: exit status 1") {
+		t.Errorf("the failure does not name the command: %q", f[0])
+	}
+}

@@ -1,11 +1,14 @@
 package fusetest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // VolctlPackage is the import path of the volctl command.
@@ -44,4 +47,42 @@ func CopySelf(path string) error {
 		return err
 	}
 	return os.WriteFile(path, self, 0o755)
+}
+
+// Volctl runs a built volctl (Bin) against the daemon on Socket.
+type Volctl struct{ Bin, Socket string }
+
+// Run runs volctl --socket Socket args and returns its output and error as Output does.
+func (v Volctl) Run(args ...string) (string, error) {
+	return Output(2*time.Minute, nil, v.Bin, append([]string{"--socket", v.Socket}, args...)...)
+}
+
+// Must is Run for a command that must succeed: otherwise it fails the test with the output.
+func (v Volctl) Must(t testing.TB, args ...string) string {
+	t.Helper()
+	return MustOutput(t, 2*time.Minute, nil, v.Bin, append([]string{"--socket", v.Socket}, args...)...)
+}
+
+// Output runs name with args, env added to the environment, killed after timeout, and returns
+// its combined output without surrounding white space and its error.
+func Output(timeout time.Duration, env []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// MustOutput is Output for a command that must succeed: otherwise it fails the test with the
+// output.
+func MustOutput(t testing.TB, timeout time.Duration, env []string, name string, args ...string) string {
+	t.Helper()
+	out, err := Output(timeout, env, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
 }

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,19 +174,12 @@ func (d *daemon) mountRoot() string { return filepath.Join(d.root, "mounts") }
 
 // volctl runs the CLI against the daemon and returns its combined output and exit error.
 func (d *daemon) volctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, d.bin, append([]string{"--socket", d.sock}, args...)...).CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return fusetest.Volctl{Bin: d.bin, Socket: d.sock}.Run(args...)
 }
 
 func (d *daemon) mustVolctl(args ...string) string {
 	d.t.Helper()
-	out, err := d.volctl(args...)
-	if err != nil {
-		d.t.Fatalf("volctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return fusetest.Volctl{Bin: d.bin, Socket: d.sock}.Must(d.t, args...)
 }
 
 // dockerReply is an answer of Docker's volume plugin protocol.
