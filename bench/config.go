@@ -24,7 +24,13 @@ type Config struct {
 	SnapFiles     []int         `json:"snap_files"`        // file counts at which snapshot and clone latency are measured
 	SnapReps      int           `json:"snap_reps"`         // snapshots (and clones) timed at each file count
 	Compression   string        `json:"compression"`       // fusevol compression for the compressible workload
-	Verify        bool          `json:"verify"`            // read back and compare data (costs CPU inside timed phases)
+	FioSize       int64         `json:"fio_size"`          // bytes each write+fsync writer writes at most (it also stops after FsyncDuration)
+	SQLiteCommits int           `json:"sqlite_commits"`    // one-row commits in each SQLite journal mode
+	PgScale       int           `json:"pg_scale"`          // pgbench -i -s
+	PgDuration    time.Duration `json:"pg_duration_ns"`    // pgbench -T
+	// DBReps caps the repetitions of the database workloads (SQLite, pgbench), which take minutes.
+	DBReps int  `json:"db_reps"`
+	Verify bool `json:"verify"` // read back and compare data (costs CPU inside timed phases)
 	// Only restricts the run to these workload groups (see GroupNames); empty means all.
 	Only []string `json:"only,omitempty"`
 }
@@ -60,6 +66,11 @@ func Full() Config {
 		SnapFiles:     []int{1000, 10000, 100000},
 		SnapReps:      9,
 		Compression:   "zstd",
+		FioSize:       64 << 20,
+		SQLiteCommits: 20000,
+		PgScale:       10,
+		PgDuration:    60 * time.Second,
+		DBReps:        1,
 	}
 }
 
@@ -78,6 +89,11 @@ func Smoke() Config {
 		SnapFiles:     []int{10, 50, 100},
 		SnapReps:      3,
 		Compression:   "zstd",
+		FioSize:       1 << 20,
+		SQLiteCommits: 200,
+		PgScale:       1,
+		PgDuration:    3 * time.Second,
+		DBReps:        1,
 		Verify:        true,
 	}
 }
@@ -93,8 +109,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("compress size %d: need a positive multiple of 1 MiB", c.CompressSize)
 	case c.DedupSize < ioSize || c.DedupSize%ioSize != 0:
 		return fmt.Errorf("dedup size %d: need a positive multiple of 1 MiB", c.DedupSize)
-	case c.RandDuration <= 0 || c.FsyncDuration <= 0:
-		return fmt.Errorf("durations must be positive")
+	case c.RandDuration <= 0 || c.FsyncDuration <= 0 || c.PgDuration < time.Second:
+		return fmt.Errorf("durations must be positive (pgbench's at least 1 s)")
+	case c.FioSize < blockSize || c.FioSize%blockSize != 0:
+		return fmt.Errorf("fio size %d: need a positive multiple of 4 KiB", c.FioSize)
+	case c.SQLiteCommits < 1 || c.PgScale < 1 || c.DBReps < 1:
+		return fmt.Errorf("sqlite commits, pgbench scale and database reps must be positive")
 	case c.SmallFiles < 1 || c.SmallSize < 1 || c.TreeFiles < 1:
 		return fmt.Errorf("small files, small size and tree files must be positive")
 	case len(c.SnapFiles) < 2:

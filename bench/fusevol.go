@@ -141,11 +141,25 @@ func (d *daemon) stop() error {
 }
 
 // fusevolTarget is a fresh volume of a daemon the harness starts, plus a second volume with
-// compression on for the compressible workload.
+// compression on for the compressible workload, and the volumes of the concurrent writers (made
+// when first needed).
 type fusevolTarget struct {
 	*daemon
 	volctl, work string
 	mnt, cmpMnt  string
+	extra        []string // mount points of the writers' volumes
+}
+
+// extraVolumes returns the mount points of n volumes of their own, creating those not made yet.
+func (t *fusevolTarget) extraVolumes(ctx context.Context, n int) ([]string, error) {
+	for i := len(t.extra); i < n; i++ {
+		dir := filepath.Join(t.work, fmt.Sprintf("fv-w%d", i))
+		if err := t.newVolume(ctx, fmt.Sprintf("bench-w%d", i), nil, dir); err != nil {
+			return nil, err
+		}
+		t.extra = append(t.extra, dir)
+	}
+	return t.extra[:n], nil
 }
 
 // startFusevol starts the daemon and mounts the benchmark volumes.

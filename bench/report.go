@@ -92,7 +92,8 @@ latencies, the reference's latency divided by X's). "Cold" means the kernel's pa
 inode caches were dropped first; the fusevol daemon's own chunk and Badger caches were not.
 The loopback target is go-fuse's loopback filesystem with the same transport settings as fusevol
 (1 MiB writes and read-ahead). Data is incompressible and never repeats, except in the
-compressible and dedup workloads.`
+compressible and dedup workloads. The SQLite and pgbench figures come from fewer repetitions
+(see db_reps in results.json); fsync latencies are fio's (fsync alone, not the write before it).`
 
 // WriteTable writes an aligned (Markdown) table: one row per figure, each target's value, then
 // every target's ratio to native and to loopback (above 1 means better than the reference).

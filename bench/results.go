@@ -23,23 +23,30 @@ type Metric struct {
 
 // Metric IDs of the workloads every target runs, in report order.
 const (
-	MSeqWrite      = "seq_write"
-	MSeqReadCold   = "seq_read_cold"
-	MSeqReadWarm   = "seq_read_warm"
-	MRandReadCold  = "rand_read_cold"
-	MRandReadWarm  = "rand_read_warm"
-	MRandWrite     = "rand_write"
-	MFsyncOps      = "fsync_loop"
-	MFsyncP50      = "fsync_p50"
-	MFsyncP99      = "fsync_p99"
-	MSmallCreate   = "small_create"
-	MSmallStat     = "small_stat"
-	MSmallReadCold = "small_read_cold"
-	MSmallUnlink   = "small_unlink"
-	MReaddir       = "readdir"
-	MUntar         = "untar"
-	MRmRf          = "rm_rf"
-	MCompressWrite = "compress_write"
+	MSeqWrite       = "seq_write"
+	MSeqReadCold    = "seq_read_cold"
+	MSeqReadWarm    = "seq_read_warm"
+	MRandReadCold   = "rand_read_cold"
+	MRandReadWarm   = "rand_read_warm"
+	MRandWrite      = "rand_write"
+	MFsyncOps       = "fsync_loop"
+	MFsyncP50       = "fsync_p50"
+	MFsyncP99       = "fsync_p99"
+	MFsync4One      = "fsync_4writers_1vol"
+	MFsync4OneX     = "fsync_4writers_1vol_scaling"
+	MFsync4Vols     = "fsync_4writers_4vols"
+	MFsync4VolsX    = "fsync_4writers_4vols_scaling"
+	MSmallCreate    = "small_create"
+	MSmallStat      = "small_stat"
+	MSmallReadCold  = "small_read_cold"
+	MSmallUnlink    = "small_unlink"
+	MReaddir        = "readdir"
+	MUntar          = "untar"
+	MRmRf           = "rm_rf"
+	MCompressWrite  = "compress_write"
+	MSQLiteWAL      = "sqlite_wal"
+	MSQLiteRollback = "sqlite_rollback"
+	MPgbenchTPS     = "pgbench_tps"
 	// fusevol only
 	MDedup       = "dedup_growth"
 	MCompression = "compression_ratio"
@@ -88,9 +95,13 @@ func allMetrics(cfg Config) []Metric {
 		{ID: MRandReadCold, Title: "rand read 4 KiB cold", Unit: "IOPS"},
 		{ID: MRandReadWarm, Title: "rand read 4 KiB warm", Unit: "IOPS"},
 		{ID: MRandWrite, Title: "rand write 4 KiB + fsync", Unit: "IOPS"},
-		{ID: MFsyncOps, Title: "4 KiB write+fsync loop", Unit: "ops/s"},
-		{ID: MFsyncP50, Title: "write+fsync p50", Unit: "µs", Lower: true},
-		{ID: MFsyncP99, Title: "write+fsync p99", Unit: "µs", Lower: true},
+		{ID: MFsyncOps, Title: "4 KiB write+fsync loop (fio)", Unit: "ops/s"},
+		{ID: MFsyncP50, Title: "fsync latency p50", Unit: "µs", Lower: true},
+		{ID: MFsyncP99, Title: "fsync latency p99", Unit: "µs", Lower: true},
+		{ID: MFsync4One, Title: "4 write+fsync writers, 1 volume", Unit: "ops/s"},
+		{ID: MFsync4OneX, Title: "4 writers, 1 volume / 1 writer", Unit: "x"},
+		{ID: MFsync4Vols, Title: "4 write+fsync writers, 4 volumes", Unit: "ops/s"},
+		{ID: MFsync4VolsX, Title: "4 writers, 4 volumes / 1 writer", Unit: "x"},
 		{ID: MSmallCreate, Title: "small files create", Unit: "files/s"},
 		{ID: MSmallStat, Title: "small files stat", Unit: "files/s"},
 		{ID: MSmallReadCold, Title: "small files read cold", Unit: "files/s"},
@@ -99,6 +110,9 @@ func allMetrics(cfg Config) []Metric {
 		{ID: MUntar, Title: "source tree unpack", Unit: "entries/s"},
 		{ID: MRmRf, Title: "source tree rm -rf", Unit: "entries/s"},
 		{ID: MCompressWrite, Title: "compressible write + fsync", Unit: "MiB/s"},
+		{ID: MSQLiteWAL, Title: "SQLite commits, WAL", Unit: "commits/s"},
+		{ID: MSQLiteRollback, Title: "SQLite commits, rollback journal", Unit: "commits/s"},
+		{ID: MPgbenchTPS, Title: "pgbench read-write", Unit: "TPS"},
 	}
 	for _, n := range cfg.SnapFiles {
 		ms = append(ms, Metric{ID: SnapshotMetric(n), Title: fmt.Sprintf("snapshot @ %d files", n),

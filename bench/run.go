@@ -99,6 +99,10 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 			return nil, err
 		}
 		defer os.RemoveAll(r.work)
+		// The pgbench workload's server runs as user postgres, which must reach the targets.
+		if err := os.Chmod(r.work, 0o755); err != nil {
+			return nil, err
+		}
 	} else if err := os.MkdirAll(r.work, 0o755); err != nil {
 		return nil, err
 	}
@@ -163,9 +167,10 @@ func (r *runner) runCommon(ctx context.Context, base *env, res *results, t Targe
 	e := *base
 	if fv, ok := t.(*fusevolTarget); ok {
 		e.rss = fv
+		e.volumes = fv.extraVolumes
 	}
 	for _, g := range commonGroups() {
-		if !e.cfg.selected(g.name) {
+		if !e.cfg.selected(g.name) || (g.db && rep >= e.cfg.DBReps) {
 			continue
 		}
 		metrics, dir := g.metrics, t.Dir()
@@ -194,6 +199,10 @@ func (r *runner) runGroup(ctx context.Context, res *results, target string, metr
 				err = fmt.Errorf("workload finished without measuring %s", m)
 			}
 		}
+	}
+	if msg, ok := isSkip(err); ok {
+		r.warn(msg)
+		return
 	}
 	if err != nil && ctx.Err() == nil {
 		r.log.Error("workload failed", "target", target, "metrics", strings.Join(metrics, ","), "err", err)

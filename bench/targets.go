@@ -52,6 +52,10 @@ func newDirTarget(name, parent string) (*dirTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", name, err)
 	}
+	// The pgbench workload's server runs as user postgres, which must reach it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("target %s: %w", name, err)
+	}
 	return &dirTarget{name: name, dir: dir}, nil
 }
 
@@ -81,8 +85,10 @@ func ParseTargetSpec(s string) (name, path string, err error) {
 // loopbackTarget is go-fuse's loopback filesystem over a native directory, served by this
 // process: the cost of FUSE itself in Go. It gets the same transport settings as fusevol's mounts
 // (1 MiB writes, 1 MiB read-ahead in the mount options and in the kernel's per-mount setting,
-// 128 background requests, 1 s entry and attribute timeouts) so the comparison is between
-// filesystems, not between mount options.
+// 128 background requests, 1 s entry and attribute timeouts, allow_other and
+// default_permissions, so that other users such as postgres can use it) so the comparison is
+// between filesystems, not between mount options. go-fuse hands open files to the kernel for
+// passthrough I/O where the kernel offers it (FUSE passthrough, Linux 6.9 and later, as root).
 type loopbackTarget struct {
 	work   string
 	mnt    string
@@ -105,6 +111,7 @@ func startLoopback(work string) (*loopbackTarget, error) {
 		EntryTimeout: &sec, AttrTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			DirectMount: true, FsName: "bench-loopback", Name: "loopback",
+			AllowOther: true, Options: []string{"default_permissions"},
 			MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, MaxBackground: 128,
 		},
 	})

@@ -84,6 +84,11 @@ func TestConfigValidate(t *testing.T) {
 		"snap order":   func(c *Config) { c.SnapFiles = []int{10, 5} },
 		"small files":  func(c *Config) { c.SmallFiles = 0 },
 		"fsync window": func(c *Config) { c.FsyncDuration = -time.Second },
+		"fio size":     func(c *Config) { c.FioSize = 1000 },
+		"sqlite":       func(c *Config) { c.SQLiteCommits = 0 },
+		"pg scale":     func(c *Config) { c.PgScale = 0 },
+		"pg duration":  func(c *Config) { c.PgDuration = time.Millisecond },
+		"db reps":      func(c *Config) { c.DBReps = 0 },
 	} {
 		c := Smoke()
 		mut(&c)
@@ -174,7 +179,7 @@ func TestGoals(t *testing.T) {
 	rep := &Report{Meta: Meta{Config: cfg}, Targets: []string{TargetNative, TargetLoopback, TargetFusevol}}
 	res := newResults(Catalogue(cfg), rep.Targets)
 	for _, m := range Catalogue(cfg) {
-		if !m.FusevolOnly {
+		if !m.FusevolOnly && m.ID != MPgbenchTPS { // pgbench: skipped everywhere
 			res.add(TargetNative, m.ID, 100)
 			res.add(TargetLoopback, m.ID, 100)
 			res.add(TargetFusevol, m.ID, 90)
@@ -189,14 +194,23 @@ func TestGoals(t *testing.T) {
 	res.add(TargetFusevol, CloneMetric(cfg.SnapFiles[2]), 3.1)
 	res.add(TargetFusevol, MDedup, 1.05)
 	res.fail(TargetFusevol, MPeakRSS, errString("no daemon"))
+	res.add(TargetFusevol, MFsyncP99, 410)
+	res.add(TargetFusevol, MFsyncP99, 410) // median 410 µs: 4.1× native's 100 µs
+	res.add(TargetFusevol, MFsync4VolsX, 2)
+	res.add(TargetFusevol, MFsync4VolsX, 2) // median 2: below 2.5× one writer
 	rep.Workloads = res.workloads()
 	got := map[string]string{}
 	for _, g := range CheckGoals(rep) {
 		got[g.Metric] = g.Status
+		got[g.Goal+"/"+g.Metric] = g.Status
 	}
 	for metric, want := range map[string]string{
 		MSeqWrite: Pass, MSeqReadCold: Pass, MRandWrite: Fail, MReaddir: Pass,
 		SnapshotMetric(100): Pass, CloneMetric(100): Fail, MDedup: Pass, MPeakRSS: Fail,
+		MPgbenchTPS: Skip, MSQLiteWAL: Pass, MSQLiteRollback: Pass,
+		"write+fsync ≥ 1.0× loopback/" + MFsyncOps:     Fail, // 0.9×
+		"write+fsync ≥ 0.8× native (aim)/" + MFsyncOps: Pass,
+		MFsyncP99: Fail, MFsync4OneX: Pass, MFsync4VolsX: Fail,
 	} {
 		if got[metric] != want {
 			t.Errorf("goal on %s = %q, want %s", metric, got[metric], want)
@@ -239,5 +253,46 @@ func TestCatalogueOnly(t *testing.T) {
 	cfg.Only = []string{"small", "nope"}
 	if err := cfg.Validate(); err == nil {
 		t.Error("unknown workload group accepted")
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Setenv("CI", "")
+	if _, ok := isSkip(unavailable("w", "no tool")); !ok {
+		t.Error("outside CI, a missing program is not a skip")
+	}
+	t.Setenv("CI", "true")
+	if err := unavailable("w", "no tool"); err == nil {
+		t.Error("no error")
+	} else if _, ok := isSkip(err); ok {
+		t.Error("under CI=true, a missing program is a skip")
+	}
+}
+
+func TestParseFio(t *testing.T) {
+	const out = `fio: some warning
+{"fio version": "fio-3.33", "jobs": [
+ {"jobname": "w0", "error": 0, "job_runtime": 2000, "write": {"total_ios": 1000},
+  "sync": {"total_ios": 1000, "lat_ns": {"N": 1000, "percentile": {"50.000000": 250000, "99.000000": 4000000}}}},
+ {"jobname": "w1", "error": 0, "job_runtime": 1000, "write": {"total_ios": 500},
+  "sync": {"total_ios": 500, "lat_ns": {"N": 500, "percentile": {"50.000000": 1, "99.000000": 2}}}}]}`
+	r, err := parseFio([]byte(out), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ops != 750 { // 1500 operations over the longest job's 2 s
+		t.Errorf("ops = %v, want 750", r.ops)
+	}
+	if _, err := parseFio([]byte(out), 1); err == nil {
+		t.Error("job count not checked")
+	}
+	one := strings.Replace(out, `"w1", "error": 0`, `"w1", "error": 5`, 1)
+	if _, err := parseFio([]byte(one), 2); err == nil {
+		t.Error("job error not reported")
+	}
+	single := `{"jobs": [{"jobname": "w0", "job_runtime": 500, "write": {"total_ios": 100},
+  "sync": {"total_ios": 100, "lat_ns": {"percentile": {"50.000000": 250000, "99.000000": 4000000}}}}]}`
+	if r, err = parseFio([]byte(single), 1); err != nil || r.ops != 200 || r.p50 != 250 || r.p99 != 4000 {
+		t.Errorf("single writer: %+v, %v; want 200 ops/s, p50 250 µs, p99 4000 µs", r, err)
 	}
 }

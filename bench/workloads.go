@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 )
@@ -30,6 +29,8 @@ type env struct {
 	warn func(string)
 	// rss, when set, brackets the phases whose daemon peak RSS is reported.
 	rss rssProbe
+	// volumes, when set, returns n directories in separate volumes of the target (see volumeDirs).
+	volumes func(ctx context.Context, n int) ([]string, error)
 }
 
 // rssProbe resets and reads a daemon's peak resident set size, and samples its anonymous part.
@@ -81,16 +82,20 @@ type group struct {
 	name    string // for --only
 	metrics []string
 	run     func(ctx context.Context, e *env, dir string, rep int, rec recorder) error
+	// db marks the database workloads, which run only Config.DBReps of the repetitions.
+	db bool
 }
 
 // commonGroups are the workloads every target runs, in order.
 func commonGroups() []group {
 	return []group{
-		{"seq", []string{MSeqWrite, MSeqReadCold, MSeqReadWarm, MRandReadCold, MRandReadWarm, MRandWrite}, runSeqRand},
-		{"fsync", []string{MFsyncOps, MFsyncP50, MFsyncP99}, runFsyncLoop},
-		{"small", []string{MSmallCreate, MSmallStat, MReaddir, MSmallReadCold, MSmallUnlink}, runSmallFiles},
-		{"tree", []string{MUntar, MRmRf}, runTree},
-		{"compress", []string{MCompressWrite}, runCompressWrite}, // in the target's compressed directory
+		{name: "seq", metrics: []string{MSeqWrite, MSeqReadCold, MSeqReadWarm, MRandReadCold, MRandReadWarm, MRandWrite}, run: runSeqRand},
+		{name: "fsync", metrics: []string{MFsyncOps, MFsyncP50, MFsyncP99, MFsync4One, MFsync4OneX, MFsync4Vols, MFsync4VolsX}, run: runFsync},
+		{name: "small", metrics: []string{MSmallCreate, MSmallStat, MReaddir, MSmallReadCold, MSmallUnlink}, run: runSmallFiles},
+		{name: "tree", metrics: []string{MUntar, MRmRf}, run: runTree},
+		{name: "compress", metrics: []string{MCompressWrite}, run: runCompressWrite}, // in the target's compressed directory
+		{name: "sqlite", metrics: []string{MSQLiteWAL, MSQLiteRollback}, run: runSQLite, db: true},
+		{name: "pgbench", metrics: []string{MPgbenchTPS}, run: runPgbench, db: true},
 	}
 }
 
@@ -279,41 +284,6 @@ func randomIO(ctx context.Context, path string, size int64, dur time.Duration, r
 		}
 	}
 	return float64(ops) / time.Since(start).Seconds(), nil
-}
-
-// runFsyncLoop appends 4 KiB and fsyncs, over and over, for the configured time.
-func runFsyncLoop(ctx context.Context, e *env, dir string, rep int, rec recorder) error {
-	path := filepath.Join(dir, "fsync.dat")
-	defer os.Remove(path)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	src := e.pools.randomSource(uint64(200 + rep))
-	buf := make([]byte, blockSize)
-	var lat []float64
-	start := time.Now()
-	deadline := start.Add(e.cfg.FsyncDuration)
-	for len(lat) < 3 || time.Now().Before(deadline) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		src.fill(buf)
-		t0 := time.Now()
-		if _, err := f.Write(buf); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", path, err)
-		}
-		lat = append(lat, float64(time.Since(t0).Microseconds()))
-	}
-	rec(MFsyncOps, float64(len(lat))/time.Since(start).Seconds())
-	slices.Sort(lat)
-	rec(MFsyncP50, percentile(lat, 50))
-	rec(MFsyncP99, percentile(lat, 99))
-	return nil
 }
 
 // runSmallFiles creates, stats, lists, reads (cold) and unlinks many small files in one directory.

@@ -88,6 +88,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.Var(countsFlag{&cfg.SnapFiles}, "snap-files", "file counts for snapshot and clone latency, comma-separated")
 	fl.IntVar(&cfg.SnapReps, "snap-reps", cfg.SnapReps, "snapshots and clones timed at each file count")
 	fl.StringVar(&cfg.Compression, "compression", cfg.Compression, "fusevol compression for the compressible workload")
+	fl.Var(sizeFlag{&cfg.FioSize}, "fio-size", "most bytes each write+fsync writer writes (it also stops after --fsync-duration)")
+	fl.IntVar(&cfg.SQLiteCommits, "sqlite-commits", cfg.SQLiteCommits, "one-row commits in each SQLite journal mode")
+	fl.IntVar(&cfg.PgScale, "pg-scale", cfg.PgScale, "pgbench scale factor (-i -s)")
+	fl.DurationVar(&cfg.PgDuration, "pg-duration", cfg.PgDuration, "pgbench run time (-T, whole seconds)")
+	fl.IntVar(&cfg.DBReps, "db-reps", cfg.DBReps, "repetitions of the database workloads (SQLite, pgbench), at most --reps")
 	only := fl.String("only", "", "run only these workload groups, comma-separated: "+strings.Join(bench.GroupNames(), ", "))
 	fl.BoolVar(&cfg.Verify, "verify", cfg.Verify, "read data back and compare it (adds CPU time to read phases)")
 	if err := fl.Parse(args[1:]); err != nil {
@@ -170,6 +175,11 @@ func applySmoke(fl *flag.FlagSet, cfg *bench.Config) {
 		"snap-files":     func() { cfg.SnapFiles = s.SnapFiles },
 		"snap-reps":      func() { cfg.SnapReps = s.SnapReps },
 		"compression":    func() { cfg.Compression = s.Compression },
+		"fio-size":       func() { cfg.FioSize = s.FioSize },
+		"sqlite-commits": func() { cfg.SQLiteCommits = s.SQLiteCommits },
+		"pg-scale":       func() { cfg.PgScale = s.PgScale },
+		"pg-duration":    func() { cfg.PgDuration = s.PgDuration },
+		"db-reps":        func() { cfg.DBReps = s.DBReps },
 		"verify":         func() { cfg.Verify = s.Verify },
 	} {
 		if !set[name] {
