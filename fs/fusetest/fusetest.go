@@ -4,12 +4,14 @@
 //     in CI, where CI=true turns a missing prerequisite into a failure instead of a skip.
 //   - IsMountPoint, MountsUnder, DetachUnder, TempRoot: the mount table (read with fs/mountinfo)
 //     and a temporary root nothing stays mounted under.
-//   - BuildVolctl: a static volctl built from this module.
-//   - StartProcess: a program (`volctl daemon`, dockerd) with a log file, stopped with a signal
+//   - BuildVolctl, Volctl, Output, MustOutput: a static volctl built from this module, and
+//     running it (or another command) with a time limit.
+//   - StartProcess, Start: a program (`volctl daemon`, dockerd) with a log file, stopped with a signal
 //     and a grace; WaitReady and WaitUntil wait for it to answer.
 //   - StartDaemon, Go: a daemon's Run in this process, stopped by cancelling its context.
 //   - WaitSocket, WaitReady, UnixHTTP: waiting for a daemon's socket and talking HTTP over it.
-//   - StatusAnswer: what a helper process, run as another user, reports of the daemon's status.
+//   - CopySelf, StatusAnswer: a copy of the test binary other users can run as a helper, and
+//     what such a helper reports of the daemon's status.
 //
 // The kit imports only fs/mountinfo and the control API's client (plugin/client, which imports
 // only plugin/api), never fs or plugin themselves, so that the internal tests of fs, plugin and
