@@ -6,8 +6,8 @@
 //     and a temporary root nothing stays mounted under.
 //   - BuildVolctl, Volctl, Output, MustOutput: a static volctl built from this module, and
 //     running it (or another command) with a time limit.
-//   - StartProcess, Start: a program (`volctl daemon`, dockerd) with a log file, stopped with a signal
-//     and a grace; WaitReady and WaitUntil wait for it to answer.
+//   - StartProcess, Start: a program (`volctl daemon`, dockerd) with a log file, stopped with a
+//     signal and a grace; WaitReady and WaitUntil wait for it to answer.
 //   - StartDaemon, Go: a daemon's Run in this process, stopped by cancelling its context.
 //   - WaitSocket, WaitReady, UnixHTTP: waiting for a daemon's socket and talking HTTP over it.
 //   - CopySelf, StatusAnswer: a copy of the test binary other users can run as a helper, and
