@@ -553,18 +553,9 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 		st.commitLoop()
 		st.mu.Lock()
 	}
-	stop := context.AfterFunc(ctx, func() {
-		st.mu.Lock()
-		st.cond.Broadcast()
+	if err := st.wait(ctx, "flush"); err != nil {
 		st.mu.Unlock()
-	})
-	defer stop()
-	for (len(st.queue) > 0 || st.committing) && ctx.Err() == nil {
-		st.cond.Wait()
-	}
-	if err := ctx.Err(); err != nil {
-		st.mu.Unlock()
-		return fmt.Errorf("flush inode %d: %w", st.ino, err)
+		return err
 	}
 	err := st.err
 	st.err = nil
@@ -661,7 +652,11 @@ func (wb *writeback) fsync(ctx context.Context, id uint64, vol fileData, ino bac
 		return err
 	}
 	st.mu.Lock()
-	if err := st.settle(ctx); err != nil {
+	err := st.wait(ctx, "fsync")
+	if err == nil {
+		err, st.err = st.err, nil
+	}
+	if err != nil {
 		st.mu.Unlock()
 		return err
 	}
@@ -683,9 +678,9 @@ func (wb *writeback) fsync(ctx context.Context, id uint64, vol fileData, ino bac
 	return sync(ctx)
 }
 
-// settle waits (under st.mu) for the file's running commits and returns the first commit error
-// since the last flush or fsync reported one.
-func (st *fileState) settle(ctx context.Context) error {
+// wait waits (under st.mu) until the file's running commits are done; when ctx ends first, the
+// commits go on without the caller.
+func (st *fileState) wait(ctx context.Context, op string) error {
 	stop := context.AfterFunc(ctx, func() {
 		st.mu.Lock()
 		st.cond.Broadcast()
@@ -696,11 +691,9 @@ func (st *fileState) settle(ctx context.Context) error {
 		st.cond.Wait()
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fsync inode %d: %w", st.ino, err)
+		return fmt.Errorf("%s inode %d: %w", op, st.ino, err)
 	}
-	err := st.err
-	st.err = nil
-	return err
+	return nil
 }
 
 // unlogged returns (under st.mu) the ranges written since the last logged fsync, in file order.
