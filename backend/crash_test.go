@@ -254,7 +254,14 @@ const (
 	cGC
 	cForget
 	cCommit
+	cExtents // small partial-chunk writes committed as extents in one CommitChunks (compacting now and then)
 )
+
+// cWriteRec is one write of a cExtents op.
+type cWriteRec struct {
+	off  int64
+	data []byte
+}
 
 type cOp struct {
 	kind        cOpKind
@@ -265,6 +272,7 @@ type cOp struct {
 	name, value string
 	forget      bool // after unlink/rename-over: release the orphan right away
 	sync        bool
+	writes      []cWriteRec // cExtents
 }
 
 func (o cOp) String() string {
@@ -324,6 +332,18 @@ func (g *cGen) try(m *cModel) (cOp, bool) {
 		op.kind, op.path = cMknod, newPath()
 		_, exists := v.files[op.path]
 		return op, !exists
+	case p < 36:
+		if len(files) == 0 {
+			return op, false
+		}
+		op.kind, op.path = cExtents, g.pick(files)
+		idx := int64(g.r.IntN(3))
+		for range 1 + g.r.IntN(12) {
+			in := g.r.IntN(cChunk)
+			l := min(cChunk-in, 1+g.r.IntN(3000))
+			op.writes = append(op.writes, cWriteRec{idx*cChunk + int64(in), g.bytes(l)})
+		}
+		return op, true
 	case p < 40:
 		if len(files) == 0 {
 			return op, false
@@ -479,6 +499,16 @@ func (m *cModel) apply(op cOp, exec func(v *cVol) error) error {
 		}
 		copy(d[op.off:], op.data)
 		f.setData(d)
+	case cExtents:
+		f := v.files[op.path]
+		d := slices.Clone(f.data)
+		for _, w := range op.writes {
+			if end := int(w.off) + len(w.data); end > len(d) {
+				d = append(d, make([]byte, end-len(d))...)
+			}
+			copy(d[w.off:], w.data)
+		}
+		f.setData(d)
 	case cCommit:
 		f := v.files[op.path]
 		d := slices.Clone(f.data)
@@ -605,6 +635,13 @@ func (c *crashChild) exec(m *cModel, op cOp) func(v *cVol) error {
 			return nil
 		case cWrite:
 			_, err := view.WriteAt(ctx, v.files[op.path].ino, op.data, op.off)
+			return err
+		case cExtents:
+			var chunks []backend.Chunk
+			for _, w := range op.writes {
+				chunks = append(chunks, view.PrepareExtent(uint64(w.off/cChunk), int(w.off%cChunk), w.data))
+			}
+			_, err := view.CommitChunks(ctx, v.files[op.path].ino, chunks, 0)
 			return err
 		case cCommit:
 			c := view.PrepareChunk(uint64(op.off), op.data)

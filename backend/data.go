@@ -90,12 +90,14 @@ func (c *codecs) decode(body, dst []byte) ([]byte, error) {
 type Chunk struct {
 	Index uint64
 	hash  Hash
-	body  []byte // stored form
-	n     int    // plain length
+	body  []byte // stored form (of an extent: its value)
+	n     int    // plain length (of an extent: its data's)
 	zero  bool   // all zeros: a hole
+	ext   bool   // an extent (PrepareExtent) at off
+	off   int
 }
 
-// Len is the plain length of the chunk.
+// Len is the plain length of the chunk (of an extent: of its data).
 func (c *Chunk) Len() int { return c.n }
 
 // PrepareChunk hashes (and compresses) data, which must be at most ChunkSize bytes. Pure CPU; the
@@ -116,8 +118,8 @@ func (v *View) PrepareChunk(index uint64, data []byte) Chunk {
 func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSize uint64) (Attr, error) {
 	cs := v.ChunkSize()
 	for i := range chunks {
-		if chunks[i].n > cs {
-			return Attr{}, fmt.Errorf("%w: chunk of %d bytes exceeds the chunk size %d", ErrInvalid, chunks[i].n, cs)
+		if c := &chunks[i]; c.end() > cs || c.off < 0 {
+			return Attr{}, fmt.Errorf("%w: chunk of %d bytes at %d exceeds the chunk size %d", ErrInvalid, c.n, c.off, cs)
 		}
 	}
 	var n int64
@@ -167,12 +169,18 @@ func (v *View) commit(t *tx, n *inode, chunks []Chunk, minSize uint64) error {
 	size := n.Size
 	for i := range chunks {
 		c := &chunks[i]
-		d, err := t.setChunk(n.Ino, c.Index, c)
+		var d int64
+		var err error
+		if c.ext {
+			d, err = v.addExtent(t, n, c)
+		} else {
+			d, err = t.setChunk(n, c.Index, c)
+		}
 		if err != nil {
 			return err
 		}
 		delta += d
-		if end := c.Index*cs + uint64(c.n); end > size { // a hole chunk extends the file too
+		if end := c.Index*cs + uint64(c.end()); end > size { // a hole chunk extends the file too
 			size = end
 		}
 	}
@@ -221,30 +229,51 @@ func (t *tx) account(n *inode, delta int64) error {
 func (v *View) ReadChunk(ctx context.Context, ino Ino, index uint64, dst []byte) (int, error) {
 	var n int
 	err := v.read(func(t *tx) error {
-		var err error
-		n, err = v.readChunk(t, ino, index, dst)
+		in, err := t.getInode(ino)
+		if errors.Is(err, ErrNotFound) {
+			in, err = &inode{Attr: Attr{Ino: ino}}, nil
+		}
+		if err != nil {
+			return err
+		}
+		n, err = v.readChunk(t, in, index, dst)
 		return err
 	})
 	return n, err
 }
 
-func (v *View) readChunk(t *tx, ino Ino, index uint64, dst []byte) (int, error) {
+// readChunk fills dst with chunk index of n: its chunk-map content overlaid with its extents
+// (looked for only when n has any). It returns the merged length.
+func (v *View) readChunk(t *tx, n *inode, index uint64, dst []byte) (int, error) {
 	cs := v.ChunkSize()
 	if len(dst) < cs {
 		return 0, fmt.Errorf("%w: buffer of %d bytes for a %d-byte chunk", ErrInvalid, len(dst), cs)
 	}
 	dst = dst[:cs]
+	ino := n.Ino
 	ref, _, err := t.getChunk(ino, index)
-	if err != nil || ref == nil {
+	if err != nil {
 		clear(dst)
 		return 0, err
 	}
-	if err := t.readBody(ref, dst); err != nil {
-		v.s.log.Error("chunk integrity error", "volume", v.info.Name, "snapshot", v.snapName, "ino", ino, "chunk", index, "err", err)
+	length := 0
+	if ref != nil {
+		if err := t.readBody(ref, dst); err != nil {
+			v.s.log.Error("chunk integrity error", "volume", v.info.Name, "snapshot", v.snapName, "ino", ino, "chunk", index, "err", err)
+			return 0, fmt.Errorf("volume %q inode %d chunk %d: %w", v.info.Name, ino, index, err)
+		}
+		length = int(ref.n)
+	}
+	clear(dst[length:])
+	if n.extents == 0 {
+		return length, nil
+	}
+	length, err = v.overlayExtents(t, n, index, dst, length)
+	if err != nil {
+		v.s.log.Error("extent integrity error", "volume", v.info.Name, "snapshot", v.snapName, "ino", ino, "chunk", index, "err", err)
 		return 0, fmt.Errorf("volume %q inode %d chunk %d: %w", v.info.Name, ino, index, err)
 	}
-	clear(dst[ref.n:])
-	return int(ref.n), nil
+	return length, nil
 }
 
 // readBody decodes a chunk body into dst and verifies its hash.
@@ -288,7 +317,7 @@ func (v *View) ReadAt(ctx context.Context, ino Ino, dst []byte, off int64) (int,
 		buf := make([]byte, cs)
 		for int64(done) < want {
 			pos := off + int64(done)
-			if _, err := v.readChunk(t, ino, uint64(pos/cs), buf); err != nil {
+			if _, err := v.readChunk(t, n, uint64(pos/cs), buf); err != nil {
 				return err
 			}
 			done += copy(dst[done:want], buf[pos%cs:])
@@ -298,8 +327,8 @@ func (v *View) ReadAt(ctx context.Context, ino Ino, dst []byte, off int64) (int,
 	return done, err
 }
 
-// WriteAt writes data (read-modify-write of partial chunks), extends Size and sets mtime/ctime, all
-// in one transaction.
+// WriteAt writes data (whole chunks as chunks, partial ones as extents), extends Size and sets
+// mtime/ctime, all in one transaction.
 func (v *View) WriteAt(ctx context.Context, ino Ino, data []byte, off int64) (Attr, error) {
 	if off < 0 {
 		return Attr{}, ErrInvalid
@@ -325,13 +354,12 @@ func (v *View) WriteAt(ctx context.Context, ino Ino, data []byte, off int64) (At
 		for done := int64(0); done < int64(len(data)); {
 			pos := off + done
 			idx, in := pos/cs, pos%cs
-			buf := make([]byte, cs)
-			old, err := v.readChunk(t, ino, uint64(idx), buf)
-			if err != nil {
-				return err
+			k := min(cs-in, int64(len(data))-done)
+			if k == cs {
+				chunks = append(chunks, v.PrepareChunk(uint64(idx), data[done:done+k]))
+			} else {
+				chunks = append(chunks, v.PrepareExtent(uint64(idx), int(in), data[done:done+k]))
 			}
-			k := int64(copy(buf[in:], data[done:]))
-			chunks = append(chunks, v.PrepareChunk(uint64(idx), buf[:max(int64(old), in+k)]))
 			done += k
 		}
 		end := uint64(off + int64(len(data)))
@@ -352,20 +380,20 @@ func (t *tx) truncate(v *View, n *inode, size uint64) error {
 	if size < n.Size {
 		if rem := size % cs; rem != 0 {
 			buf := make([]byte, cs)
-			got, err := v.readChunk(t, n.Ino, size/cs, buf)
+			got, err := v.readChunk(t, n, size/cs, buf)
 			if err != nil {
 				return err
 			}
 			if uint64(got) > rem {
 				c := v.PrepareChunk(size/cs, buf[:rem])
-				d, err := t.setChunk(n.Ino, size/cs, &c)
+				d, err := t.setChunk(n, size/cs, &c)
 				if err != nil {
 					return err
 				}
 				delta += d
 			}
 		}
-		d, err := t.dropChunksFrom(n.Ino, (size+cs-1)/cs)
+		d, err := t.dropChunksFrom(n, (size+cs-1)/cs)
 		if err != nil {
 			return err
 		}
@@ -394,7 +422,7 @@ func (v *View) shrinkInBatches(ctx context.Context, ino Ino, size uint64) error 
 			if err != nil || n.Mode&syscall.S_IFMT != syscall.S_IFREG || size >= n.Size {
 				return nil // SetAttr's own transaction reports any error
 			}
-			idxs, err := t.visibleChunks(ino)
+			idxs, err := t.dataChunks(n)
 			if err != nil {
 				return err
 			}
@@ -409,7 +437,7 @@ func (v *View) shrinkInBatches(ctx context.Context, ino Ino, size uint64) error 
 			idxs = idxs[len(idxs)-gcBatch:]
 			var delta int64
 			for _, i := range idxs {
-				d, err := t.setChunk(ino, i, nil)
+				d, err := t.setChunk(n, i, nil)
 				if err != nil {
 					return err
 				}
@@ -425,7 +453,8 @@ func (v *View) shrinkInBatches(ctx context.Context, ino Ino, size uint64) error 
 	}
 }
 
-// visibleChunks lists the indices of ino's chunks with data, ascending.
+// visibleChunks lists the indices of ino's chunk-map entries, ascending (see dataChunks for the
+// chunks with data, which include those with only extents).
 func (t *tx) visibleChunks(ino Ino) ([]uint64, error) {
 	var out []uint64
 	prefix := metaKind(t.tree, kChunk, ino)
@@ -439,8 +468,8 @@ func (t *tx) visibleChunks(ino Ino) ([]uint64, error) {
 }
 
 // dropChunksFrom makes every chunk at index >= from a hole; returns the allocated-bytes change.
-func (t *tx) dropChunksFrom(ino Ino, from uint64) (int64, error) {
-	idxs, err := t.visibleChunks(ino)
+func (t *tx) dropChunksFrom(n *inode, from uint64) (int64, error) {
+	idxs, err := t.dataChunks(n)
 	if err != nil {
 		return 0, err
 	}
@@ -449,7 +478,7 @@ func (t *tx) dropChunksFrom(ino Ino, from uint64) (int64, error) {
 		if i < from {
 			continue
 		}
-		d, err := t.setChunk(ino, i, nil)
+		d, err := t.setChunk(n, i, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -526,7 +555,7 @@ func (v *View) zeroRange(t *tx, n *inode, from, to uint64) error {
 		var c *Chunk
 		if in != 0 || k != cs {
 			buf := make([]byte, cs)
-			got, err := v.readChunk(t, n.Ino, idx, buf)
+			got, err := v.readChunk(t, n, idx, buf)
 			if err != nil {
 				return err
 			}
@@ -534,7 +563,7 @@ func (v *View) zeroRange(t *tx, n *inode, from, to uint64) error {
 			prepared := v.PrepareChunk(idx, buf[:got])
 			c = &prepared
 		}
-		d, err := t.setChunk(n.Ino, idx, c)
+		d, err := t.setChunk(n, idx, c)
 		if err != nil {
 			return err
 		}
@@ -569,7 +598,7 @@ func (v *View) SeekData(ctx context.Context, ino Ino, off int64, whence int) (in
 		if off < 0 || off >= size {
 			return fmt.Errorf("offset %d past end: %w", off, ErrNotFound)
 		}
-		idxs, err := t.visibleChunks(ino)
+		idxs, err := t.dataChunks(n)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,8 @@
 //	B hash                        chunk body: codec byte + payload (kept in the value log)
 //
 // Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
-// 'c' chunk-map entry (suffix: chunk index), 'o' orphan marker. Names cannot contain NUL, so the NUL
+// 'c' chunk-map entry (suffix: chunk index), 'e' extent (suffix: chunk index, 32-bit extent seq),
+// 'o' orphan marker. Names cannot contain NUL, so the NUL
 // terminator keeps the versions of one name contiguous. Every value starts with a tag byte: 0 is a
 // whiteout ("deleted at this node"), 1 is a live value.
 //
@@ -52,6 +53,26 @@
 // reference and deleted in the one that drops the last. Snapshots add no versions, so they change no
 // counts. Bodies are verified against their hash on every read: a mismatch is ErrCorrupt, never data.
 //
+// # Extents (small writes)
+//
+// A partial-chunk commit (View.PrepareExtent, and WriteAt for the partial chunks of a write) does not
+// rewrite the chunk: it stores the written bytes as an extent, M tree 'e' ino index seq node, whose
+// value is tag, offset within the chunk (32 bits), CRC-32C of the offset's bytes and the data, then the
+// data. A read of the chunk lays the extents its node sees over the chunk-map content in seq order (a
+// new extent takes the highest visible seq + 1, so later ones win); the chunk's length is the largest
+// of the chunk's and its extents' ends. Extents are versioned metadata like the rest: a snapshot sees
+// the extents its node sees, whiteouts hide an ancestor's, GC moves and drops them with their node.
+// A checksum mismatch is ErrCorrupt, never data. The inode counts the extents its node sees (in a
+// 32-bit slot older inodes hold as zero), so reads of files without extents never look for them.
+//
+// Every other change of a chunk (a whole-chunk commit, truncation, punch or zero range, a settled
+// intent-log record) drops its extents in the same transaction; an extent that a new one covers is
+// dropped by it. An extent that would give its chunk more than 16 extents, or more than a quarter of a
+// chunk of extent bytes, compacts instead: chunk and extents are merged and committed as one
+// content-addressed chunk (deduplicated and hash-checked like any other) in the same transaction.
+// Accounting: a chunk's allocated bytes are its merged length, so an extent costs what it adds to the
+// chunk's end, whatever its own size (at most a quarter of a chunk more is stored until compaction).
+//
 // # Invariants (checked by Fsck)
 //
 //   - Every metadata change is one Badger transaction, made while holding the store's write lock, so
@@ -60,6 +81,10 @@
 //     its links (2 + subdirectories for a directory); inodes with nlink 0 carry an orphan marker.
 //   - Refcount = number of chunk-map versions naming the hash; every refcount has a body that hashes
 //     right; no body without a refcount.
+//   - Every visible extent belongs to a regular file (or to an inode deleted at this node whose data an
+//     ancestor holds), lies within its chunk and the file's size, and matches its checksum; a file's
+//     allocation is the sum of its chunks' merged lengths and its inode's extent count is the number
+//     of extents visible with it.
 //   - Node parents exist and have larger IDs; volume live nodes are leaves.
 //
 // Durability: Badger runs with SyncWrites off; Store.Sync (used by fsync) makes everything committed

@@ -298,6 +298,7 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 		}
 	}
 	var use Usage
+	regular := map[Ino]bool{}
 	prefix := append(treePrefix(v.Tree), kInode)
 	err := t.scanVisible(prefix, func(lkey []byte, ver version) error {
 		if !ver.live() {
@@ -311,6 +312,7 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 		}
 		use.Files++
 		use.Bytes += int64(n.alloc)
+		regular[ino] = n.Mode&syscall.S_IFMT == syscall.S_IFREG
 		want, reachable := links[ino]
 		switch {
 		case !reachable && n.Nlink == 0:
@@ -322,7 +324,19 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 		case n.Nlink != want:
 			f.problem("%s:%s: nlink is %d, but %d links found", label, paths[ino], n.Nlink, want)
 		}
-		return f.checkFileChunks(t, label, paths[ino], n)
+		return f.checkFileChunks(t, v, label, paths[ino], n)
+	})
+	if err != nil {
+		return err
+	}
+	// Every visible extent belongs to a regular file (those were checked in checkFileChunks), or to
+	// an inode deleted at this node, whose data an ancestor still holds (like its chunk map).
+	eprefix := append(treePrefix(v.Tree), kExtent)
+	err = t.scanVisible(eprefix, func(lkey []byte, ver version) error {
+		if ino := Ino(beUint64(lkey[len(eprefix):])); ver.live() && !regular[ino] && f.inodeExists(t, ino) {
+			f.problem("%s: extent of chunk %d of inode %d, which is not a regular file", label, beUint64(lkey[len(eprefix)+8:]), ino)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -338,15 +352,22 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 	return nil
 }
 
-// checkFileChunks reports a file whose chunks are damaged, and allocation that does not add up.
-func (f *fsckState) checkFileChunks(t *tx, label, path string, n *inode) error {
+func (f *fsckState) inodeExists(t *tx, ino Ino) bool {
+	_, err := t.getInode(ino)
+	return err == nil
+}
+
+// checkFileChunks reports a file whose chunks or extents are damaged, extents outside their chunk
+// or the file, and allocation (each chunk's length merged with its extents') or an extent count
+// that does not add up.
+func (f *fsckState) checkFileChunks(t *tx, v volRec, label, path string, n *inode) error {
 	if n.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return nil
 	}
 	if path == "" {
 		path = fmt.Sprintf("<orphan inode %d>", n.Ino)
 	}
-	var alloc uint64
+	lens := map[uint64]uint64{}
 	damaged := ""
 	prefix := metaKind(t.tree, kChunk, n.Ino)
 	err := t.scanVisible(prefix, func(lkey []byte, ver version) error {
@@ -357,14 +378,50 @@ func (f *fsckState) checkFileChunks(t *tx, label, path string, n *inode) error {
 		if err != nil {
 			return nil // counted in countRefs
 		}
-		alloc += uint64(ref.n)
+		idx := beUint64(lkey[len(prefix):])
+		lens[idx] = uint64(ref.n)
 		if why, bad := f.bad[ref.hash]; bad && damaged == "" {
-			damaged = fmt.Sprintf("chunk %d %s", beUint64(lkey[len(prefix):]), why)
+			damaged = fmt.Sprintf("chunk %d %s", idx, why)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	cs := uint64(v.Options.ChunkSize)
+	var extents uint32
+	eprefix := metaKind(t.tree, kExtent, n.Ino)
+	err = t.scanVisible(eprefix, func(lkey []byte, ver version) error {
+		if !ver.live() {
+			return nil
+		}
+		extents++
+		idx, seq := beUint64(lkey[len(eprefix):]), beUint32(lkey[len(eprefix)+8:])
+		off, data, err := decodeExtent(ver.val, true)
+		if err != nil {
+			if damaged == "" {
+				damaged = fmt.Sprintf("chunk %d extent %d: %v", idx, seq, err)
+			}
+			if off, data, err = decodeExtent(ver.val, false); err != nil {
+				return nil
+			}
+		}
+		end := uint64(off) + uint64(len(data))
+		if end > cs {
+			f.problem("%s:%s: chunk %d extent %d at %d of %d bytes passes the chunk size %d", label, path, idx, seq, off, len(data), cs)
+		}
+		if idx*cs+end > n.Size {
+			f.problem("%s:%s: chunk %d extent %d ends at %d, past the file size %d", label, path, idx, seq, idx*cs+end, n.Size)
+		}
+		lens[idx] = max(lens[idx], end)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var alloc uint64
+	for _, l := range lens {
+		alloc += l
 	}
 	if damaged != "" {
 		f.rep.Damaged = append(f.rep.Damaged, label+":"+path)
@@ -372,6 +429,9 @@ func (f *fsckState) checkFileChunks(t *tx, label, path string, n *inode) error {
 	}
 	if alloc != n.alloc {
 		f.problem("%s:%s: allocation says %d bytes, chunks hold %d", label, path, n.alloc, alloc)
+	}
+	if extents != n.extents {
+		f.problem("%s:%s: inode counts %d extents, %d found", label, path, n.extents, extents)
 	}
 	return nil
 }

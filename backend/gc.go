@@ -17,7 +17,7 @@ const gcBatch = 2000
 const flushPrefix = "\xffflush"
 
 // reclaim frees an orphan (an inode with nlink 0) at the view's live node: its own chunk-map
-// versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
+// and extent versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
 // transaction. Anything else is left alone. Interrupted, it resumes at the next Open.
 func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
 	for {
@@ -35,7 +35,10 @@ func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
 				done = true
 				return err
 			}
-			more, err := t.dropOwnChunks(ino, gcBatch)
+			more, err := t.dropOwnData(ino, kChunk, gcBatch)
+			if err == nil && !more {
+				more, err = t.dropOwnData(ino, kExtent, gcBatch)
+			}
 			if err != nil || more {
 				return err
 			}
@@ -59,12 +62,12 @@ func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
 	}
 }
 
-// dropOwnChunks deletes up to limit chunk-map versions of ino written at the transaction's node,
-// releasing their references. It reports whether more remain.
-func (t *tx) dropOwnChunks(ino Ino, limit int) (bool, error) {
+// dropOwnData deletes up to limit chunk-map (kind kChunk) or extent (kExtent) versions of ino
+// written at the transaction's node, releasing chunk references. It reports whether more remain.
+func (t *tx) dropOwnData(ino Ino, kind byte, limit int) (bool, error) {
 	type kv struct{ k, v []byte }
 	var own []kv
-	prefix := metaKind(t.tree, kChunk, ino)
+	prefix := metaKind(t.tree, kind, ino)
 	t.closeIter()
 	err := scanPrefix(t.txn, prefix, true, func(k, v []byte) error {
 		if beUint32(k[len(k)-4:]) == t.node {

@@ -332,7 +332,7 @@ func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 			b, ok := bufs[idx]
 			if !ok {
 				b = make([]byte, cs)
-				got, err := v.readChunk(t, n.Ino, idx, b)
+				got, err := v.readChunk(t, n, idx, b)
 				if err != nil {
 					return err
 				}
@@ -348,7 +348,7 @@ func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 	var delta int64
 	for _, idx := range slices.Sorted(mapsKeys(bufs)) {
 		c := v.PrepareChunk(idx, bufs[idx][:lens[idx]])
-		d, err := t.setChunk(n.Ino, idx, &c)
+		d, err := t.setChunk(n, idx, &c)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package backend
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 )
 
 // Key prefixes (see the package doc for the layout).
@@ -26,6 +27,7 @@ const (
 	kXattr  = 'x'
 	kChunk  = 'c'
 	kOrphan = 'o'
+	kExtent = 'e'
 )
 
 // Value tags of metadata versions.
@@ -84,6 +86,15 @@ func chunkLKey(tree uint32, ino Ino, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(metaKind(tree, kChunk, ino), index)
 }
 
+// extentChunkPrefix is the prefix of every version of every extent of one chunk.
+func extentChunkPrefix(tree uint32, ino Ino, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(metaKind(tree, kExtent, ino), index)
+}
+
+func extentLKey(tree uint32, ino Ino, index uint64, seq uint32) []byte {
+	return binary.BigEndian.AppendUint32(extentChunkPrefix(tree, ino, index), seq)
+}
+
 // versionKey appends the node ID to a logical key.
 func versionKey(lkey []byte, node uint32) []byte {
 	k := make([]byte, len(lkey), len(lkey)+4)
@@ -97,7 +108,8 @@ type metaKey struct {
 	kind   byte
 	ino    Ino
 	name   string // dirent, xattr
-	index  uint64 // chunk
+	index  uint64 // chunk, extent
+	seq    uint32 // extent
 	node   uint32
 	lkeyLn int // length of the logical key (the key without the node)
 }
@@ -134,6 +146,12 @@ func parseMetaKey(k []byte) (metaKey, error) {
 			return m, fmt.Errorf("bad chunk key %x", k)
 		}
 		m.index = binary.BigEndian.Uint64(rest)
+	case kExtent:
+		if len(rest) != 12 {
+			return m, fmt.Errorf("bad extent key %x", k)
+		}
+		m.index = binary.BigEndian.Uint64(rest)
+		m.seq = binary.BigEndian.Uint32(rest[8:])
 	default:
 		return m, fmt.Errorf("unknown metadata kind %q in key %x", m.kind, k)
 	}
@@ -149,6 +167,8 @@ func (m metaKey) logicalKey() []byte {
 		return xattrLKey(m.tree, m.ino, m.name)
 	case kChunk:
 		return chunkLKey(m.tree, m.ino, m.index)
+	case kExtent:
+		return extentLKey(m.tree, m.ino, m.index, m.seq)
 	default:
 		return metaKind(m.tree, m.kind, m.ino)
 	}
@@ -210,13 +230,17 @@ func decodeDirent(v []byte) (Ino, uint32, error) {
 	return Ino(binary.BigEndian.Uint64(v[1:])), binary.BigEndian.Uint32(v[9:]), nil
 }
 
-// inode is the stored form of an inode. alloc is the file's allocated bytes (non-hole chunk lengths);
-// parent is a directory's parent directory (0 otherwise).
+// inode is the stored form of an inode. alloc is the file's allocated bytes (the sum of its chunks'
+// lengths, each chunk's length merged with its extents; see chunkLen); parent is a directory's
+// parent directory (0 otherwise); extents is the number of extents the inode's node sees for the
+// file (kept in the 32-bit slot that used to be reserved and zero, so older inodes read as none):
+// reads of a file with none never scan for them.
 type inode struct {
 	Attr
-	alloc  uint64
-	parent Ino
-	target string
+	alloc   uint64
+	parent  Ino
+	target  string
+	extents uint32
 }
 
 const inodeFixed = 1 + 4*6 + 8*7
@@ -224,7 +248,7 @@ const inodeFixed = 1 + 4*6 + 8*7
 func encodeInode(n *inode) []byte {
 	v := make([]byte, 1, inodeFixed+len(n.target))
 	v[0] = tagLive
-	for _, x := range []uint32{n.Mode, n.UID, n.GID, n.Nlink, n.Rdev, 0} {
+	for _, x := range []uint32{n.Mode, n.UID, n.GID, n.Nlink, n.Rdev, n.extents} {
 		v = binary.BigEndian.AppendUint32(v, x)
 	}
 	for _, x := range []uint64{n.Size, uint64(n.Atime), uint64(n.Mtime), uint64(n.Ctime), n.Gen, n.alloc, uint64(n.parent)} {
@@ -243,6 +267,7 @@ func decodeInode(ino Ino, v []byte) (*inode, error) {
 	n.Ino = ino
 	n.Mode, n.UID, n.GID, n.Nlink, n.Rdev = u32(0), u32(1), u32(2), u32(3), u32(4)
 	n.Size, n.Atime, n.Mtime, n.Ctime = u64(0), int64(u64(1)), int64(u64(2)), int64(u64(3))
+	n.extents = u32(5)
 	n.Gen, n.alloc, n.parent = u64(4), u64(5), Ino(u64(6))
 	n.target = string(v[inodeFixed:])
 	n.Blocks = (n.alloc + 511) / 512
@@ -282,3 +307,38 @@ type nodeRec struct {
 func beUint32(b []byte) uint32             { return binary.BigEndian.Uint32(b) }
 func beUint64(b []byte) uint64             { return binary.BigEndian.Uint64(b) }
 func beAppend64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+// An extent value: tag, offset within the chunk, CRC-32C (Castagnoli) of the offset's four bytes
+// and the data, then the data.
+const extentHeader = 1 + 4 + 4
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func encodeExtent(off uint32, data []byte) []byte {
+	v := make([]byte, extentHeader, extentHeader+len(data))
+	v[0] = tagLive
+	binary.BigEndian.PutUint32(v[1:], off)
+	v = append(v, data...)
+	binary.BigEndian.PutUint32(v[5:], extentSum(v))
+	return v
+}
+
+func extentSum(v []byte) uint32 {
+	return crc32.Update(crc32.Checksum(v[1:5], castagnoli), castagnoli, v[extentHeader:])
+}
+
+// decodeExtent returns an extent's offset and data (aliasing v). With verify it checks the
+// checksum; without, only the structure (accounting of extents being dropped).
+func decodeExtent(v []byte, verify bool) (uint32, []byte, error) {
+	if len(v) < extentHeader || v[0] != tagLive {
+		return 0, nil, fmt.Errorf("%w: bad extent value of %d bytes", ErrCorrupt, len(v))
+	}
+	off := binary.BigEndian.Uint32(v[1:])
+	if uint64(off)+uint64(len(v)-extentHeader) > MaxChunkSize {
+		return 0, nil, fmt.Errorf("%w: extent at %d of %d bytes passes the largest chunk", ErrCorrupt, off, len(v)-extentHeader)
+	}
+	if verify && binary.BigEndian.Uint32(v[5:]) != extentSum(v) {
+		return 0, nil, fmt.Errorf("%w: extent at %d of %d bytes does not match its checksum", ErrCorrupt, off, len(v)-extentHeader)
+	}
+	return off, v[extentHeader:], nil
+}

@@ -597,6 +597,8 @@ func (r *mRunner) doStep() {
 		r.fsck()
 	case p < 935:
 		r.opReadOnly(v)
+	case p < 975:
+		r.opCommitExtents(v)
 	default:
 		r.opWrite(v)
 	}
@@ -789,6 +791,48 @@ func (r *mRunner) opCommitChunks(v *mVol) {
 	}
 	n.mtime, n.atime = 0, 0
 	r.compareAttr("CommitChunks result", a, v.fs, n)
+}
+
+// opCommitExtents commits small partial-chunk writes (extents), often many into one chunk so
+// that compaction happens.
+func (r *mRunner) opCommitExtents(v *mVol) {
+	n, ok := r.pickFile(v.fs)
+	if !ok {
+		return
+	}
+	idx := r.r.IntN(5)
+	var chunks []backend.Chunk
+	var descr []string
+	type upd struct {
+		off int64
+		b   []byte
+	}
+	var upds []upd
+	for range 1 + r.r.IntN(20) {
+		if r.r.IntN(4) == 0 {
+			idx = r.r.IntN(5)
+		}
+		in := r.r.IntN(mtChunk)
+		if r.r.IntN(4) == 0 && len(n.data) > 0 {
+			in = r.r.IntN(len(n.data)) % mtChunk
+		}
+		l := min(mtChunk-in, 1+r.r.IntN(4096))
+		off := int64(idx*mtChunk + in)
+		b := r.data(l, off)
+		chunks = append(chunks, v.view.PrepareExtent(uint64(idx), in, b))
+		upds = append(upds, upd{off, b})
+		descr = append(descr, fmt.Sprintf("%d+%d:%d", idx, in, l))
+	}
+	r.logf("CommitChunks extents %s ino=%d %v", v.name, n.ino, descr)
+	a, err := v.view.CommitChunks(r.ctx, n.ino, chunks, 0)
+	if !r.check("CommitChunks extents", err, quotaWant(v)...) {
+		return
+	}
+	for _, u := range upds {
+		writeModel(n, u.b, u.off)
+	}
+	n.mtime, n.atime = 0, 0
+	r.compareAttr("CommitChunks extents result", a, v.fs, n)
 }
 
 func (r *mRunner) opTruncate(v *mVol) {

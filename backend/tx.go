@@ -297,17 +297,23 @@ func (t *tx) getChunk(ino Ino, index uint64) (*chunkRef, version, error) {
 	return &r, v, err
 }
 
-// setChunk points chunk index of ino at c (nil makes it a hole), keeping refcounts exact.
-// It returns the change in allocated bytes.
-func (t *tx) setChunk(ino Ino, index uint64, c *Chunk) (int64, error) {
+// setChunk points chunk index of n at c (nil makes it a hole), keeping refcounts exact, and drops
+// the chunk's extents (n.extents counts them down; n is written by the caller). It returns the
+// change in allocated bytes: the chunk's old length merged with its extents' goes.
+func (t *tx) setChunk(n *inode, index uint64, c *Chunk) (int64, error) {
+	ino := n.Ino
 	lkey := chunkLKey(t.tree, ino, index)
+	extEnd, err := t.dropExtents(n, index)
+	if err != nil {
+		return 0, err
+	}
 	old, v, err := t.getChunk(ino, index)
 	if err != nil {
 		return 0, err
 	}
-	var delta int64
+	delta := -int64(extEnd)
 	if old != nil {
-		delta -= int64(old.n)
+		delta = -int64(max(uint64(old.n), extEnd))
 		if v.node == t.node {
 			if err := t.decref(old.hash); err != nil {
 				return 0, err
