@@ -95,7 +95,7 @@ func allMetrics(cfg Config) []Metric {
 		{ID: MRandReadCold, Title: "rand read 4 KiB cold", Unit: "IOPS"},
 		{ID: MRandReadWarm, Title: "rand read 4 KiB warm", Unit: "IOPS"},
 		{ID: MRandWrite, Title: "rand write 4 KiB + fsync", Unit: "IOPS"},
-		{ID: MFsyncOps, Title: "4 KiB write+fsync loop (fio)", Unit: "ops/s"},
+		{ID: MFsyncOps, Title: "4 KiB write+fsync loop", Unit: "ops/s"},
 		{ID: MFsyncP50, Title: "fsync latency p50", Unit: "µs", Lower: true},
 		{ID: MFsyncP99, Title: "fsync latency p99", Unit: "µs", Lower: true},
 		{ID: MFsync4One, Title: "4 write+fsync writers, 1 volume", Unit: "ops/s"},
