@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/fusevol/fusevol/backend"
 )
@@ -24,6 +23,7 @@ type fileData interface {
 	attrStore
 	chunkReader
 	PrepareChunk(index uint64, data []byte) backend.Chunk
+	PrepareExtent(index uint64, off int, data []byte) backend.Chunk
 	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
 	// LogWrites makes buffered writes durable through the store's intent log (fsync).
 	LogWrites(ctx context.Context, ino backend.Ino, size uint64, mtime int64, ws []backend.Write) (bool, error)
@@ -41,8 +41,14 @@ var _ chunkInvalidator = (*chunkCache)(nil)
 
 // writeback buffers written data per file in whole chunks. A chunk that a write fills
 // completely is hashed at once by the hash workers and committed in the background; partial
-// chunks wait for close or memory pressure, and are merged with the stored contents before
-// they are committed. Commits of one file happen in submission order.
+// chunks wait for close or memory pressure. A partial chunk remembers the ranges written into it
+// (up to maxSpans); when it is committed, ranges of up to a quarter of a chunk in all become
+// extents in the store (backend PrepareExtent: no read of the stored chunk, no re-hash of the
+// whole chunk), bigger ones are merged with the stored contents (loadBase) and committed as a
+// whole chunk. A read of unwritten bytes of a buffered chunk, or a write that would make more
+// ranges, merges the stored contents in too. Commits of one file happen in submission order;
+// until one lands, reads see it through inflight (the stored chunk overlaid with every pending
+// commit of the chunk, in order).
 //
 // fsync does not commit: it hands the ranges written since the file's last fsync to the store's
 // intent log (one device flush) and keeps the buffers, which are committed later as usual. Once
@@ -89,37 +95,92 @@ type fileState struct {
 	// transaction to put it into the store, for the times not to move at close or fsync.
 	stamp, observed bool
 	dirty           map[uint64]*chunkBuf
-	inflight        map[uint64][]byte // newest submitted, not yet committed content per chunk
+	inflight        map[uint64][]*commitJob // submitted, not yet committed commits per chunk, in order
 	queue           []*commitJob
 	committing      bool
 	err             error // first failed commit since the last flush reported it
 	logged          bool  // buffers hold writes the intent log made durable
 }
 
-// chunkBuf is one chunk being written. Until base is set only data[lo:hi] is meaningful.
-// [llo, lhi) spans what was written since the last fsync logged the chunk (llo < 0: nothing).
+// chunkBuf is one chunk being written. Until base is set only the written spans of data are
+// meaningful. [llo, lhi) spans what was written since the last fsync logged the chunk (llo < 0:
+// nothing).
 type chunkBuf struct {
 	data     []byte
-	lo, hi   int
-	end      int // end of the highest byte written
+	spans    []span // written ranges: sorted, disjoint, not touching (until base)
+	end      int    // end of the highest byte written
 	base     bool
 	llo, lhi int
 }
 
+// span is a written range of a chunk buffer.
+type span struct{ lo, hi int }
+
+// addSpan adds [lo, hi) to b's spans, merging those it overlaps or touches.
+func (b *chunkBuf) addSpan(lo, hi int) {
+	out := b.spans[:0:0]
+	for _, s := range b.spans {
+		if s.hi < lo || s.lo > hi {
+			out = append(out, s)
+			continue
+		}
+		lo, hi = min(lo, s.lo), max(hi, s.hi)
+	}
+	out = append(out, span{lo, hi})
+	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	b.spans = out
+}
+
+// covers reports whether [lo, hi) is meaningful in b.
+func (b *chunkBuf) covers(lo, hi int) bool {
+	if b.base {
+		return true
+	}
+	for _, s := range b.spans {
+		if s.lo <= lo && hi <= s.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// piece is part of a commit: a whole chunk (full) or an extent's data at off.
+type piece struct {
+	off  int
+	data []byte
+}
+
 type commitJob struct {
-	st    *fileState
-	idx   uint64
-	buf   []byte // the whole chunk buffer, back to the pool after the commit
-	data  []byte
-	done  chan struct{}
-	chunk backend.Chunk
+	st     *fileState
+	idx    uint64
+	buf    []byte // the whole chunk buffer, back to the pool after the commit
+	full   bool   // pieces[0] is the chunk's whole new content; else they are extents
+	pieces []piece
+	end    int // end of the content within the chunk
+	done   chan struct{}
+	chunks []backend.Chunk
 }
 
 const (
 	defaultDirtyLimit = 64 << 20
 	maxCommitBatch    = 64
 	inlineFlushChunks = 2
+	// maxSpans is how many separate ranges a buffered chunk keeps before merging the stored
+	// contents in.
+	maxSpans = 8
 )
+
+// prepare hashes (and encodes) the job's chunk, or checksums its extents.
+func (j *commitJob) prepare() {
+	j.chunks = make([]backend.Chunk, 0, len(j.pieces))
+	for _, p := range j.pieces {
+		if j.full {
+			j.chunks = append(j.chunks, j.st.vol.PrepareChunk(j.idx, p.data))
+		} else {
+			j.chunks = append(j.chunks, j.st.vol.PrepareExtent(j.idx, p.off, p.data))
+		}
+	}
+}
 
 // newWriteback buffers chunks of cs bytes, up to limit bytes across the mount, until ctx (the
 // mount's) ends. It reports failed commits to log, tells cache about changed chunks, and
@@ -146,7 +207,7 @@ func (wb *writeback) hashWorker() {
 		case <-wb.ctx.Done():
 			return
 		case j := <-wb.hashq:
-			j.chunk = j.st.vol.PrepareChunk(j.idx, j.data)
+			j.prepare()
 			close(j.done)
 		}
 	}
@@ -222,7 +283,7 @@ func (wb *writeback) state(id uint64, vol fileData, ino backend.Ino, opening boo
 	defer wb.mu.Unlock()
 	if st = wb.files[id]; st == nil {
 		st = &fileState{wb: wb, id: id, vol: vol, ino: ino, size: a.Size, stored: a.Size,
-			dirty: map[uint64]*chunkBuf{}, inflight: map[uint64][]byte{}}
+			dirty: map[uint64]*chunkBuf{}, inflight: map[uint64][]*commitJob{}}
 		st.cond = sync.NewCond(&st.mu)
 		wb.files[id] = st
 	}
@@ -332,21 +393,18 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		if b = st.dirty[idx]; b != nil {
 			wb.release(1)
 		} else {
-			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), lo: -1, llo: -1}
+			b = &chunkBuf{data: *wb.bufs.Get().(*[]byte), llo: -1}
 			st.dirty[idx] = b
 			wb.cache.invalidateChunk(st.id, idx)
 		}
 	}
 	end := within + len(p)
-	switch {
-	case b.base:
-	case b.lo < 0:
-		b.lo, b.hi = within, end
-	case within <= b.hi && end >= b.lo:
-		b.lo, b.hi = min(b.lo, within), max(b.hi, end)
-	default:
-		if err := st.loadBase(idx, b); err != nil {
-			return err
+	if !b.base {
+		b.addSpan(within, end)
+		if len(b.spans) > maxSpans {
+			if err := st.loadBase(idx, b); err != nil {
+				return err
+			}
 		}
 	}
 	copy(b.data[within:], p)
@@ -359,29 +417,55 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 	st.size = max(st.size, idx*uint64(wb.cs)+uint64(end))
 	st.mtime = time.Now().UnixNano()
 	st.stamp = true
-	if b.lo == 0 && b.hi == wb.cs && !st.logged {
+	if !b.base && b.covers(0, wb.cs) && !st.logged {
 		st.submit(idx, b, false)
 	}
 	return nil
 }
 
+// current fills buf (a chunk buffer) with the chunk's content as the store will hold it once the
+// pending commits land (under st.mu): the newest whole-chunk commit, or else the stored chunk,
+// overlaid with the extents submitted after it. A commit landing meanwhile changes nothing: the
+// overlay is applied again on top. Returns the content's length.
+func (st *fileState) current(idx uint64, buf []byte) (int, error) {
+	jobs := st.inflight[idx]
+	length := 0
+	full := -1
+	for i := len(jobs) - 1; i >= 0 && full < 0; i-- {
+		if jobs[i].full {
+			full = i
+		}
+	}
+	if full >= 0 {
+		length = copy(buf, jobs[full].pieces[0].data)
+		jobs = jobs[full+1:]
+	} else if start := idx * uint64(st.wb.cs); start < st.stored {
+		n, err := st.vol.ReadChunk(st.wb.ctx, st.ino, idx, buf)
+		if err != nil {
+			return 0, err
+		}
+		length = int(min(uint64(n), st.stored-start))
+	}
+	clear(buf[length:])
+	for _, j := range jobs {
+		for _, p := range j.pieces {
+			copy(buf[p.off:], p.data)
+			length = max(length, p.off+len(p.data))
+		}
+	}
+	return length, nil
+}
+
 // loadBase merges the chunk's current content under the buffered bytes.
 func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
 	cs := st.wb.cs
-	start := idx * uint64(cs)
-	var base []byte
-	if d, ok := st.inflight[idx]; ok {
-		base = d
-	} else if start < st.stored {
-		bp := st.wb.bufs.Get().(*[]byte)
-		defer st.wb.bufs.Put(bp)
-		buf := *bp
-		n, err := st.vol.ReadChunk(st.wb.ctx, st.ino, idx, buf)
-		if err != nil {
-			return err
-		}
-		base = buf[:min(uint64(n), st.stored-start)]
+	bp := st.wb.bufs.Get().(*[]byte)
+	defer st.wb.bufs.Put(bp)
+	n, err := st.current(idx, *bp)
+	if err != nil {
+		return err
 	}
+	base := (*bp)[:n]
 	fill := func(from, to int) {
 		if from >= to {
 			return
@@ -392,13 +476,13 @@ func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
 		}
 		clear(b.data[from+n : to])
 	}
-	if b.lo < 0 {
-		fill(0, cs)
-	} else {
-		fill(0, b.lo)
-		fill(b.hi, cs)
+	from := 0
+	for _, s := range b.spans {
+		fill(from, s.lo)
+		from = s.hi
 	}
-	b.base = true
+	fill(from, cs)
+	b.base, b.spans = true, nil
 	return nil
 }
 
@@ -407,7 +491,25 @@ func (st *fileState) loadBase(idx uint64, b *chunkBuf) error {
 func (st *fileState) submit(idx uint64, b *chunkBuf, inline bool) {
 	cs := uint64(st.wb.cs)
 	length := int(min(cs, st.size-min(st.size, idx*cs)))
-	if !b.base && !(b.lo == 0 && b.hi >= length) {
+	var extents []piece
+	if !b.base && !b.covers(0, length) {
+		total := 0
+		for _, s := range b.spans {
+			if hi := min(s.hi, length); s.lo < hi {
+				extents = append(extents, piece{s.lo, b.data[s.lo:hi]})
+				total += hi - s.lo
+			}
+		}
+		if total > int(cs)/4 {
+			extents = nil
+		} else if len(extents) == 0 { // all past the end: nothing to commit
+			delete(st.dirty, idx)
+			st.wb.bufs.Put(&b.data)
+			st.wb.release(1)
+			return
+		}
+	}
+	if extents == nil && !b.base && !b.covers(0, length) {
 		if err := st.loadBase(idx, b); err != nil {
 			st.fail(err)
 			delete(st.dirty, idx)
@@ -417,12 +519,18 @@ func (st *fileState) submit(idx uint64, b *chunkBuf, inline bool) {
 		}
 	}
 	delete(st.dirty, idx)
-	data := b.data[:length]
-	st.inflight[idx] = data
-	j := &commitJob{st: st, idx: idx, buf: b.data, data: data, done: make(chan struct{})}
+	j := &commitJob{st: st, idx: idx, buf: b.data, done: make(chan struct{})}
+	if extents != nil {
+		j.pieces = extents
+		last := extents[len(extents)-1]
+		j.end = last.off + len(last.data)
+	} else {
+		j.full, j.pieces, j.end = true, []piece{{0, b.data[:length]}}, length
+	}
+	st.inflight[idx] = append(st.inflight[idx], j)
 	st.queue = append(st.queue, j)
 	if inline {
-		j.chunk = st.vol.PrepareChunk(idx, data)
+		j.prepare()
 		close(j.done)
 		return
 	}
@@ -471,11 +579,11 @@ func (st *fileState) commitLoop() {
 		for k < len(jobs) && isDone(jobs[k].done) {
 			k++
 		}
-		chunks := make([]backend.Chunk, k)
+		var chunks []backend.Chunk
 		var end uint64 // all-zero chunks do not extend a file by themselves
-		for i, j := range jobs[:k] {
-			chunks[i] = j.chunk
-			end = max(end, j.idx*uint64(st.wb.cs)+uint64(len(j.data)))
+		for _, j := range jobs[:k] {
+			chunks = append(chunks, j.chunks...)
+			end = max(end, j.idx*uint64(st.wb.cs)+uint64(j.end))
 		}
 		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, end)
 
@@ -483,7 +591,9 @@ func (st *fileState) commitLoop() {
 		st.wb.seq.Add(1)
 		st.queue = st.queue[k:]
 		for _, j := range jobs[:k] {
-			if d, ok := st.inflight[j.idx]; ok && unsafe.SliceData(d) == unsafe.SliceData(j.data) {
+			if js := slices.DeleteFunc(st.inflight[j.idx], func(x *commitJob) bool { return x == j }); len(js) > 0 {
+				st.inflight[j.idx] = js
+			} else {
 				delete(st.inflight, j.idx)
 			}
 			st.wb.cache.invalidateChunk(st.id, j.idx)
@@ -511,7 +621,7 @@ func (st *fileState) resize() {
 		size = max(size, idx*cs+uint64(b.end))
 	}
 	for _, j := range st.queue {
-		size = max(size, j.idx*cs+uint64(len(j.data)))
+		size = max(size, j.idx*cs+uint64(j.end))
 	}
 	st.size = size
 }
@@ -618,7 +728,7 @@ func (wb *writeback) readBuffered(st *fileState, idx uint64, within int, p []byt
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if b := st.dirty[idx]; b != nil {
-		if !b.base && (within < b.lo || within+len(p) > b.hi) {
+		if !b.covers(within, within+len(p)) {
 			if err := st.loadBase(idx, b); err != nil {
 				return true, err
 			}
@@ -626,11 +736,22 @@ func (wb *writeback) readBuffered(st *fileState, idx uint64, within int, p []byt
 		copy(p, b.data[within:])
 		return true, nil
 	}
-	if d, ok := st.inflight[idx]; ok {
-		copyChunk(p, d, within)
+	jobs := st.inflight[idx]
+	if len(jobs) == 0 {
+		return false, nil
+	}
+	if j := jobs[len(jobs)-1]; j.full {
+		copyChunk(p, j.pieces[0].data, within)
 		return true, nil
 	}
-	return false, nil
+	bp := st.wb.bufs.Get().(*[]byte)
+	defer st.wb.bufs.Put(bp)
+	n, err := st.current(idx, *bp)
+	if err != nil {
+		return true, err
+	}
+	copyChunk(p, (*bp)[:n], within)
+	return true, nil
 }
 
 // copyChunk copies stored chunk content from offset within into p; bytes past the
@@ -704,10 +825,18 @@ func (st *fileState) unlogged() []backend.Write {
 		if b.llo < 0 {
 			continue
 		}
-		off := idx*cs + uint64(b.llo)
-		hi := min(uint64(b.lhi), st.size-min(st.size, idx*cs))
-		if uint64(b.llo) < hi {
-			ws = append(ws, backend.Write{Off: off, Data: b.data[b.llo:hi]})
+		hi := int(min(uint64(b.lhi), st.size-min(st.size, idx*cs)))
+		add := func(lo, hi int) {
+			if lo < hi {
+				ws = append(ws, backend.Write{Off: idx*cs + uint64(lo), Data: b.data[lo:hi]})
+			}
+		}
+		if b.base {
+			add(b.llo, hi)
+			continue
+		}
+		for _, s := range b.spans { // the bytes between spans are not the file's
+			add(max(s.lo, b.llo), min(s.hi, hi))
 		}
 	}
 	slices.SortFunc(ws, func(a, b backend.Write) int { return cmp.Compare(a.Off, b.Off) })
