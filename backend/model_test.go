@@ -599,6 +599,8 @@ func (r *mRunner) doStep() {
 		r.opReadOnly(v)
 	case p < 975:
 		r.opCommitExtents(v)
+	case p < 990:
+		r.opLogWrites(v)
 	default:
 		r.opWrite(v)
 	}
@@ -833,6 +835,56 @@ func (r *mRunner) opCommitExtents(v *mVol) {
 	}
 	n.mtime, n.atime = 0, 0
 	r.compareAttr("CommitChunks extents result", a, v.fs, n)
+}
+
+// opLogWrites makes writes durable through the intent log (as fsync does), then settles them
+// in one of the ways the store does: a replay at reopen, a change to the file (a truncation to
+// its own size) or a snapshot. Volumes with a quota are skipped: the fs checks the quota before
+// it logs, the store does not.
+func (r *mRunner) opLogWrites(v *mVol) {
+	n, ok := r.pickFile(v.fs)
+	if !ok || v.opts.Size > 0 {
+		return
+	}
+	var ws []backend.Write
+	var descr []string
+	size := uint64(len(n.data))
+	for range 1 + r.r.IntN(3) {
+		off := r.offset(len(n.data))
+		l := max(0, min(r.length(), mtMaxFile-int(off)))
+		b := r.data(l, off)
+		ws = append(ws, backend.Write{Off: uint64(off), Data: b})
+		descr = append(descr, fmt.Sprintf("%d:%d", off, l))
+		size = max(size, uint64(off)+uint64(l))
+	}
+	r.logf("LogWrites %s ino=%d %v size=%d", v.name, n.ino, descr, size)
+	logged, err := v.view.LogWrites(r.ctx, n.ino, size, time.Now().UnixNano(), ws)
+	if !r.check("LogWrites", err) {
+		return
+	}
+	if !logged {
+		r.fail("LogWrites of %v: not logged", descr)
+	}
+	for _, w := range ws {
+		writeModel(n, w.Data, int64(w.Off))
+	}
+	resize(n, int(size))
+	n.mtime, n.atime = 0, 0
+	switch r.r.IntN(3) {
+	case 0:
+		orphan := v.fs.orphans[n.ino]
+		r.reopen()
+		if orphan {
+			return // reclaimed at reopen
+		}
+	case 1:
+		r.logf("SetAttr %s ino=%d size=%d (settles)", v.name, n.ino, size)
+		_, err := v.view.SetAttr(r.ctx, n.ino, backend.SetAttr{Valid: backend.SetSize, Size: size})
+		r.must("SetAttr", err)
+	default:
+		r.opSnapshot(v)
+	}
+	r.checkRead(v.view, n, 0, len(n.data), "after settling logged writes")
 }
 
 func (r *mRunner) opTruncate(v *mVol) {
