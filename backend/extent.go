@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Extents: small writes without a read-modify-write of the whole chunk (see the package doc).
@@ -28,6 +30,14 @@ type extent struct {
 	off  uint32
 	data []byte
 	lkey []byte
+	val  []byte // the stored value (data aliases it)
+}
+
+// extKey names a chunk's extents as one node of a tree sees them.
+type extKey struct {
+	tree, node uint32
+	ino        Ino
+	index      uint64
 }
 
 func (e *extent) end() uint64 { return uint64(e.off) + uint64(len(e.data)) }
@@ -57,19 +67,62 @@ func (c *Chunk) end() int {
 
 // chunkExtents returns the extents of chunk index of ino that the transaction's node sees, in the
 // order they apply (seq ascending). verify checks their checksums.
+//
+// A write transaction scans a chunk's extents once, in a read-only transaction of the same state
+// (writers hold the store's write lock, so nothing commits in between): an iterator of the write
+// transaction itself would sort all its pending writes each time, which makes settling many log
+// records quadratic. It then keeps them in t.ext, which addExtent and dropExtents keep current.
 func (t *tx) chunkExtents(ino Ino, index uint64, verify bool) ([]extent, error) {
+	var exts []extent
+	var err error
+	k := extKey{t.tree, t.node, ino, index}
+	if cached, ok := t.ext[k]; ok {
+		exts = cached
+	} else if !t.rw {
+		exts, err = t.scanExtents(t.txn, ino, index)
+	} else {
+		ro := t.s.db.NewTransaction(false)
+		exts, err = t.scanExtents(ro, ino, index)
+		ro.Discard()
+		if err == nil {
+			if t.ext == nil {
+				t.ext = map[extKey][]extent{}
+			}
+			t.ext[k] = exts
+		}
+	}
+	if err != nil || !verify {
+		return exts, err
+	}
+	for i := range exts {
+		if _, _, err := decodeExtent(exts[i].val, true); err != nil {
+			return nil, fmt.Errorf("inode %d chunk %d extent %d: %w", ino, index, exts[i].seq, err)
+		}
+	}
+	return exts, nil
+}
+
+// setExtents records the chunk's extents after a change made in t.
+func (t *tx) setExtents(ino Ino, index uint64, exts []extent) {
+	if t.ext == nil {
+		t.ext = map[extKey][]extent{}
+	}
+	t.ext[extKey{t.tree, t.node, ino, index}] = exts
+}
+
+func (t *tx) scanExtents(txn *badger.Txn, ino Ino, index uint64) ([]extent, error) {
 	prefix := extentChunkPrefix(t.tree, ino, index)
 	var out []extent
-	err := t.scanVisible(prefix, func(lkey []byte, ver version) error {
+	err := t.scanVisibleIn(txn, prefix, func(lkey []byte, ver version) error {
 		if !ver.live() {
 			return nil
 		}
 		seq := beUint32(lkey[len(prefix):])
-		off, data, err := decodeExtent(ver.val, verify)
+		off, data, err := decodeExtent(ver.val, false)
 		if err != nil {
 			return fmt.Errorf("inode %d chunk %d extent %d: %w", ino, index, seq, err)
 		}
-		out = append(out, extent{seq: seq, off: off, data: data, lkey: lkey})
+		out = append(out, extent{seq: seq, off: off, data: data, lkey: lkey, val: ver.val})
 		return nil
 	})
 	return out, err
@@ -123,6 +176,9 @@ func (t *tx) dropExtents(n *inode, index uint64) (uint64, error) {
 		}
 		n.extents = max(n.extents, 1) - 1
 	}
+	if len(exts) > 0 || t.rw {
+		t.setExtents(n.Ino, index, []extent{})
+	}
 	return end, nil
 }
 
@@ -159,16 +215,24 @@ func (v *View) addExtent(t *tx, n *inode, c *Chunk) (int64, error) {
 	if kept+1 > maxExtents || keptBytes+c.n > extentBytesLimit(cs) || seq == math.MaxUint32 {
 		return v.compact(t, n, c)
 	}
-	for _, i := range covered {
-		if err := t.remove(exts[i].lkey); err != nil {
-			return 0, err
+	after := make([]extent, 0, kept+1)
+	for i := range exts {
+		if len(covered) > 0 && covered[0] == i {
+			covered = covered[1:]
+			if err := t.remove(exts[i].lkey); err != nil {
+				return 0, err
+			}
+			n.extents = max(n.extents, 1) - 1
+			continue
 		}
-		n.extents = max(n.extents, 1) - 1
+		after = append(after, exts[i])
 	}
-	if err := t.put(extentLKey(t.tree, n.Ino, c.Index, seq+1), c.body); err != nil {
+	lkey := extentLKey(t.tree, n.Ino, c.Index, seq+1)
+	if err := t.put(lkey, c.body); err != nil {
 		return 0, err
 	}
 	n.extents++
+	t.setExtents(n.Ino, c.Index, append(after, extent{seq: seq + 1, off: uint32(c.off), data: c.body[extentHeader:], lkey: lkey, val: c.body}))
 	return int64(max(oldEnd, hi)) - int64(oldEnd), nil
 }
 

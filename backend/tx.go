@@ -18,6 +18,9 @@ type tx struct {
 	hooks []func()
 	// touched lists the inodes this transaction changed (see Store.touched).
 	touched []touchKey
+	// ext caches, in a write transaction, the visible extents of the chunks it looked at (see
+	// chunkExtents); every change of extents in the transaction goes through it.
+	ext map[extKey][]extent
 
 	rw   bool // a write transaction
 	tree uint32
@@ -218,10 +221,15 @@ func (t *tx) remove(lkey []byte) error {
 // Logical keys are the versioned keys without their last 4 bytes. Whiteouts are passed too.
 func (t *tx) scanVisible(prefix []byte, fn func(lkey []byte, v version) error) error {
 	t.closeIter()
+	return t.scanVisibleIn(t.txn, prefix, fn)
+}
+
+// scanVisibleIn is scanVisible in txn (which may be another transaction than t's).
+func (t *tx) scanVisibleIn(txn *badger.Txn, prefix []byte, fn func(lkey []byte, v version) error) error {
 	o := badger.DefaultIteratorOptions
 	o.PrefetchValues = false
 	o.Prefix = prefix
-	it := t.txn.NewIterator(o)
+	it := txn.NewIterator(o)
 	defer it.Close()
 	var last []byte
 	found := false
