@@ -148,7 +148,7 @@ func checkOptions(t *testing.T, in map[string]string, o VolumeOptions) {
 // metaKeyIn builds a versioned metadata key from fuzz input; ok is false for inputs the store never
 // writes (dirent and xattr names are non-empty and NUL-free).
 func metaKeyIn(tree uint32, kindSel uint8, ino uint64, name string, index uint64, node uint32) (metaKey, []byte, bool) {
-	kinds := []byte{kInode, kDirent, kXattr, kChunk, kOrphan}
+	kinds := []byte{kInode, kDirent, kXattr, kChunk, kOrphan, kExtent}
 	m := metaKey{tree: tree, kind: kinds[int(kindSel)%len(kinds)], ino: Ino(ino), node: node}
 	switch m.kind {
 	case kDirent, kXattr:
@@ -158,17 +158,19 @@ func metaKeyIn(tree uint32, kindSel uint8, ino uint64, name string, index uint64
 		m.name = name
 	case kChunk:
 		m.index = index
+	case kExtent:
+		m.index, m.seq = index>>8, uint32(index)^node
 	}
 	lk := m.logicalKey()
 	m.lkeyLn = len(lk)
 	return m, versionKey(lk, node), true
 }
 
-// wantOrder is the intended order of versioned keys: tree, kind, inode, name or chunk index,
+// wantOrder is the intended order of versioned keys: tree, kind, inode, name or chunk index, extent seq,
 // then node; so all versions of one logical key are contiguous and ordered by node ID.
 func wantOrder(a, b metaKey) int {
 	return cmp.Or(cmp.Compare(a.tree, b.tree), cmp.Compare(a.kind, b.kind), cmp.Compare(a.ino, b.ino),
-		strings.Compare(a.name, b.name), cmp.Compare(a.index, b.index), cmp.Compare(a.node, b.node))
+		strings.Compare(a.name, b.name), cmp.Compare(a.index, b.index), cmp.Compare(a.seq, b.seq), cmp.Compare(a.node, b.node))
 }
 
 func FuzzMetaKey(f *testing.F) {
