@@ -90,6 +90,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 	}
 	f.cache = newChunkCache(opts.CacheBytes)
 	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.DirtyLimit)
+	f.wb.quota.awaitReclaims = f.awaitReclaims
 	return f
 }
 
@@ -207,7 +208,12 @@ func (f *fsys) unref(id uint64, lookups uint64, opens int) {
 	n.lookups -= min(lookups, n.lookups)
 	n.opens -= opens
 	gone := n.lookups == 0 && n.opens <= 0
-	orphan := gone && n.orphan
+	// A deleted file is reclaimed at its last release, even while the kernel still holds
+	// lookups on it (see removed); only files are ever opened through here.
+	orphan := n.orphan && (gone || (opens > 0 && n.opens <= 0))
+	if orphan {
+		n.orphan = false
+	}
 	if gone {
 		delete(f.nodes, id)
 	}
@@ -218,19 +224,25 @@ func (f *fsys) unref(id uint64, lookups uint64, opens int) {
 }
 
 // removed is called after an entry naming a (an inode of slot 0) was removed. If that was the
-// inode's last link it becomes an orphan, reclaimed now or when the kernel lets it go.
+// inode's last link it becomes an orphan, reclaimed now or when the kernel lets it go. A file
+// nobody has open is reclaimed at once, even while the kernel still holds lookups on it (it
+// forgets them later, at its own pace): as on a local filesystem, deleting a file that no
+// process has open frees its space now. Directories wait for the kernel, since a process can sit
+// in a removed directory without opening it.
 func (f *fsys) removed(a backend.Attr) {
-	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR && a.Nlink > 1 {
+	dir := a.Mode&syscall.S_IFMT == syscall.S_IFDIR
+	if !dir && a.Nlink > 1 {
 		return
 	}
 	id := nodeID(0, a.Ino)
 	f.nodesMu.Lock()
 	n := f.nodes[id]
-	if n != nil {
+	now := n == nil || (!dir && n.opens <= 0)
+	if n != nil && !now {
 		n.orphan = true
 	}
 	f.nodesMu.Unlock()
-	if n == nil {
+	if now {
 		f.reclaim(id)
 	}
 }
@@ -285,3 +297,29 @@ func (f *fsys) dropHandle(fh uint64) any {
 	delete(f.handles, fh)
 	return h
 }
+
+// awaitReclaims waits up to reclaimWait for deleted files that are still open to be released
+// and reclaimed, and reports whether there were any. A close returns before the kernel sends its
+// RELEASE, so right after "close; unlink" the space is not free yet.
+func (f *fsys) awaitReclaims(ctx context.Context) bool {
+	pending := func() bool {
+		f.nodesMu.Lock()
+		defer f.nodesMu.Unlock()
+		for _, n := range f.nodes {
+			if n.orphan && n.opens > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if !pending() {
+		return false
+	}
+	deadline := time.Now().Add(reclaimWait)
+	for pending() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+const reclaimWait = 500 * time.Millisecond

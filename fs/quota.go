@@ -28,6 +28,9 @@ type quotaEstimate struct {
 	ctx   context.Context // the mount's
 	src   quotaSource
 	flush func(context.Context) error // commits every buffered write, so usage is exact
+	// awaitReclaims, when set, waits a little for deleted files whose last close is still on
+	// its way (the kernel sends RELEASE after close returns) and reports whether any were left.
+	awaitReclaims func(context.Context) bool
 
 	mu    sync.Mutex
 	known bool
@@ -67,6 +70,16 @@ func (q *quotaEstimate) reserve(need int64) (int64, error) {
 	}
 	if err := q.refresh(); err != nil {
 		return 0, err
+	}
+	if q.used+need > q.limit && q.awaitReclaims != nil {
+		q.mu.Unlock()
+		waited := q.awaitReclaims(q.ctx)
+		q.mu.Lock()
+		if waited {
+			if err := q.refresh(); err != nil {
+				return 0, err
+			}
+		}
 	}
 	avail := min(need, q.limit-q.used)
 	if avail <= 0 {
