@@ -15,6 +15,7 @@
 //	M tree kind ino [suffix] node versioned metadata (see below)
 //	R hash                        chunk refcount, plain length, stored length
 //	B hash                        chunk body: codec byte + payload (kept in the value log)
+//	L volumeID 0x00 ino           intent-log mark: the highest LSN applied to the file (intent.go)
 //
 // Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
 // 'c' chunk-map entry (suffix: chunk index), 'e' extent (suffix: chunk index, 32-bit extent seq),
@@ -86,7 +87,11 @@
 //     allocation is the sum of its chunks' merged lengths and its inode's extent count is the number
 //     of extents visible with it.
 //   - Node parents exist and have larger IDs; volume live nodes are leaves.
+//   - Every intent-log mark is below the log's next LSN.
 //
-// Durability: Badger runs with SyncWrites off; Store.Sync (used by fsync) makes everything committed
-// so far durable.
+// Durability: Badger runs with SyncWrites off; Store.Sync makes everything committed so far
+// durable (and is skipped when nothing was committed since the last one). fsync goes through
+// View.LogWrites: the writes are appended to the intent log (package intentlog) and flushed with
+// one fdatasync shared by concurrent callers; the store is synced as well only when the file's
+// inode changed since the last store sync. intent.go states the rules that make replay safe.
 package backend
