@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/fusevol/fusevol/backend/intentlog"
@@ -85,21 +86,22 @@ func (s *Store) openIntents(ctx context.Context, dir string, size int64) error {
 	if len(recs) > 0 {
 		s.log.Info("replaying the intent log", "records", len(recs))
 	}
-	if err := s.checkpoint(ctx, -1); err != nil {
-		l.Close()
-		return fmt.Errorf("replay the intent log: %w", err)
-	}
 	// A log that lost its files would give out LSNs that marks already cover, and replay would
-	// skip their records: start above the highest mark.
+	// skip their records: start above the highest mark (the releases below make it durable).
 	top, err := s.maxLogMark()
-	if err == nil && top >= l.Next() {
-		s.log.Warn("intent log is behind the store's marks (replaced or lost?); skipping ahead", "mark", top, "next", l.Next())
-		l.SkipTo(top + 1)
-		err = s.checkpoint(ctx, -1)
-	}
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("intent log: %w", err)
+	}
+	if top >= l.Next() {
+		s.log.Warn("intent log is behind the store's marks (replaced or lost?); skipping ahead", "mark", top, "next", l.Next())
+		l.SkipTo(top + 1)
+	}
+	if err := s.checkpoint(ctx, -1); err != nil {
+		// A record that cannot be applied (a damaged chunk under it, say) stays in the log and
+		// keeps its segment; the store opens and serves everything else, and fsyncs that find
+		// the log full sync the store instead. The next Open tries again.
+		s.log.Error("intent log: replay left records unapplied", "err", err)
 	}
 	return nil
 }
@@ -137,19 +139,33 @@ func (s *Store) checkpoint(ctx context.Context, seg int) error {
 	return nil
 }
 
+// checkpointLoop checkpoints each segment the log leaves, retrying failed ones now and then.
 func (s *Store) checkpointLoop(ctx context.Context) {
 	defer s.bg.Done()
+	retry := time.NewTicker(checkpointRetry)
+	defer retry.Stop()
+	failed := -1
 	for {
+		seg := -1
 		select {
 		case <-ctx.Done():
 			return
-		case seg := <-s.intents.log.Full():
-			if err := s.checkpoint(ctx, seg); err != nil && ctx.Err() == nil {
-				s.log.Error("intent log checkpoint failed; fsync falls back to store syncs", "err", err)
-			}
+		case seg = <-s.intents.log.Full():
+		case <-retry.C:
+			seg = failed
+		}
+		if seg < 0 {
+			continue
+		}
+		failed = -1
+		if err := s.checkpoint(ctx, seg); err != nil && ctx.Err() == nil {
+			s.log.Error("intent log checkpoint failed; fsyncs sync the store until it succeeds", "segment", seg, "err", err)
+			failed = seg
 		}
 	}
 }
+
+const checkpointRetry = 10 * time.Second
 
 // settleAll settles every file with live records, each in its own transaction.
 func (s *Store) settleAll(ctx context.Context) error {
@@ -428,13 +444,18 @@ func (s *Store) appendIntents(vol string, ino Ino, size uint64, mtime int64, ws 
 		in.live[k] = append(in.live[k], recs...)
 	}
 	in.mu.Unlock()
-	if errors.Is(err, intentlog.ErrFull) {
-		return errNotLogged
+	if err == nil {
+		err = in.log.Sync(last)
+	}
+	if err != nil && !errors.Is(err, intentlog.ErrFull) {
+		// A log that cannot be written is not a reason to fail the fsync: the store takes over.
+		// (Records appended before the failure settle harmlessly under the commit that follows.)
+		s.log.Error("intent log write failed; fsync syncs the store instead", "err", err)
 	}
 	if err != nil {
-		return err
+		return errNotLogged
 	}
-	return in.log.Sync(last)
+	return nil
 }
 
 // touch records that t changed ino (made durable only by the next Sync).
