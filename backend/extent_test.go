@@ -17,20 +17,11 @@ const eChunk = 64 << 10
 
 func extentVolume(t testing.TB, s *Store, name, from string) *View {
 	t.Helper()
-	o, err := ParseVolumeOptions(nil)
-	if err != nil {
-		t.Fatal(err)
+	opts := map[string]string{"chunk-size": "64KiB"}
+	if from != "" {
+		opts = map[string]string{"from": from} // a clone keeps its origin's chunk size
 	}
-	o.ChunkSize, o.From = eChunk, from
-	ctx := context.Background()
-	if _, err := s.CreateVolume(ctx, name, o); err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.OpenVolume(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return mustVolume(t, s, name, opts)
 }
 
 // inodeOf reads the stored inode (its extent count and allocation).

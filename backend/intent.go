@@ -24,6 +24,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -93,9 +94,19 @@ func (s *Store) openIntents(ctx context.Context, dir string, size int64) error {
 		l.Close()
 		return fmt.Errorf("intent log: %w", err)
 	}
-	if top >= l.Next() {
+	behind := top >= l.Next()
+	if behind {
 		s.log.Warn("intent log is behind the store's marks (replaced or lost?); skipping ahead", "mark", top, "next", l.Next())
 		l.SkipTo(top + 1)
+	}
+	if len(recs) == 0 && !behind {
+		// Both segments are empty already. The store is still synced once: a commit a killed
+		// process left in the page cache must be durable before fsyncs skip the store's sync.
+		if err := s.syncDB(); err != nil {
+			l.Close()
+			return err
+		}
+		return nil
 	}
 	if err := s.checkpoint(ctx, -1); err != nil {
 		// A record that cannot be applied (a damaged chunk under it, say) stays in the log and
@@ -364,7 +375,7 @@ func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 		n.Mtime, n.Ctime = r.Mtime, r.Mtime
 	}
 	var delta int64
-	for _, idx := range slices.Sorted(mapsKeys(bufs)) {
+	for _, idx := range slices.Sorted(maps.Keys(bufs)) {
 		c := v.PrepareChunk(idx, bufs[idx][:lens[idx]])
 		d, err := t.setChunk(n, idx, &c)
 		if err != nil {
@@ -374,16 +385,6 @@ func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 	}
 	n.Size = size
 	return t.account(n, delta)
-}
-
-func mapsKeys[V any](m map[uint64]V) func(func(uint64) bool) {
-	return func(yield func(uint64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // LogWrites makes writes to ino durable through the intent log; size and mtime are the file's
@@ -470,13 +471,22 @@ func (s *Store) noteCommit(t *tx) {
 	for _, k := range t.touched {
 		s.touched[k] = seq
 	}
+	if len(s.touched) > maxTouched {
+		// Without syncs the map would grow with every inode written: count them all as changed
+		// until the next sync instead.
+		s.touchedAll = seq
+		clear(s.touched)
+	}
 	s.tmu.Unlock()
 }
+
+// maxTouched bounds the inodes Store.touched remembers between two syncs.
+const maxTouched = 1 << 16
 
 func (s *Store) touchedSinceSync(tree uint32, ino Ino) bool {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
-	return s.touched[touchKey{tree, ino}] > s.syncedSeq
+	return s.touchedAll > s.syncedSeq || s.touched[touchKey{tree, ino}] > s.syncedSeq
 }
 
 // syncDB flushes Badger's files unless no commit happened since the last flush; concurrent

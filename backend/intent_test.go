@@ -228,3 +228,25 @@ func TestFsckChecksLogMarks(t *testing.T) {
 		t.Fatalf("fsck found %d problems, want %d: %v", len(rep.Problems), len(bad), rep.Problems)
 	}
 }
+
+func TestTouchedInodesStayBounded(t *testing.T) {
+	f := newIntentFixture(t)
+	t1 := &tx{}
+	for i := range maxTouched + 1 {
+		t1.touched = append(t1.touched, touchKey{1, Ino(1000 + i)})
+	}
+	f.s.noteCommit(t1)
+	if n := len(f.s.touched); n > maxTouched {
+		t.Fatalf("%d touched inodes remembered", n)
+	}
+	// Any inode now counts as changed, so an fsync syncs the store, until that sync.
+	if !f.s.touchedSinceSync(99, 12345) {
+		t.Fatal("an overflowed touched set lets fsync skip the store sync")
+	}
+	if err := f.s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.s.touchedSinceSync(99, 12345) {
+		t.Fatal("still counted as changed after a sync")
+	}
+}

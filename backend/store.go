@@ -76,6 +76,7 @@ type Store struct {
 	syncedSeq  uint64
 	syncedOnce bool
 	touched    map[touchKey]uint64
+	touchedAll uint64     // every inode counts as changed at this commit (touched overflowed)
 	guard      *diskGuard // nil: no disk guard (Options.DiskReserve)
 }
 

@@ -28,6 +28,7 @@
 package intentlog
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -120,22 +121,12 @@ func Open(dir string, size int64) (*Log, []Record, error) {
 		recs = append(recs, rs...)
 		l.next = max(l.next, seg.startLSN, seg.lastLSN+1)
 	}
-	slices.SortFunc(recs, func(a, b Record) int { return cmpU64(a.LSN, b.LSN) })
+	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.LSN, b.LSN) })
 	l.durable = l.next - 1
 	if l.segs[1].busy && (!l.segs[0].busy || l.segs[1].lastLSN > l.segs[0].lastLSN) {
 		l.cur = 1
 	}
 	return l, recs, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Next is the LSN the next record gets.

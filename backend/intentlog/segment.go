@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,7 +91,7 @@ func createSegment(path string, size int64) (*os.File, error) {
 }
 
 func syncDir(path string) error {
-	d, err := os.Open(dirOf(path))
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -98,35 +99,43 @@ func syncDir(path string) error {
 	return d.Sync()
 }
 
-func dirOf(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[:i]
-		}
-	}
-	return "."
-}
-
 // scan reads the records of generation gen from dataStart, stopping at the first one that does
 // not decode or does not follow. It returns them and the offset where the next record goes.
 func scan(f *os.File, gen, startLSN uint64, size int64) ([]Record, int64, error) {
-	buf := make([]byte, size-dataStart)
-	if _, err := f.ReadAt(buf, dataStart); err != nil && err != io.EOF {
-		return nil, 0, err
-	}
 	var recs []Record
-	off := 0
+	off := int64(dataStart)
 	want := startLSN
 	for {
-		r, g, n, ok := decodeRecord(buf[off:])
+		b, err := readRecordAt(f, off, size)
+		if err != nil {
+			return nil, 0, err
+		}
+		r, g, n, ok := decodeRecord(b)
 		if !ok || g != gen || (len(recs) > 0 && r.LSN != want) || r.LSN < startLSN {
-			break
+			return recs, off, nil
 		}
 		recs = append(recs, r)
 		want = r.LSN + 1
-		off += n
+		off += int64(n)
 	}
-	return recs, int64(dataStart + off), nil
+}
+
+// readRecordAt returns the bytes of the record that would start at off (as many as its length
+// field claims, within the segment): an empty or short result simply fails to decode.
+func readRecordAt(f *os.File, off, size int64) ([]byte, error) {
+	var hdr [recHeader]byte
+	if off+recHeader > size {
+		return nil, nil
+	}
+	if _, err := f.ReadAt(hdr[:], off); err != nil && err != io.EOF {
+		return nil, err
+	}
+	n := min(int64(recHeader)+int64(binary.BigEndian.Uint32(hdr[4:])), size-off)
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
 }
 
 func encodeHeader(gen, start uint64) []byte {
