@@ -92,9 +92,10 @@ type VolumeInfo struct {
 
 // SnapshotInfo is a snapshot's record.
 type SnapshotInfo struct {
-	Volume    string
+	Volume    string // for a kept snapshot of a removed volume, its record's name (NAME~ID8)
 	Name      string
 	CreatedAt time.Time
+	RemovedAt time.Time // when the snapshot's volume was removed; zero while it exists
 }
 
 // Usage is what one volume (or snapshot) holds, before dedup.

@@ -98,7 +98,7 @@ var optionParsers = map[string]func(*VolumeOptions, string) error{
 	},
 	"from": func(o *VolumeOptions, v string) error {
 		vol, snap, ok := strings.Cut(v, "@")
-		if !ok || ValidateName(vol) != nil || ValidateName(snap) != nil {
+		if !ok || ValidateVolumeRef(vol) != nil || ValidateName(snap) != nil {
 			return fmt.Errorf("the form VOLUME@SNAPSHOT with valid names")
 		}
 		o.From = v

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +13,9 @@ import (
 )
 
 // CreateVolume creates a volume; opts.From ("VOL@SNAP") makes it a clone of that snapshot, sharing
-// its data (the clone's chunk size is the origin's). Zero options take their defaults
+// its data (the clone's chunk size is the origin's, and so is its quota unless opts.Size is set).
+// VOL@SNAP may name a snapshot of a removed volume (removed.go); a clone of one into the removed
+// volume's own name takes back all of its snapshots. Zero options take their defaults
 // (DefaultVolumeOptions). ErrExists if the name is taken.
 func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOptions) (VolumeInfo, error) {
 	if err := ValidateName(name); err != nil {
@@ -70,6 +73,10 @@ func (s *Store) initVolume(t *tx, rec *volRec) error {
 // initClone makes rec a new child of a snapshot's node.
 func (s *Store) initClone(t *tx, rec *volRec) error {
 	volName, snapName, _ := strings.Cut(rec.Options.From, "@")
+	volName, err := resolveSnapshot(t, volName, snapName)
+	if err != nil {
+		return fmt.Errorf("clone from %q: %w", rec.Options.From, err)
+	}
 	var origin volRec
 	if err := t.getJSON(volumeKey(volName), &origin); err != nil {
 		return fmt.Errorf("clone from %q: volume %q: %w", rec.Options.From, volName, err)
@@ -82,6 +89,12 @@ func (s *Store) initClone(t *tx, rec *volRec) error {
 		return fmt.Errorf("%w: option chunk-size: a clone keeps its origin's chunk size (%d)", ErrInvalid, origin.Options.ChunkSize)
 	}
 	rec.Options.ChunkSize = origin.Options.ChunkSize
+	// Size 0 is "not given" (the option must be positive): the clone holds what its origin
+	// held, so it gets the origin's limit rather than none.
+	if rec.Options.Size == 0 {
+		rec.Options.Size = origin.Options.Size
+	}
+	rec.Options.From = volName + "@" + snapName
 	head, err := t.newNode(origin.Tree, snap.Node)
 	if err != nil {
 		return err
@@ -89,6 +102,11 @@ func (s *Store) initClone(t *tx, rec *volRec) error {
 	rec.Tree, rec.Head = origin.Tree, head
 	if err := copyUsage(t, snap.Node, head); err != nil {
 		return err
+	}
+	if IsRemovedName(volName) {
+		if err := s.adoptRemoved(t, rec, volName); err != nil {
+			return err
+		}
 	}
 	return s.putVolume(t, rec)
 }
@@ -111,17 +129,24 @@ func (s *Store) putVolume(t *tx, rec *volRec) error {
 	return nil
 }
 
-// GetVolume returns ErrNotFound for an unknown name. It reads the store, not a cache.
+// GetVolume returns ErrNotFound for an unknown name (and for a removed volume's record). It reads
+// the store, not a cache.
 func (s *Store) GetVolume(ctx context.Context, name string) (VolumeInfo, error) {
 	var rec volRec
-	err := s.view(func(t *tx) error { return t.getJSON(volumeKey(name), &rec) })
+	err := s.view(func(t *tx) error {
+		if IsRemovedName(name) {
+			return ErrNotFound
+		}
+		return t.getJSON(volumeKey(name), &rec)
+	})
 	if err != nil {
 		return VolumeInfo{}, fmt.Errorf("volume %q: %w", name, err)
 	}
 	return rec.info(), nil
 }
 
-// ListVolumes returns every volume, sorted by name, read from the store.
+// ListVolumes returns every volume, sorted by name, read from the store. Removed volumes' records
+// are not volumes: they are left out.
 func (s *Store) ListVolumes(ctx context.Context) ([]VolumeInfo, error) {
 	var out []VolumeInfo
 	err := s.view(func(t *tx) error {
@@ -130,15 +155,18 @@ func (s *Store) ListVolumes(ctx context.Context) ([]VolumeInfo, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("%w: volume record %q: %v", ErrCorrupt, k[1:], err)
 			}
-			out = append(out, r.info())
+			if !IsRemovedName(r.Name) {
+				out = append(out, r.info())
+			}
 			return nil
 		})
 	})
 	return out, err
 }
 
-// DeleteVolume deletes a volume and its snapshots (clones made from them survive).
-// Space is reclaimed by GC. The caller must make sure it is not mounted.
+// DeleteVolume deletes a volume and its snapshots (clones made from them survive); given a
+// removed volume's record, it deletes the record and its kept snapshots. DeleteVolumeKeepSnapshots
+// keeps them. Space is reclaimed by GC. The caller must make sure it is not mounted.
 func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 	return s.update(ctx, func(t *tx) error {
 		var rec volRec
@@ -150,11 +178,7 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 		}); err != nil {
 			return err
 		}
-		if err := t.delete(volumeKey(name)); err != nil {
-			return err
-		}
-		t.onCommit(func() { delete(s.vols, name) })
-		return nil
+		return s.deleteVolumeIn(t, name)
 	})
 }
 
@@ -170,8 +194,8 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (Snapsh
 	}
 	err := s.update(ctx, func(t *tx) error {
 		var rec volRec
-		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
-			return fmt.Errorf("volume %q: %w", volume, err)
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil || IsRemovedName(volume) {
+			return fmt.Errorf("volume %q: %w", volume, cmp.Or(err, ErrNotFound))
 		}
 		var existing snapRec
 		if err := t.getJSON(snapshotKey(volume, name), &existing); err == nil {
@@ -198,29 +222,51 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (Snapsh
 	return SnapshotInfo{Volume: volume, Name: name, CreatedAt: snap.CreatedAt}, nil
 }
 
-// ListSnapshots returns a volume's snapshots, oldest first (volume "" lists all volumes').
+// ListSnapshots returns a volume's snapshots, oldest first (volume "" lists all volumes'). Kept
+// snapshots of removed volumes come with them, named by their records (NAME~ID8, see removed.go)
+// and with RemovedAt set: all of them for "", those of removed volumes of that name for a name.
+// ErrNotFound when there is neither such a volume nor a removed one with snapshots.
 func (s *Store) ListSnapshots(ctx context.Context, volume string) ([]SnapshotInfo, error) {
-	prefix := []byte{pSnapshot}
+	prefixes := [][]byte{{pSnapshot}}
 	if volume != "" {
-		prefix = snapshotPrefix(volume)
+		prefixes = [][]byte{snapshotPrefix(volume), append([]byte{pSnapshot}, volume+removedSep...)}
 	}
 	var out []SnapshotInfo
 	err := s.view(func(t *tx) error {
-		if volume != "" {
-			var rec volRec
-			if err := t.getJSON(volumeKey(volume), &rec); err != nil {
-				return fmt.Errorf("volume %q: %w", volume, err)
+		removed := map[string]time.Time{}
+		for _, prefix := range prefixes {
+			if err := scanPrefix(t.txn, prefix, true, func(k, v []byte) error {
+				vol, name, _ := strings.Cut(string(k[1:]), "\x00")
+				var r snapRec
+				if err := json.Unmarshal(v, &r); err != nil {
+					return fmt.Errorf("%w: snapshot record %q: %v", ErrCorrupt, k[1:], err)
+				}
+				info := SnapshotInfo{Volume: vol, Name: name, CreatedAt: r.CreatedAt}
+				if IsRemovedName(vol) {
+					at, ok := removed[vol]
+					if !ok {
+						var err error
+						if at, err = removedAt(t, vol); err != nil {
+							return fmt.Errorf("snapshot %s@%s: %w", vol, name, err)
+						}
+						removed[vol] = at
+					}
+					info.RemovedAt = at
+				}
+				out = append(out, info)
+				return nil
+			}); err != nil {
+				return err
 			}
 		}
-		return scanPrefix(t.txn, prefix, true, func(k, v []byte) error {
-			vol, name, _ := strings.Cut(string(k[1:]), "\x00")
-			var r snapRec
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("%w: snapshot record %q: %v", ErrCorrupt, k[1:], err)
-			}
-			out = append(out, SnapshotInfo{Volume: vol, Name: name, CreatedAt: r.CreatedAt})
+		if volume == "" || len(out) > 0 {
 			return nil
-		})
+		}
+		var rec volRec
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", volume, err)
+		}
+		return nil
 	})
 	sortSnapshots(out)
 	return out, err
@@ -244,14 +290,25 @@ func snapLess(a, b SnapshotInfo) bool {
 	return a.Name < b.Name
 }
 
-// DeleteSnapshot deletes a snapshot; clones made from it are unaffected. Its space is reclaimed by GC.
+// DeleteSnapshot deletes a snapshot; clones made from it are unaffected. Its space is reclaimed by
+// GC. volume@name may name a kept snapshot of a removed volume (removed.go).
 func (s *Store) DeleteSnapshot(ctx context.Context, volume, name string) error {
 	return s.update(ctx, func(t *tx) error {
-		var snap snapRec
-		if err := t.getJSON(snapshotKey(volume, name), &snap); err != nil {
+		vol, err := resolveSnapshot(t, volume, name)
+		if err != nil {
 			return fmt.Errorf("snapshot %s@%s: %w", volume, name, err)
 		}
-		return t.delete(snapshotKey(volume, name))
+		var snap snapRec
+		if err := t.getJSON(snapshotKey(vol, name), &snap); err != nil {
+			return fmt.Errorf("snapshot %s@%s: %w", vol, name, err)
+		}
+		if err := t.delete(snapshotKey(vol, name)); err != nil {
+			return err
+		}
+		if IsRemovedName(vol) {
+			return s.forgetSnapshot(t, vol, snap)
+		}
+		return nil
 	})
 }
 
@@ -260,8 +317,8 @@ func (s *Store) DeleteSnapshot(ctx context.Context, volume, name string) error {
 func (s *Store) RestoreSnapshot(ctx context.Context, volume, name string) error {
 	var rec volRec
 	err := s.update(ctx, func(t *tx) error {
-		if err := t.getJSON(volumeKey(volume), &rec); err != nil {
-			return fmt.Errorf("volume %q: %w", volume, err)
+		if err := t.getJSON(volumeKey(volume), &rec); err != nil || IsRemovedName(volume) {
+			return fmt.Errorf("volume %q: %w", volume, cmp.Or(err, ErrNotFound))
 		}
 		var snap snapRec
 		if err := t.getJSON(snapshotKey(volume, name), &snap); err != nil {
