@@ -34,7 +34,9 @@ import (
 	"github.com/fusevol/fusevol/backend"
 )
 
-const cChunk = 64 << 10
+// cChunk is the chunk size of the crash test's volumes: big enough that chunk bodies go to the value log
+// (64 KiB bodies stay in the LSM tree), so that GC rewrites value-log files under the kills.
+const cChunk = 128 << 10
 
 // ---- the crash model: volumes of files (by path) and their snapshots ----
 
@@ -615,7 +617,7 @@ func (c *crashChild) exec(m *cModel, op cOp) func(v *cVol) error {
 		}
 		switch op.kind {
 		case cCreateVol:
-			opts, err := backend.ParseVolumeOptions(map[string]string{"chunk-size": "64KiB"})
+			opts, err := backend.ParseVolumeOptions(map[string]string{"chunk-size": "128KiB"})
 			if err != nil {
 				return err
 			}
@@ -677,7 +679,7 @@ func (c *crashChild) exec(m *cModel, op cOp) func(v *cVol) error {
 		case cDeleteSnap:
 			return c.st.DeleteSnapshot(ctx, v.name, op.name)
 		case cClone:
-			opts, err := backend.ParseVolumeOptions(map[string]string{"chunk-size": "64KiB", "from": v.name + "@" + op.name})
+			opts, err := backend.ParseVolumeOptions(map[string]string{"chunk-size": "128KiB", "from": v.name + "@" + op.name})
 			if err != nil {
 				return err
 			}
@@ -724,7 +726,7 @@ func (c *crashChild) setInos(m *cModel, op cOp) {
 
 func runCrashChild(dir, side string, seed uint64, round int) error {
 	ctx := context.Background()
-	st, err := backend.Open(ctx, dir, backend.Options{GCInterval: 20 * time.Millisecond})
+	st, err := backend.Open(ctx, dir, backend.Options{GCInterval: 20 * time.Millisecond, ValueLogFileSize: 1 << 20})
 	if err != nil {
 		return err
 	}

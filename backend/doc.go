@@ -11,10 +11,12 @@
 //	N node                        snapshot-tree node: tree, parent
 //	T tree                        next inode number of a snapshot tree
 //	A "node" | "tree"             allocators
+//	A "swept" | "format"          body bytes swept since the last full compaction; store format (vlog.go)
 //	U node                        usage of a node: allocated bytes, inode count
 //	M tree kind ino [suffix] node versioned metadata (see below)
 //	R hash                        chunk refcount, plain length, stored length
-//	B hash                        chunk body: codec byte + payload (kept in the value log)
+//	B hash                        chunk body: codec byte + payload (the value log when 65 KiB or more)
+//	D hash                        dead body: refcount reached 0, body to be deleted by GC (vlog.go)
 //	L volumeID 0x00 ino           intent-log mark: the highest LSN applied to the file (intent.go)
 //
 // Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
@@ -51,7 +53,7 @@
 // plain bytes and stored once in the whole store, optionally compressed. All-zero chunks are not stored:
 // they are holes. Every chunk-map version holds one reference on its chunk; the refcount key is changed in
 // the same transaction as the chunk map, and the body is written in the transaction that takes the first
-// reference and deleted in the one that drops the last. Snapshots add no versions, so they change no
+// reference; the one that drops the last marks it dead (D), and GC deletes it later (see GC below). Snapshots add no versions, so they change no
 // counts. Bodies are verified against their hash on every read: a mismatch is ErrCorrupt, never data.
 //
 // # Extents (small writes)
@@ -68,8 +70,8 @@
 //
 // Every other change of a chunk (a whole-chunk commit, truncation, punch or zero range, a settled
 // intent-log record) drops its extents in the same transaction; an extent that a new one covers is
-// dropped by it. An extent that would give its chunk more than 16 extents, or more than a quarter of a
-// chunk of extent bytes, compacts instead: chunk and extents are merged and committed as one
+// dropped by it. An extent that would give its chunk more than 16 extents, or more extent bytes than
+// a quarter of a chunk or 64 KiB, whichever is less, compacts instead: chunk and extents are merged and committed as one
 // content-addressed chunk (deduplicated and hash-checked like any other) in the same transaction.
 // Accounting: a chunk's allocated bytes are its merged length, so an extent costs what it adds to the
 // chunk's end, whatever its own size (at most a quarter of a chunk more is stored until compaction).
@@ -88,6 +90,15 @@
 //     of extents visible with it.
 //   - Node parents exist and have larger IDs; volume live nodes are leaves.
 //   - Every intent-log mark is below the log's next LSN.
+//
+// # GC without pauses
+//
+// Only chunk bodies ever go to Badger's value log (values of valueThreshold, 65 KiB, or more; t.set
+// refuses any other such value), and only GC deletes bodies (sweepDead, under gcMu like the
+// value-log rewrite): so no delete ever runs during a rewrite, which is what makes Badger's
+// rewrite resurrect deleted keys (badger#2286), and the rewrite runs with writers going on.
+// Background compactions never hold writers off; the memtable flush does, so only explicit and
+// idle passes make one. Stores of format 1 (metadata in the value log) are upgraded at Open.
 //
 // Durability: Badger runs with SyncWrites off; Store.Sync makes everything committed so far
 // durable (and is skipped when nothing was committed since the last one). fsync goes through

@@ -21,8 +21,13 @@ import (
 // maxExtents is the most extents one chunk holds before a commit compacts it.
 const maxExtents = 16
 
-// extentBytesLimit is the most extent bytes one chunk of cs bytes holds before a commit compacts it.
-func extentBytesLimit(cs int) int { return cs / 4 }
+// maxExtentBytes caps extentBytesLimit so that an extent's value stays below valueThreshold: the
+// value log must hold nothing but chunk bodies.
+const maxExtentBytes = 64 << 10
+
+// extentBytesLimit is the most extent bytes one chunk of cs bytes holds before a commit compacts
+// it: a quarter of the chunk, at most maxExtentBytes.
+func extentBytesLimit(cs int) int { return min(cs/4, maxExtentBytes) }
 
 // extent is a visible extent of a chunk.
 type extent struct {

@@ -18,6 +18,7 @@ type fsckState struct {
 	snaps map[string]map[string]snapRec // volume -> name -> record
 	refs  map[Hash]uint64               // chunk-map versions counted per hash
 	bad   map[Hash]string               // chunks missing or not matching their hash
+	dead  map[Hash]bool                 // chunks with a dead-body marker
 	usage map[uint32]Usage              // recomputed usage of each checked node
 }
 
@@ -39,7 +40,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 		defer s.wmu.Unlock()
 	}
 	f := &fsckState{rep: &FsckReport{}, nodes: map[uint32]nodeRec{}, snaps: map[string]map[string]snapRec{},
-		refs: map[Hash]uint64{}, bad: map[Hash]string{}, usage: map[uint32]Usage{}}
+		refs: map[Hash]uint64{}, bad: map[Hash]string{}, dead: map[Hash]bool{}, usage: map[uint32]Usage{}}
 	err := s.view(func(t *tx) error {
 		for _, step := range []func(*tx) error{f.loadRecords, f.checkTree, f.countRefs, f.checkChunks, f.checkViews, s.checkLogMarks(f)} {
 			if err := ctx.Err(); err != nil {
@@ -201,13 +202,24 @@ func (f *fsckState) checkChunks(t *tx) error {
 			f.problem("chunk %x: %d references but no refcount", h[:8], n)
 		}
 	}
+	if err := scanPrefix(t.txn, []byte{pDead}, false, func(k, _ []byte) error {
+		var h Hash
+		copy(h[:], k[1:])
+		f.dead[h] = true
+		if seen[h] {
+			f.problem("chunk %x: has a refcount and a dead-body marker", h[:8])
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	bodies := map[Hash]bool{}
 	buf := make([]byte, MaxChunkSize)
 	if err := scanPrefix(t.txn, []byte{pBody}, true, func(k, v []byte) error {
 		var h Hash
 		copy(h[:], k[1:])
 		bodies[h] = true
-		if f.refs[h] == 0 && !seen[h] {
+		if f.refs[h] == 0 && !seen[h] && !f.dead[h] {
 			f.problem("chunk %x: body without references", h[:8])
 		}
 		out, err := t.s.codecs.decode(v, buf)
@@ -223,6 +235,11 @@ func (f *fsckState) checkChunks(t *tx) error {
 		if !bodies[h] {
 			f.bad[h] = "is missing"
 			f.problem("chunk %x: body is missing", h[:8])
+		}
+	}
+	for h := range f.dead {
+		if !bodies[h] {
+			f.problem("chunk %x: dead-body marker without a body", h[:8])
 		}
 	}
 	return nil
@@ -446,10 +463,10 @@ func (f *fsckState) repair(t *tx) error {
 			r.count = want
 			f.rep.Repaired = append(f.rep.Repaired, fmt.Sprintf("chunk %x: refcount set to %d", h[:8], want))
 			if want == 0 {
-				if err := t.delete(bodyKey(h)); err != nil {
+				if err := t.delete(k); err != nil {
 					return err
 				}
-				return t.delete(k)
+				return t.markDead(h, r.stored)
 			}
 			return t.set(k, encodeRef(r))
 		}
@@ -458,16 +475,24 @@ func (f *fsckState) repair(t *tx) error {
 	if err != nil {
 		return err
 	}
-	if err := scanPrefix(t.txn, []byte{pBody}, false, func(k, _ []byte) error {
+	if err := scanPrefix(t.txn, []byte{pBody}, true, func(k, v []byte) error {
 		var h Hash
 		copy(h[:], k[1:])
-		if f.refs[h] == 0 {
-			f.rep.Repaired = append(f.rep.Repaired, fmt.Sprintf("chunk %x: unreferenced body deleted", h[:8]))
-			return t.delete(k)
+		if f.refs[h] == 0 && !f.dead[h] {
+			f.rep.Repaired = append(f.rep.Repaired, fmt.Sprintf("chunk %x: unreferenced body queued for deletion", h[:8]))
+			return t.markDead(h, uint32(len(v)))
 		}
 		return nil
 	}); err != nil {
 		return err
+	}
+	for h := range f.dead {
+		if f.refs[h] > 0 {
+			f.rep.Repaired = append(f.rep.Repaired, fmt.Sprintf("chunk %x: dead-body marker of a referenced chunk dropped", h[:8]))
+			if err := t.delete(deadKey(h)); err != nil {
+				return err
+			}
+		}
 	}
 	for node, u := range f.usage {
 		got, err := t.getUsage(node)

@@ -13,9 +13,6 @@ import (
 // lock for long and never exceeds Badger's transaction limits.
 const gcBatch = 2000
 
-// flushPrefix is a key prefix nothing uses (see vlogGC).
-const flushPrefix = "\xffflush"
-
 // reclaim frees an orphan (an inode with nlink 0) at the view's live node: its own chunk-map
 // and extent versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
 // transaction. Anything else is left alone. Interrupted, it resumes at the next Open.
@@ -152,31 +149,58 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 	defer s.bg.Done()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	last := s.commitSeq.Load()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			full := s.freed.Load() >= backgroundRewrite
-			if err := s.gc(ctx, full); err != nil && ctx.Err() == nil {
+			// Idle: nothing but GC itself committed since the last pass.
+			mode := gcBusy
+			if s.commitSeq.Load() == last {
+				mode = gcIdle
+			}
+			if err := s.gc(ctx, mode); err != nil && ctx.Err() == nil {
 				s.log.Warn("background gc", "err", err)
 			}
+			last = s.commitSeq.Load()
 		}
 	}
 }
 
 // GC drops the keys of deleted snapshots and volumes (merging nodes that still have one child),
-// then runs value-log GC until nothing is left to rewrite, so disk space is returned now.
-func (s *Store) GC(ctx context.Context) error { return s.gc(ctx, true) }
+// deletes the bodies of unreferenced chunks, then compacts and rewrites the value log until nothing
+// is left to rewrite, so disk space comes back now.
+func (s *Store) GC(ctx context.Context) error { return s.gc(ctx, gcExplicit) }
 
-// backgroundRewrite is how many bytes of chunk bodies must have been freed before background GC
-// rewrites the value log (holding writers off while it does): about one value-log file's worth,
-// below which a rewrite returns little.
+// gcMode says how much a GC pass may do.
+type gcMode int
+
+const (
+	// gcBusy, a background pass while the store is being written: compactions never hold writers
+	// off, so the last swept bodies may wait for a later pass.
+	gcBusy gcMode = iota
+	// gcIdle, a background pass of a store nobody wrote to since the last one: the memtable flush
+	// that holds Badger's writes off for a moment holds off no one.
+	gcIdle
+	// gcExplicit, Store.GC: everything, now.
+	gcExplicit
+)
+
+// backgroundRewrite is how many bytes of chunk bodies must have been swept since the last full
+// compaction before a busy background pass runs one: about one value-log file's worth, below which
+// the compaction costs more than it returns.
 const backgroundRewrite = 64 << 20
 
-// gc with now=false only collects dead snapshot nodes; with now it also compacts and rewrites the
-// value log so that disk space comes back.
-func (s *Store) gc(ctx context.Context, now bool) error {
+// Value-log files one GC pass rewrites at most: background passes stay short, an explicit GC runs
+// until Badger finds nothing left.
+const (
+	backgroundRewrites = 4
+	explicitRewrites   = 100
+)
+
+// gc collects dead snapshot nodes, sweeps dead bodies and runs the value-log part (vlogGC).
+func (s *Store) gc(ctx context.Context, mode gcMode) error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	for {
@@ -191,57 +215,57 @@ func (s *Store) gc(ctx context.Context, now bool) error {
 			return err
 		}
 	}
-	return s.vlogGC(ctx, now)
+	if err := s.sweepDead(ctx); err != nil {
+		return err
+	}
+	return s.vlogGC(ctx, mode)
 }
 
-// vlogGC rewrites value-log files while Badger finds garbage in them, right after a full
-// compaction and with writers held off throughout. Badger v4.9's rewrite writes still-present values
-// back under their old versions, above the levels; if the key's tombstone then reaches the bottom
-// level first, compaction drops it and the deleted key comes back (badger#2286; its fix only covers
-// deletes made during a rewrite). The crash test saw deleted chunk bodies return that way. Flattening
-// first makes every tombstone meet the value it deletes, and the write lock keeps new deletes out
-// until the rewrite is done. The background loop therefore does it only once enough was freed.
-func (s *Store) vlogGC(ctx context.Context, now bool) error {
+// vlogGC returns swept bodies' space to the disk: Badger learns that a value is garbage only when
+// compaction drops the key pointing at it, and frees a value-log file only by rewriting its live
+// values elsewhere. Writers never wait for any of it.
+//
+// Badger v4.9's rewrite writes a still-present value back under its old version, above the
+// levels. A delete of that key made while the rewrite runs would lose to it: the tombstone can
+// reach the bottom level first, where compaction drops it, and the deleted key comes back
+// (badger#2286; Badger's own fix only holds the tombstone while the rewrite runs). Here nothing
+// but chunk bodies ever reaches the value log (t.set enforces valueThreshold), and a body is
+// deleted only by sweepDead, which runs under gcMu like this rewrite: no delete can meet a
+// rewrite. A set may (a body revived, a new one), and Badger's reads and compactions order
+// versions correctly whatever level holds them.
+func (s *Store) vlogGC(ctx context.Context, mode gcMode) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if !now {
+	if s.inMemory {
 		return nil
 	}
-	s.freed.Store(0)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if err := s.compactLocked(); err != nil {
+	if s.legacy.Load() {
+		return s.legacyVlogGC(ctx, mode)
+	}
+	swept, err := s.sweptBytes()
+	if err != nil {
 		return err
 	}
-	for i := 0; i < 100 && ctx.Err() == nil; i++ {
-		err := s.db.RunValueLogGC(0.3)
-		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
-			return nil
+	if mode == gcExplicit || mode == gcIdle && swept > 0 || swept >= backgroundRewrite {
+		if err := s.compact(mode != gcBusy); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("value-log gc: %w", err)
+		// A busy pass leaves the memtable alone: the tombstones of the last sweeps may still be
+		// in it, so 1 byte stays counted and the next idle pass compacts again.
+		left := uint64(0)
+		if mode == gcBusy {
+			left = 1
+		}
+		if err := s.update(ctx, func(t *tx) error { return t.set(sweptKey, be64(left)) }); err != nil {
+			return err
 		}
 	}
-	return ctx.Err()
-}
-
-// compactLocked flushes the memtable and compacts every level. The caller holds the write lock.
-func (s *Store) compactLocked() error {
-	// Badger learns that a value is garbage only when compaction drops the key pointing at it, and
-	// deleted keys sit in the memtable until it fills. DropPrefix flushes the memtable, but only when
-	// some key has the prefix, hence the marker key.
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(flushPrefix), nil) })
-	if err == nil {
-		err = s.db.DropPrefix([]byte(flushPrefix))
+	rewrites := backgroundRewrites
+	if mode == gcExplicit {
+		rewrites = explicitRewrites
 	}
-	if err != nil {
-		return fmt.Errorf("flush memtable: %w", err)
-	}
-	if err := s.db.Flatten(2); err != nil {
-		return fmt.Errorf("compact: %w", err)
-	}
-	return nil
+	return s.rewriteValueLog(ctx, rewrites)
 }
 
 // referencedNodes returns the nodes that volumes and snapshots point at.

@@ -18,6 +18,7 @@ const (
 	pRef      = 'R'
 	pBody     = 'B'
 	pLogMark  = 'L'
+	pDead     = 'D'
 )
 
 // Metadata kinds.
@@ -58,6 +59,17 @@ func usageKey(node uint32) []byte { return binary.BigEndian.AppendUint32([]byte{
 
 func refKey(h Hash) []byte  { return append([]byte{pRef}, h[:]...) }
 func bodyKey(h Hash) []byte { return append([]byte{pBody}, h[:]...) }
+func deadKey(h Hash) []byte { return append([]byte{pDead}, h[:]...) }
+
+// valueThreshold is Badger's value threshold: values this long or longer go to the value log.
+// Only chunk bodies may (t.set refuses any other key's value of that size), so that the value-log
+// rewrite only ever moves bodies, whose deletion GC controls (see sweepDead). Every metadata value
+// fits below it: the largest are a 64 KiB xattr value and an extent of at most maxExtentBytes.
+const valueThreshold = 64<<10 + 1<<10
+
+// legacyValueThreshold is the value threshold of stores of format 1, which also put metadata
+// values (large xattrs, extents) in the value log.
+const legacyValueThreshold = 1 << 10
 
 // treePrefix is the prefix of every metadata key of a snapshot tree.
 func treePrefix(tree uint32) []byte {

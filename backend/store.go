@@ -25,9 +25,10 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory runs Badger without disk (tests only).
 	InMemory bool
-	// GCInterval is how often background GC runs: it collects dead snapshot nodes and, once 64 MiB
-	// of chunks were freed, rewrites the value log so the disk space comes back (holding writers off
-	// meanwhile, see vlogGC). 0 means one minute; negative disables it (Store.GC still works).
+	// GCInterval is how often background GC runs: it collects dead snapshot nodes, deletes the
+	// bodies of unreferenced chunks, compacts once 64 MiB of them were deleted and rewrites value-log
+	// files that hold garbage, so the disk space comes back; writers do not wait for it (see vlogGC).
+	// 0 means one minute; negative disables it (Store.GC still works).
 	GCInterval time.Duration
 	// ValueLogFileSize is the size of Badger's value-log files (0 = 64 MiB). GC reclaims space a
 	// whole file at a time and never the file being written, so this bounds the garbage left behind.
@@ -60,11 +61,13 @@ type Store struct {
 
 	codecs *codecs
 
-	closed atomic.Bool
-	stop   context.CancelFunc
-	bg     sync.WaitGroup
-	gcMu   sync.Mutex   // one GC at a time
-	freed  atomic.Int64 // bytes of chunk bodies deleted since the last value-log rewrite
+	closed   atomic.Bool
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
+	gcMu     sync.Mutex  // one GC at a time; chunk bodies are deleted only under it (sweepDead)
+	legacy   atomic.Bool // metadata values remain in the value log (upgradeFormat)
+	inMemory bool
+	rewrites atomic.Int64 // value-log files rewritten since Open
 
 	intents *intents // nil: no intent log
 	// commitSeq counts commits; syncedSeq is the count a completed Badger sync covered. touched
@@ -111,7 +114,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		WithSyncWrites(false).
 		WithDetectConflicts(false). // wmu serializes writers
 		WithNumVersionsToKeep(1).
-		WithValueThreshold(1 << 10). // chunk bodies go to the value log, metadata stays in the LSM
+		WithValueThreshold(valueThreshold). // only chunk bodies may go to the value log
 		WithValueLogFileSize(cmp.Or(opts.ValueLogFileSize, 64<<20)).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).
@@ -141,7 +144,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	s := &Store{db: db, log: log, codecs: cod, nodes: map[uint32]nodeRec{}, vols: map[string]*volRec{}, anc: map[uint32][]uint32{},
 		touched: map[touchKey]uint64{}}
 	s.guard = newDiskGuard(dir, opts)
+	s.inMemory = opts.InMemory
 	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.upgradeFormat(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -55,13 +55,24 @@ func (t *tx) iter() *badger.Iterator {
 
 func (t *tx) set(k, v []byte) error {
 	t.closeIter()
+	if len(v) >= valueThreshold && k[0] != pBody {
+		return fmt.Errorf("%w: a %d-byte value for key %q would go to the value log", ErrInvalid, len(v), k[:min(len(k), 6)])
+	}
 	if err := t.txn.Set(k, v); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }
 
+// delete removes a key. Chunk bodies are never deleted this way (see sweepDead).
 func (t *tx) delete(k []byte) error {
+	if k[0] == pBody {
+		return fmt.Errorf("%w: chunk body deleted outside sweepDead", ErrInvalid)
+	}
+	return t.deleteKey(k)
+}
+
+func (t *tx) deleteKey(k []byte) error {
 	t.closeIter()
 	if err := t.txn.Delete(k); err != nil {
 		return fmt.Errorf("write: %w", err)
@@ -360,10 +371,11 @@ func (t *tx) incref(c *Chunk) error {
 		return err
 	}
 	if !ok {
-		if err := t.set(bodyKey(c.hash), c.body); err != nil {
+		stored, err := t.reviveOrStore(c)
+		if err != nil {
 			return err
 		}
-		r = refVal{plain: uint32(c.n), stored: uint32(len(c.body))}
+		r = refVal{plain: uint32(c.n), stored: stored}
 	}
 	r.count++
 	return t.set(refKey(c.hash), encodeRef(r))
@@ -382,11 +394,40 @@ func (t *tx) decref(h Hash) error {
 	}
 	r.count--
 	if r.count == 0 {
-		t.s.freed.Add(int64(r.stored))
 		if err := t.delete(refKey(h)); err != nil {
 			return err
 		}
-		return t.delete(bodyKey(h))
+		return t.markDead(h, r.stored)
 	}
 	return t.set(refKey(h), encodeRef(r))
+}
+
+// markDead queues the body of a chunk that lost its last reference for sweepDead, which deletes it
+// outside any value-log rewrite. Until then the body stays, and a new first reference revives it.
+func (t *tx) markDead(h Hash, stored uint32) error {
+	return t.set(deadKey(h), binary.BigEndian.AppendUint32(nil, stored))
+}
+
+// reviveOrStore gives a chunk without references its body and returns the body's stored length:
+// a body queued for deletion (the same plain bytes, by its hash, though perhaps encoded by another
+// codec) is taken back; otherwise c's body is written.
+func (t *tx) reviveOrStore(c *Chunk) (uint32, error) {
+	item, err := t.txn.Get(deadKey(c.hash))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return uint32(len(c.body)), t.set(bodyKey(c.hash), c.body)
+	case err != nil:
+		return 0, fmt.Errorf("read dead-body marker: %w", err)
+	}
+	var stored uint32
+	if err := item.Value(func(v []byte) error {
+		if len(v) != 4 {
+			return fmt.Errorf("%w: dead-body marker of chunk %x", ErrCorrupt, c.hash[:8])
+		}
+		stored = binary.BigEndian.Uint32(v)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	return stored, t.delete(deadKey(c.hash))
 }
