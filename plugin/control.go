@@ -189,11 +189,15 @@ func (d *Daemon) ctlVolumeInspect(ctx context.Context, r *http.Request) (any, er
 }
 
 func (d *Daemon) ctlVolumeRemove(ctx context.Context, r *http.Request) (any, error) {
-	force := r.URL.Query().Get("force")
-	if force != "" && force != "true" && force != "false" {
-		return nil, invalid("force=%q: want true or false", force)
+	var flags [2]bool
+	for i, key := range []string{"force", "snapshots"} {
+		v := r.URL.Query().Get(key)
+		if v != "" && v != "true" && v != "false" {
+			return nil, invalid("%s=%q: want true or false", key, v)
+		}
+		flags[i] = v == "true"
 	}
-	if err := d.removeVolume(ctx, r.PathValue("name"), force == "true"); err != nil {
+	if err := d.removeVolumeWith(ctx, r.PathValue("name"), flags[0], flags[1]); err != nil {
 		return nil, err
 	}
 	return noContent{}, nil
@@ -223,9 +227,15 @@ func (d *Daemon) createVolume(ctx context.Context, name string, opts map[string]
 	return info, nil
 }
 
-// removeVolume deletes a volume and its snapshots. A mounted volume is refused unless force is
-// set, in which case every mount of it (Docker's included) is dropped first.
+// removeVolume deletes a volume and keeps its snapshots (backend/removed.go): docker volume rm,
+// compose down -v and volume prune must not take them. A mounted volume is refused unless force
+// is set, in which case every mount of it (Docker's included) is dropped first.
 func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) error {
+	return d.removeVolumeWith(ctx, name, force, false)
+}
+
+// removeVolumeWith is removeVolume that deletes the snapshots too when withSnapshots.
+func (d *Daemon) removeVolumeWith(ctx context.Context, name string, force, withSnapshots bool) error {
 	st, err := d.checkedStore(ctx, name)
 	if err != nil {
 		return err
@@ -244,10 +254,16 @@ func (d *Daemon) removeVolume(ctx context.Context, name string, force bool) erro
 			return err
 		}
 	}
-	if err := st.DeleteVolume(ctx, name); err != nil {
+	kept := ""
+	if withSnapshots {
+		err = st.DeleteVolume(ctx, name)
+	} else {
+		kept, err = st.DeleteVolumeKeepSnapshots(ctx, name)
+	}
+	if err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
-	d.log.Info("volume removed", "volume", name, "force", force)
+	d.log.Info("volume removed", "volume", name, "force", force, "snapshots_kept_as", kept)
 	return nil
 }
 
@@ -271,7 +287,11 @@ func apiOptions(o backend.VolumeOptions) api.VolumeOptions {
 func apiSnapshots(snaps []backend.SnapshotInfo) []api.Snapshot {
 	out := make([]api.Snapshot, 0, len(snaps))
 	for _, s := range snaps {
-		out = append(out, api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt})
+		a := api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt}
+		if !s.RemovedAt.IsZero() {
+			a.RemovedAt = &s.RemovedAt
+		}
+		out = append(out, a)
 	}
 	return out
 }
@@ -288,11 +308,7 @@ func (d *Daemon) ctlSnapshotList(ctx context.Context, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	if vol != "" {
-		if _, err := st.GetVolume(ctx, vol); err != nil {
-			return nil, fmt.Errorf("volume %s: %w", vol, err)
-		}
-	}
+	// ListSnapshots answers not found for a name with neither a volume nor kept snapshots.
 	snaps, err := st.ListSnapshots(ctx, vol)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -328,7 +344,11 @@ func (d *Daemon) ctlSnapshotCreate(ctx context.Context, r *http.Request) (any, e
 
 func (d *Daemon) ctlSnapshotRemove(ctx context.Context, r *http.Request) (any, error) {
 	name, snap := r.PathValue("name"), r.PathValue("snapshot")
-	st, err := d.checkedStore(ctx, name)
+	// name may be a removed volume's record (NAME~ID8), which holds its kept snapshots.
+	if err := backend.ValidateVolumeRef(name); err != nil {
+		return nil, fmt.Errorf("volume name %q: %w", name, err)
+	}
+	st, err := d.storeFor(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ const (
 	RouteVolumeList      = "GET " + Prefix + "/volumes"                                      // -> []Volume
 	RouteVolumeCreate    = "POST " + Prefix + "/volumes"                                     // CreateVolumeRequest -> Volume
 	RouteVolumeInspect   = "GET " + Prefix + "/volumes/{name}"                               // -> Volume
-	RouteVolumeRemove    = "DELETE " + Prefix + "/volumes/{name}"                            // ?force=true -> 204
+	RouteVolumeRemove    = "DELETE " + Prefix + "/volumes/{name}"                            // ?force=true&snapshots=true -> 204
 	RouteSnapshotList    = "GET " + Prefix + "/snapshots"                                    // ?volume=V -> []Snapshot
 	RouteSnapshotCreate  = "POST " + Prefix + "/volumes/{name}/snapshots"                    // CreateSnapshotRequest -> Snapshot
 	RouteSnapshotRemove  = "DELETE " + Prefix + "/volumes/{name}/snapshots/{snapshot}"       // -> 204
@@ -126,9 +126,11 @@ type CreateVolumeRequest struct {
 
 // Snapshot is one read-only snapshot of a volume.
 type Snapshot struct {
-	Volume    string    `json:"volume"`
+	Volume    string    `json:"volume"` // NAME~ID8 for a kept snapshot of a removed volume
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// RemovedAt is set on the kept snapshots of a removed volume: when the volume was removed.
+	RemovedAt *time.Time `json:"removed_at,omitempty"`
 }
 
 // CreateSnapshotRequest names the new snapshot.

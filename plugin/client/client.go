@@ -74,12 +74,25 @@ func (c *Client) InspectVolume(ctx context.Context, name string) (api.Volume, er
 	return out, err
 }
 
-// RemoveVolume deletes a volume and its snapshots. A mounted volume is refused (api.CodeInUse)
-// unless force is set, in which case its mounts are dropped first.
+// RemoveVolume deletes a volume; its snapshots are kept (as NAME~ID8@SNAP, listed with
+// RemovedAt) until removed. A mounted volume is refused (api.CodeInUse) unless force is set, in
+// which case its mounts are dropped first.
 func (c *Client) RemoveVolume(ctx context.Context, name string, force bool) error {
+	return c.removeVolume(ctx, name, force, false)
+}
+
+// RemoveVolumeAndSnapshots deletes a volume and its snapshots; force as for RemoveVolume.
+func (c *Client) RemoveVolumeAndSnapshots(ctx context.Context, name string, force bool) error {
+	return c.removeVolume(ctx, name, force, true)
+}
+
+func (c *Client) removeVolume(ctx context.Context, name string, force, snapshots bool) error {
 	q := url.Values{}
 	if force {
 		q.Set("force", "true")
+	}
+	if snapshots {
+		q.Set("snapshots", "true")
 	}
 	return c.do(ctx, http.MethodDelete, "/volumes/"+url.PathEscape(name), q, nil, nil)
 }
