@@ -528,7 +528,7 @@ func (s *Store) Stats(ctx context.Context) (StoreStats, error) {
 		}
 		return scanPrefix(t.txn, []byte{pVolume}, true, func(k, v []byte) error {
 			var r volRec
-			if err := jsonDecode(v, &r); err != nil {
+			if err := jsonDecode(v, &r); err != nil || IsRemovedName(r.Name) {
 				return err
 			}
 			u, err := t.getUsage(r.Head)
