@@ -3,6 +3,9 @@ package fs
 import (
 	"container/list"
 	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 
 	"github.com/fusevol/fusevol/backend"
@@ -15,12 +18,84 @@ type chunkReader interface {
 
 var _ chunkReader = (*backend.View)(nil)
 
-// chunkCache is a bounded LRU of chunk contents as stored (read path only). A fill that raced
-// with an invalidation of the same file is dropped, using a global invalidation epoch: a fill
-// started at epoch E is kept only if the file was not invalidated after E.
+// DefaultCacheBytes is the chunk-cache budget of a Cache made with NewCache(0). The kernel's
+// page cache keeps what is read through a mount; this cache serves reads that bypass it (O_DIRECT,
+// partial pages of a chunk read before) and read-ahead, so a moderate budget is enough, and it
+// keeps the daemon within its soft memory limit next to the write buffers.
+const DefaultCacheBytes = 128 << 20
+
+// entryOverhead is what an entry costs besides its data (entry, list element, map slots), so
+// that cached holes, which hold no data, still count.
+const entryOverhead = 256
+
+// Cache is a budget of chunk bytes shared by every mount given it (Options.Cache): one daemon
+// caps its chunk cache as a whole, whatever number of volumes it mounts.
+//
+// Invariants (under mu, which also guards every mount's chunkCache):
+//   - used is the sum of the mounts' used bytes and exceeds max only by the chunk just added.
+//   - Above the budget, the mount holding the most bytes gives up its least recently used chunk
+//     (the mount adding one on a tie): a busy mount takes what others leave unused, but cannot
+//     push a mount that reads too below an equal share of the budget.
+//   - A cached chunk's bytes are verified (backend.View.ReadChunk checks the chunk's hash) and
+//     never change; its buffer goes back to the pool only once it is out of the cache and no
+//     reader is copying from it.
+type Cache struct {
+	mu     sync.Mutex
+	max    int64
+	used   int64
+	mounts map[*chunkCache]struct{}
+	pools  sync.Map // chunk size -> *sync.Pool of *[]byte of that length
+}
+
+// NewCache makes a cache of max bytes (0 = DefaultCacheBytes).
+func NewCache(max int64) *Cache {
+	if max <= 0 {
+		max = DefaultCacheBytes
+	}
+	return &Cache{max: max, mounts: map[*chunkCache]struct{}{}}
+}
+
+// buffer returns a chunk buffer of cs bytes, not zeroed: ReadChunk writes all of it.
+func (s *Cache) buffer(cs int) []byte {
+	p, ok := s.pools.Load(cs)
+	if !ok {
+		p, _ = s.pools.LoadOrStore(cs, &sync.Pool{New: func() any { b := make([]byte, cs); return &b }})
+	}
+	return *p.(*sync.Pool).Get().(*[]byte)
+}
+
+func (s *Cache) recycle(buf []byte) {
+	if buf == nil {
+		return
+	}
+	if p, ok := s.pools.Load(len(buf)); ok {
+		p.(*sync.Pool).Put(&buf)
+	}
+}
+
+// evict brings used back within the budget, never evicting the chunk keep just added.
+func (s *Cache) evict(keep *chunkCache) {
+	for s.used > s.max {
+		v := keep
+		for m := range s.mounts {
+			if m.used > v.used {
+				v = m
+			}
+		}
+		if v.lru.Len() == 0 || (v == keep && v.lru.Len() == 1) {
+			return
+		}
+		v.remove(v.lru.Back())
+	}
+}
+
+// chunkCache is one mount's part of a Cache: an LRU of chunk contents as stored (read path
+// only). A fill that raced with an invalidation of the same file is dropped, using an
+// invalidation epoch: a fill started at epoch E is kept only if the file was not invalidated
+// after E. Every field is guarded by s.mu.
 type chunkCache struct {
-	mu      sync.Mutex
-	max     int64
+	s       *Cache
+	log     *slog.Logger
 	used    int64
 	lru     *list.List // of *cacheEntry, most recent first
 	items   map[cacheKey]*list.Element
@@ -34,15 +109,21 @@ type chunkCache struct {
 type cacheKey struct{ id, idx uint64 }
 
 type cacheEntry struct {
-	key  cacheKey
-	data []byte
+	key    cacheKey
+	data   []byte
+	buf    []byte // the pooled buffer data lies in; nil when data is a copy
+	refs   int    // readers holding data (get until release)
+	listed bool   // in the LRU
 }
 
+func (e *cacheEntry) size() int64 { return int64(cap(e.data)) + entryOverhead }
+
 type loadCall struct {
-	done  chan struct{}
-	epoch uint64
-	data  []byte
-	err   error
+	done    chan struct{}
+	epoch   uint64
+	waiters int // readers waiting for this load, each holding a reference to entry
+	entry   *cacheEntry
+	err     error
 }
 
 type prefetch struct {
@@ -53,14 +134,10 @@ type prefetch struct {
 	epoch uint64
 }
 
-const defaultCacheBytes = 64 << 20
-
-func newChunkCache(max int64) *chunkCache {
-	if max <= 0 {
-		max = defaultCacheBytes
-	}
-	return &chunkCache{
-		max:     max,
+func newChunkCache(s *Cache, log *slog.Logger) *chunkCache {
+	c := &chunkCache{
+		s:       s,
+		log:     log,
 		lru:     list.New(),
 		items:   map[cacheKey]*list.Element{},
 		byID:    map[uint64]map[uint64]*list.Element{},
@@ -68,6 +145,20 @@ func newChunkCache(max int64) *chunkCache {
 		loading: map[cacheKey]*loadCall{},
 		pfq:     make(chan prefetch, 64),
 	}
+	s.mu.Lock()
+	s.mounts[c] = struct{}{}
+	s.mu.Unlock()
+	return c
+}
+
+// close gives the mount's chunks back to the shared budget (at unmount).
+func (c *chunkCache) close() {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	for c.lru.Len() > 0 {
+		c.remove(c.lru.Back())
+	}
+	delete(c.s.mounts, c)
 }
 
 // runPrefetch serves read-ahead requests until ctx ends.
@@ -77,72 +168,125 @@ func (c *chunkCache) runPrefetch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-c.pfq:
-			_, _ = c.get(ctx, p.vol, p.key, p.ino, p.cs, p.epoch)
+			if e, err := c.get(ctx, p.vol, p.key, p.ino, p.cs, p.epoch); err == nil {
+				c.release(e)
+			}
 		}
 	}
 }
 
 // now returns the epoch to pass to get; take it before checking for buffered data.
 func (c *chunkCache) now() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	return c.epoch
 }
 
+// read copies the chunk's stored content from within onwards into p, zeros past its end.
+func (c *chunkCache) read(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64, p []byte, within int) error {
+	e, err := c.get(ctx, vol, key, ino, cs, epoch)
+	if err != nil {
+		return err
+	}
+	copyChunk(p, e.data, within)
+	c.release(e)
+	return nil
+}
+
 // get returns the stored content of a chunk (shorter than the chunk size when its tail is
-// zeros). The slice must not be modified.
-func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64) ([]byte, error) {
-	c.mu.Lock()
+// zeros) in e.data, which must not be modified and must be given back with release. One load
+// serves every reader that asks meanwhile; whatever it ends with, error or panic, they all get.
+func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64) (*cacheEntry, error) {
+	c.s.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.lru.MoveToFront(el)
-		c.mu.Unlock()
-		return el.Value.(*cacheEntry).data, nil
+		e := el.Value.(*cacheEntry)
+		e.refs++
+		c.s.mu.Unlock()
+		return e, nil
 	}
 	if call := c.loading[key]; call != nil && call.epoch >= c.inval[key.id] && call.epoch <= epoch {
-		c.mu.Unlock()
+		call.waiters++
+		c.s.mu.Unlock()
 		<-call.done
-		return call.data, call.err
+		return call.entry, call.err
 	}
 	call := &loadCall{done: make(chan struct{}), epoch: epoch}
 	if c.loading[key] == nil {
 		c.loading[key] = call
 	}
-	c.mu.Unlock()
+	c.s.mu.Unlock()
 
-	buf := make([]byte, cs)
-	n, err := vol.ReadChunk(ctx, ino, key.idx, buf)
-	if err == nil && n < cs/2 {
-		buf = append([]byte(nil), buf[:n]...)
-	} else if err == nil {
-		buf = buf[:n]
-	}
-	call.data, call.err = buf, err
+	e, err := c.load(ctx, vol, key, ino, cs)
 
-	c.mu.Lock()
+	c.s.mu.Lock()
 	if c.loading[key] == call {
 		delete(c.loading, key)
 	}
-	if err == nil && c.inval[key.id] <= epoch && c.items[key] == nil {
-		c.insert(key, buf)
+	if err == nil {
+		e.refs = 1 + call.waiters
+		if c.inval[key.id] <= epoch && c.items[key] == nil {
+			c.insert(e)
+		}
 	}
-	c.mu.Unlock()
+	call.entry, call.err = e, err
+	c.s.mu.Unlock()
 	close(call.done)
-	return buf, err
+	return e, err
 }
 
-func (c *chunkCache) insert(key cacheKey, data []byte) {
-	el := c.lru.PushFront(&cacheEntry{key: key, data: data})
-	c.items[key] = el
-	m := c.byID[key.id]
+// load reads a chunk from the store into a pooled buffer; a panic in the store becomes
+// backend.ErrCorrupt (EIO), so that no reader of the chunk is left waiting.
+func (c *chunkCache) load(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int) (e *cacheEntry, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic reading a chunk", "ino", ino, "chunk", key.idx, "panic", r, "stack", string(debug.Stack()))
+			e, err = nil, fmt.Errorf("%w: reading chunk %d of inode %d: panic: %v", backend.ErrCorrupt, key.idx, ino, r)
+		}
+	}()
+	buf := c.s.buffer(cs)
+	n, err := vol.ReadChunk(ctx, ino, key.idx, buf)
+	if err != nil {
+		c.s.recycle(buf)
+		return nil, err
+	}
+	if n < cs/2 {
+		// A short chunk (a small file) keeps only its bytes.
+		data := append([]byte(nil), buf[:n]...)
+		c.s.recycle(buf)
+		return &cacheEntry{key: key, data: data}, nil
+	}
+	return &cacheEntry{key: key, data: buf[:n], buf: buf}, nil
+}
+
+// release gives back a reader's reference to e.
+func (c *chunkCache) release(e *cacheEntry) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	e.refs--
+	c.recycleIfFree(e)
+}
+
+func (c *chunkCache) recycleIfFree(e *cacheEntry) {
+	if e.refs == 0 && !e.listed {
+		c.s.recycle(e.buf)
+		e.buf, e.data = nil, nil
+	}
+}
+
+func (c *chunkCache) insert(e *cacheEntry) {
+	el := c.lru.PushFront(e)
+	e.listed = true
+	c.items[e.key] = el
+	m := c.byID[e.key.id]
 	if m == nil {
 		m = map[uint64]*list.Element{}
-		c.byID[key.id] = m
+		c.byID[e.key.id] = m
 	}
-	m[key.idx] = el
-	c.used += int64(cap(data))
-	for c.used > c.max && c.lru.Len() > 1 {
-		c.remove(c.lru.Back())
-	}
+	m[e.key.idx] = el
+	c.used += e.size()
+	c.s.used += e.size()
+	c.s.evict(c)
 }
 
 func (c *chunkCache) remove(el *list.Element) {
@@ -154,17 +298,20 @@ func (c *chunkCache) remove(el *list.Element) {
 			delete(c.byID, e.key.id)
 		}
 	}
-	c.used -= int64(cap(e.data))
+	c.used -= e.size()
+	c.s.used -= e.size()
+	e.listed = false
+	c.recycleIfFree(e)
 }
 
 // prefetch asks the read-ahead workers for a chunk unless it is cached, loading or the
 // workers are busy.
 func (c *chunkCache) prefetch(vol chunkReader, key cacheKey, ino backend.Ino, cs int) {
-	c.mu.Lock()
+	c.s.mu.Lock()
 	_, cached := c.items[key]
 	_, loading := c.loading[key]
 	epoch := c.epoch
-	c.mu.Unlock()
+	c.s.mu.Unlock()
 	if cached || loading {
 		return
 	}
@@ -176,8 +323,8 @@ func (c *chunkCache) prefetch(vol chunkReader, key cacheKey, ino backend.Ino, cs
 
 // invalidateChunk forgets one chunk of a file.
 func (c *chunkCache) invalidateChunk(id, idx uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	c.epoch++
 	c.inval[id] = c.epoch
 	if el, ok := c.items[cacheKey{id, idx}]; ok {
@@ -187,8 +334,8 @@ func (c *chunkCache) invalidateChunk(id, idx uint64) {
 
 // invalidate forgets every chunk of a file.
 func (c *chunkCache) invalidate(id uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	c.epoch++
 	c.inval[id] = c.epoch
 	for _, el := range c.byID[id] {

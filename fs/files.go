@@ -161,11 +161,9 @@ func (f *fsys) readAt(h *fileHandle, dst []byte, off int64) (int, error) {
 				continue
 			}
 		}
-		data, err := f.cache.get(f.ctx, h.vol, cacheKey{h.id, idx}, h.ino, f.cs, epoch)
-		if err != nil {
+		if err := f.cache.read(f.ctx, h.vol, cacheKey{h.id, idx}, h.ino, f.cs, epoch, p, within); err != nil {
 			return done, err
 		}
-		copyChunk(p, data, within)
 		done += len(p)
 	}
 	if st == nil {

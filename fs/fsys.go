@@ -88,7 +88,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 	if sn, ok := vol.(snapshotter); ok && !vol.ReadOnly() {
 		f.snaps, f.snapDir = sn, true
 	}
-	f.cache = newChunkCache(opts.CacheBytes)
+	f.cache = newChunkCache(opts.cache(), f.log)
 	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.DirtyLimit)
 	f.wb.quota.awaitReclaims = f.awaitReclaims
 	return f
