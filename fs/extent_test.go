@@ -161,7 +161,7 @@ func TestExtentsInFlight(t *testing.T) {
 	g := &gatedView{View: v, gate: make(chan struct{})}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wb := newWriteback(wctx, testLogger(t), noInvalidate{}, v, cs, 64*cs)
+	wb := newWriteback(wctx, testLogger(t), noInvalidate{}, v, cs, NewWriteBudget(64*cs))
 	write := func(off int, n int) {
 		t.Helper()
 		b := make([]byte, n)
@@ -212,7 +212,7 @@ func TestUnloggedSpans(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wb := newWriteback(wctx, testLogger(t), noInvalidate{}, v, cs, 64*cs)
+	wb := newWriteback(wctx, testLogger(t), noInvalidate{}, v, cs, NewWriteBudget(64*cs))
 	for _, w := range []struct{ off, n int }{{100, 10}, {5000, 20}, {110, 5}} {
 		if _, err := wb.write(1, v, a.Ino, bytes.Repeat([]byte{'x'}, w.n), int64(w.off)); err != nil {
 			t.Fatal(err)

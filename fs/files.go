@@ -87,7 +87,8 @@ func (f *fsys) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	if st != fuse.OK || !h.write {
 		return fuse.OK
 	}
-	return f.status("flush", f.wb.flush(f.ctx, h.id))
+	// A close reports data of the file that could not be stored, as fsync does.
+	return f.status("flush", f.wb.report(f.ctx, h.id))
 }
 
 func (f *fsys) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {

@@ -89,7 +89,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 		f.snaps, f.snapDir = sn, true
 	}
 	f.cache = newChunkCache(opts.cache(), f.log)
-	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.DirtyLimit)
+	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.writeBudget())
 	f.wb.quota.awaitReclaims = f.awaitReclaims
 	return f
 }

@@ -24,6 +24,8 @@ type Options struct {
 	// memory (chunk buffer, stored form, garbage-collector headroom), and 64 MiB already keeps
 	// hashing and commits busy, so larger limits only cost memory.
 	DirtyLimit int64
+	// WriteBudget, when set, is shared with other mounts and replaces DirtyLimit (budget.go).
+	WriteBudget *WriteBudget
 	// Cache is the chunk read cache's budget, shared with the other mounts given the same one
 	// (the daemon gives all its mounts one). Nil: the mount has its own of CacheBytes.
 	Cache *Cache

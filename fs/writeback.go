@@ -27,6 +27,8 @@ type fileData interface {
 	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
 	// LogWrites makes buffered writes durable through the store's intent log (fsync).
 	LogWrites(ctx context.Context, ino backend.Ino, size uint64, mtime int64, ws []backend.Write) (bool, error)
+	// WriteAt stores a write at once (writes to a file whose commits fail).
+	WriteAt(ctx context.Context, ino backend.Ino, data []byte, off int64) (backend.Attr, error)
 }
 
 var _ fileData = (*backend.View)(nil)
@@ -54,13 +56,21 @@ var _ chunkInvalidator = (*chunkCache)(nil)
 // intent log (one device flush) and keeps the buffers, which are committed later as usual. Once
 // a file has logged writes, its full chunks are no longer committed eagerly either: a commit
 // changes the inode in the store, and the next fsync would have to sync the whole store.
+//
+// A commit that fails (no room under the quota or on the store's disk, or any other error)
+// loses the data it carried, which the writes were acknowledged for: the file records the
+// ranges (lostData), and every later fsync and close of it fails with the commit's error until
+// they are written again. From then until a commit of the file succeeds, the file is failing:
+// each write is stored at once (writeThrough) instead of buffered, so that it fails, unacknowledged,
+// while there is no room, and the first one that fits ends the failing state. Buffers count
+// against the mount's share of a WriteBudget (budget.go), which the daemon shares between mounts.
 type writeback struct {
 	ctx   context.Context
 	log   *slog.Logger
 	cache chunkInvalidator
 	quota *quotaEstimate // reserved by write; see quotaEstimate for why the write-back owns it
 	cs    int
-	limit int64
+	share *budgetShare
 	hashq chan *commitJob
 
 	mu    sync.Mutex
@@ -70,10 +80,6 @@ type writeback struct {
 	// seq counts commits; attribute readers retry when one lands between their read of the
 	// store and their look at the buffered state (see fsys.settled).
 	seq atomic.Uint64
-
-	bmu   sync.Mutex
-	bcond *sync.Cond
-	used  int64 // bytes of chunk buffers handed out (dirty or being committed)
 }
 
 // fileState is the buffered state of one file, shared by its open handles.
@@ -98,8 +104,12 @@ type fileState struct {
 	inflight        map[uint64][]*commitJob // submitted, not yet committed commits per chunk, in order
 	queue           []*commitJob
 	committing      bool
-	err             error // first failed commit since the last flush reported it
-	logged          bool  // buffers hold writes the intent log made durable
+	logged          bool // buffers hold writes the intent log made durable
+	lost            lostData
+	failing         error  // the last commit failed: writes go through (writeThrough)
+	fails           uint64 // failed commits so far; lastErr is the latest one's error
+	lastErr         error
+	probe           sync.Mutex // one writeThrough at a time
 }
 
 // chunkBuf is one chunk being written. Until base is set only the written spans of data are
@@ -159,10 +169,10 @@ type commitJob struct {
 	end    int // end of the content within the chunk
 	done   chan struct{}
 	chunks []backend.Chunk
+	logged bool // the intent log holds every write in it: a failed commit loses nothing
 }
 
 const (
-	defaultDirtyLimit = 64 << 20
 	maxCommitBatch    = 64
 	inlineFlushChunks = 2
 	// maxSpans is how many separate ranges a buffered chunk keeps before merging the stored
@@ -182,19 +192,17 @@ func (j *commitJob) prepare() {
 	}
 }
 
-// newWriteback buffers chunks of cs bytes, up to limit bytes across the mount, until ctx (the
-// mount's) ends. It reports failed commits to log, tells cache about changed chunks, and
-// checks writes that grow files against the quota of quota.
-func newWriteback(ctx context.Context, log *slog.Logger, cache chunkInvalidator, quota quotaSource, cs int, limit int64) *writeback {
-	if limit <= 0 {
-		limit = defaultDirtyLimit
-	}
-	wb := &writeback{ctx: ctx, log: log, cache: cache, cs: cs, limit: limit, files: map[uint64]*fileState{}}
+// newWriteback buffers chunks of cs bytes within a share of budget until ctx (the mount's) ends.
+// It reports failed commits to log, tells cache about changed chunks, and checks writes that
+// grow files against the quota of quota.
+func newWriteback(ctx context.Context, log *slog.Logger, cache chunkInvalidator, quota quotaSource, cs int, budget *WriteBudget) *writeback {
+	wb := &writeback{ctx: ctx, log: log, cache: cache, cs: cs, files: map[uint64]*fileState{}}
 	wb.quota = newQuotaEstimate(ctx, quota, wb.flushAll)
-	wb.bcond = sync.NewCond(&wb.bmu)
+	wb.share = budget.share(int64(cs), wb.kick)
+	context.AfterFunc(ctx, wb.share.close)
 	wb.bufs.New = func() any { b := make([]byte, wb.cs); return &b }
-	// Every job holds a chunk of the dirty budget, so this many never block a submitter.
-	wb.hashq = make(chan *commitJob, int(limit)/max(wb.cs, 1)+64)
+	// Every job holds a chunk of the budget, so this many never block a submitter.
+	wb.hashq = make(chan *commitJob, int(max(budget.limit, wb.share.floor)/int64(max(wb.cs, 1)))+64)
 	for range runtime.GOMAXPROCS(0) {
 		go wb.hashWorker()
 	}
@@ -213,28 +221,12 @@ func (wb *writeback) hashWorker() {
 	}
 }
 
-// acquire takes a chunk buffer's worth of the dirty budget, pushing buffered data to the
-// store and waiting while the mount is over its limit.
-func (wb *writeback) acquire() {
-	wb.bmu.Lock()
-	defer wb.bmu.Unlock()
-	for wb.used > 0 && wb.used+int64(wb.cs) > wb.limit {
-		wb.bmu.Unlock()
-		wb.kick()
-		wb.bmu.Lock()
-		if wb.used > 0 && wb.used+int64(wb.cs) > wb.limit {
-			wb.bcond.Wait()
-		}
-	}
-	wb.used += int64(wb.cs)
-}
+// acquire takes a chunk buffer's worth of the budget, pushing buffered data to the store and
+// waiting while the mount is over its share.
+func (wb *writeback) acquire() { wb.share.acquire(int64(wb.cs)) }
 
-func (wb *writeback) release(n int) {
-	wb.bmu.Lock()
-	wb.used -= int64(n) * int64(wb.cs)
-	wb.bmu.Unlock()
-	wb.bcond.Broadcast()
-}
+// release gives back n chunk buffers.
+func (wb *writeback) release(n int) { wb.share.release(int64(n) * int64(wb.cs)) }
 
 // kick submits every file's partial chunks so that their memory can be freed.
 func (wb *writeback) kick() {
@@ -313,7 +305,7 @@ func (wb *writeback) closeFile(id uint64) {
 
 // idle reports (under st.mu) that the state holds nothing and nobody has the file open.
 func (st *fileState) idle() bool {
-	return st.opens <= 0 && !st.active() && st.err == nil && !st.stamp
+	return st.opens <= 0 && !st.active() && !st.lost.any() && !st.stamp
 }
 
 func (st *fileState) active() bool {
@@ -346,6 +338,7 @@ func (wb *writeback) sizeChanged(id uint64, size uint64) {
 		st.mu.Lock()
 		st.stored = size
 		st.resize()
+		st.lost.truncate(size)
 		st.mu.Unlock()
 	}
 }
@@ -358,6 +351,7 @@ func (wb *writeback) write(id uint64, vol fileData, ino backend.Ino, data []byte
 	}
 	st.mu.Lock()
 	size := int64(st.size)
+	failing := st.failing != nil
 	st.mu.Unlock()
 	if end := off + int64(len(data)); end > size {
 		allowed, err := wb.quota.reserve(end - max(off, size))
@@ -365,6 +359,9 @@ func (wb *writeback) write(id uint64, vol fileData, ino backend.Ino, data []byte
 			return 0, err
 		}
 		data = data[:int64(len(data))-(end-max(off, size)-allowed)]
+	}
+	if failing {
+		return st.writeThrough(data, off)
 	}
 	cs := int64(wb.cs)
 	done := 0
@@ -408,6 +405,8 @@ func (st *fileState) put(idx uint64, within int, p []byte) error {
 		}
 	}
 	copy(b.data[within:], p)
+	start := idx * uint64(wb.cs)
+	st.lost.remove(start+uint64(within), start+uint64(end))
 	if b.llo < 0 {
 		b.llo, b.lhi = within, end
 	} else {
@@ -512,6 +511,11 @@ func (st *fileState) submit(idx uint64, b *chunkBuf, inline bool) {
 	if extents == nil && !b.base && !b.covers(0, length) {
 		if err := st.loadBase(idx, b); err != nil {
 			st.fail(err)
+			if b.llo >= 0 || !st.logged {
+				for _, s := range b.spans {
+					st.lost.add(idx*cs+uint64(s.lo), idx*cs+uint64(min(s.hi, length)), err)
+				}
+			}
 			delete(st.dirty, idx)
 			st.wb.bufs.Put(&b.data)
 			st.wb.release(1)
@@ -519,7 +523,7 @@ func (st *fileState) submit(idx uint64, b *chunkBuf, inline bool) {
 		}
 	}
 	delete(st.dirty, idx)
-	j := &commitJob{st: st, idx: idx, buf: b.data, done: make(chan struct{})}
+	j := &commitJob{st: st, idx: idx, buf: b.data, done: make(chan struct{}), logged: b.llo < 0 && st.logged}
 	if extents != nil {
 		j.pieces = extents
 		last := extents[len(extents)-1]
@@ -553,11 +557,27 @@ func (st *fileState) submitAll(inline bool) {
 	}
 }
 
+// fail records a failed commit (under st.mu).
 func (st *fileState) fail(err error) {
-	if st.err == nil {
-		st.err = err
-	}
+	st.fails++
+	st.lastErr, st.failing = err, err
 	st.wb.log.Warn("write-back failed", "ino", st.ino, "err", err)
+}
+
+// lose records the data of a failed commit as lost (under st.mu), unless the intent log has it.
+// A whole-chunk commit counts whole: which of its bytes were written is no longer known.
+func (st *fileState) lose(j *commitJob, err error) {
+	if j.logged {
+		return
+	}
+	start := j.idx * uint64(st.wb.cs)
+	if j.full {
+		st.lost.add(start, start+uint64(j.end), err)
+		return
+	}
+	for _, p := range j.pieces {
+		st.lost.add(start+uint64(p.off), start+uint64(p.off+len(p.data)), err)
+	}
 }
 
 // commitLoop commits queued chunks in order, batching those already hashed.
@@ -600,9 +620,12 @@ func (st *fileState) commitLoop() {
 		}
 		if err != nil {
 			st.fail(err)
+			for _, j := range jobs[:k] {
+				st.lose(j, err)
+			}
 			st.resize()
 		} else {
-			st.stored = a.Size
+			st.stored, st.failing = a.Size, nil
 		}
 		st.cond.Broadcast()
 		st.mu.Unlock()
@@ -645,14 +668,17 @@ func (wb *writeback) dropIfIdle(st *fileState) {
 	}
 }
 
-// flush commits everything buffered for the file and returns the first commit error
-// since the last flush. When ctx ends first, the commits go on without the caller.
+// flush commits everything buffered for the file and returns the error of a commit of it that
+// failed meanwhile (data lost before is reported by report, not here: truncation, snapshots and
+// unmounts must not fail for it forever). When ctx ends first, the commits go on without the
+// caller.
 func (wb *writeback) flush(ctx context.Context, id uint64) error {
 	st := wb.get(id)
 	if st == nil {
 		return nil
 	}
 	st.mu.Lock()
+	fails := st.fails
 	// A close after a few small writes (the common case) is committed by the caller itself:
 	// two goroutine hand-offs are a good part of the latency of such a commit.
 	inline := len(st.dirty) <= inlineFlushChunks && !st.committing
@@ -667,8 +693,10 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 		st.mu.Unlock()
 		return err
 	}
-	err := st.err
-	st.err = nil
+	var err error
+	if st.fails != fails {
+		err = st.lastErr
+	}
 	if err == nil && st.stamp && st.observed {
 		err = st.restamp()
 	}
@@ -678,6 +706,65 @@ func (wb *writeback) flush(ctx context.Context, id uint64) error {
 	st.mu.Unlock()
 	wb.dropIfIdle(st)
 	return err
+}
+
+// report is flush for a close of the file: it fails too while the file has lost data.
+func (wb *writeback) report(ctx context.Context, id uint64) error {
+	if err := wb.flush(ctx, id); err != nil {
+		return err
+	}
+	if st := wb.get(id); st != nil {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.lostErr()
+	}
+	return nil
+}
+
+// lostErr (under st.mu) is the error for fsync and close of a file that lost data.
+func (st *fileState) lostErr() error {
+	if !st.lost.any() {
+		return nil
+	}
+	return fmt.Errorf("inode %d: %d range(s) of written data could not be stored: %w", st.ino, len(st.lost.ranges), st.lost.err)
+}
+
+// writeThrough stores a write to a failing file at once: while there is no room it fails
+// without being acknowledged (no more data is lost), and the first one that fits ends the
+// failing state. The file's buffered data is committed first, for the write to land on top.
+func (st *fileState) writeThrough(data []byte, off int64) (int, error) {
+	st.probe.Lock()
+	defer st.probe.Unlock()
+	st.mu.Lock()
+	st.submitAll(false)
+	err := st.wait(st.wb.ctx, "write")
+	st.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	st.invalidate(off, len(data))
+	a, err := st.vol.WriteAt(st.wb.ctx, st.ino, data, off)
+	st.invalidate(off, len(data))
+	if err != nil {
+		return 0, fmt.Errorf("write inode %d: %w", st.ino, err)
+	}
+	st.mu.Lock()
+	st.wb.seq.Add(1)
+	st.failing = nil
+	st.stored = a.Size
+	st.size = max(st.size, a.Size)
+	st.mtime = a.Mtime
+	st.lost.remove(uint64(off), uint64(off)+uint64(len(data)))
+	st.mu.Unlock()
+	return len(data), nil
+}
+
+// invalidate forgets cached copies of the chunks that n bytes at off touch.
+func (st *fileState) invalidate(off int64, n int) {
+	cs := int64(st.wb.cs)
+	for idx := off / cs; idx*cs < off+int64(n); idx++ {
+		st.wb.cache.invalidateChunk(st.id, uint64(idx))
+	}
 }
 
 // restamp sets the store's mtime and ctime back to the time of the last write (under st.mu,
@@ -716,7 +803,8 @@ func (wb *writeback) discard(id uint64) {
 	}
 	n := len(st.dirty)
 	st.dirty = map[uint64]*chunkBuf{}
-	st.err, st.stamp, st.observed = nil, false, false
+	st.stamp, st.observed = false, false
+	st.lost, st.failing = lostData{}, nil
 	st.mu.Unlock()
 	wb.release(n)
 	wb.dropIfIdle(st)
@@ -775,7 +863,7 @@ func (wb *writeback) fsync(ctx context.Context, id uint64, vol fileData, ino bac
 	st.mu.Lock()
 	err := st.wait(ctx, "fsync")
 	if err == nil {
-		err, st.err = st.err, nil
+		err = st.lostErr()
 	}
 	if err != nil {
 		st.mu.Unlock()
@@ -793,7 +881,7 @@ func (wb *writeback) fsync(ctx context.Context, id uint64, vol fileData, ino bac
 	if err != nil || logged {
 		return err
 	}
-	if err := wb.flush(ctx, id); err != nil {
+	if err := wb.report(ctx, id); err != nil {
 		return err
 	}
 	return sync(ctx)
