@@ -53,10 +53,11 @@ func volumeCommand() *ucli.Command {
 			{
 				Name:      "rm",
 				Aliases:   []string{"remove"},
-				Usage:     "remove volumes and their snapshots (clones made from them survive)",
+				Usage:     "remove volumes; their snapshots are kept (as NAME@SNAP of a removed volume) unless --with-snapshots",
 				ArgsUsage: "NAME...",
 				Flags: []ucli.Flag{
 					&ucli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "unmount a mounted volume first"},
+					&ucli.BoolFlag{Name: "with-snapshots", Usage: "remove the volume's snapshots too (clones made from them survive)"},
 				},
 				Action:       volumeRemove,
 				BashComplete: completeArgs(true, argVolume),
@@ -232,7 +233,11 @@ func volumeRemove(c *ucli.Context) error {
 	cl := daemonClient(c)
 	failed := false
 	for _, name := range c.Args().Slice() {
-		if err := cl.RemoveVolume(c.Context, name, c.Bool("force")); err != nil {
+		remove := cl.RemoveVolume
+		if c.Bool("with-snapshots") {
+			remove = cl.RemoveVolumeAndSnapshots
+		}
+		if err := remove(c.Context, name, c.Bool("force")); err != nil {
 			if errors.Is(err, client.ErrUnreachable) {
 				return err
 			}

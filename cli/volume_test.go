@@ -62,10 +62,16 @@ func TestVolumeCommands(t *testing.T) {
 	if r := td.run(t, "volume", "ls", "-q").ok(t); r.stdout != "beta\n" {
 		t.Errorf("ls -q after rm: %q", r.stdout)
 	}
-	// Removing a volume removes its snapshots; the name can be used again for an empty volume.
+	// Removing a volume keeps its snapshots; --with-snapshots removes them too.
 	td.run(t, "volume", "rm", "beta").ok(t)
-	if r := td.run(t, "snapshot", "ls").ok(t); strings.Contains(r.stdout, "beta") {
-		t.Errorf("snapshots of a removed volume are still listed:\n%s", r.stdout)
+	if r := td.run(t, "snapshot", "ls").ok(t); !strings.Contains(r.stdout, "beta") {
+		t.Errorf("snapshots of a removed volume are gone:\n%s", r.stdout)
+	}
+	td.run(t, "volume", "create", "gamma").ok(t)
+	td.run(t, "snapshot", "create", "gamma", "s1").ok(t)
+	td.run(t, "volume", "rm", "--with-snapshots", "gamma").ok(t)
+	if r := td.run(t, "snapshot", "ls").ok(t); strings.Contains(r.stdout, "gamma") {
+		t.Errorf("volume rm --with-snapshots left snapshots:\n%s", r.stdout)
 	}
 }
 
