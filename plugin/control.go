@@ -13,7 +13,7 @@ import (
 )
 
 // registerControl adds the control API (plugin/api). Only root and members of the socket's group
-// may use it.
+// may use it (checkPeer).
 func (d *Daemon) registerControl(mux *http.ServeMux) {
 	routes := map[string]func(ctx context.Context, r *http.Request) (any, error){
 		api.RouteStatus:          d.ctlStatus,
@@ -43,10 +43,6 @@ type noContent struct{}
 
 func (d *Daemon) controlCall(fn func(ctx context.Context, r *http.Request) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := d.allowed(r.Context()); err != nil {
-			writeAPIError(w, api.Errorf(api.CodeForbidden, "permission denied: %v", err), http.StatusForbidden)
-			return
-		}
 		out, err := fn(r.Context(), r)
 		if err != nil {
 			e, status := apiError(err)
@@ -62,6 +58,7 @@ func (d *Daemon) controlCall(fn func(ctx context.Context, r *http.Request) (any,
 }
 
 func writeAPIError(w http.ResponseWriter, e *api.Error, status int) {
+	noteError(w, e.Message, status)
 	writeJSON(w, status, "application/json", e)
 }
 

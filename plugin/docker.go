@@ -39,12 +39,13 @@ func dockerCall[Req any](fn func(ctx context.Context, req *Req) (any, error)) ht
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req := new(Req)
 		if err := decodeBody(w, r, req); err != nil {
-			writeDocker(w, bodyStatus(err), volume.ErrorResponse{Err: err.Error()})
+			writeDockerError(w, bodyStatus(err), bodyStatus(err), err.Error())
 			return
 		}
 		out, err := fn(r.Context(), req)
 		if err != nil {
-			writeDocker(w, http.StatusInternalServerError, volume.ErrorResponse{Err: err.Error()})
+			_, class := apiError(err)
+			writeDockerError(w, http.StatusInternalServerError, class, err.Error())
 			return
 		}
 		writeDocker(w, http.StatusOK, out)
@@ -53,6 +54,13 @@ func dockerCall[Req any](fn func(ctx context.Context, req *Req) (any, error)) ht
 
 func writeDocker(w http.ResponseWriter, status int, v any) {
 	writeJSON(w, status, dockerContentType, v)
+}
+
+// writeDockerError answers msg with status; class is the status the error has by its kind
+// (apiError), which sets how it is logged.
+func writeDockerError(w http.ResponseWriter, status, class int, msg string) {
+	noteError(w, msg, class)
+	writeDocker(w, status, volume.ErrorResponse{Err: msg})
 }
 
 func (d *Daemon) dockerCreate(ctx context.Context, req *volume.CreateRequest) (any, error) {

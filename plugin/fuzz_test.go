@@ -36,6 +36,8 @@ func FuzzDockerRequest(f *testing.F) {
 		ep := endpoints[int(which)%len(endpoints)]
 		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer rcancel()
+		// As dockerd, which is root: other callers get 403 (TestDockerEndpointsRootOnly).
+		rctx = context.WithValue(rctx, peerKey{}, peer{known: true})
 		req := httptest.NewRequestWithContext(rctx, http.MethodPost, ep, strings.NewReader(body))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -28,9 +28,33 @@ func (d *Daemon) handler() http.Handler {
 			writeAPIError(w, api.Errorf(api.CodeNotFound, "%s", msg), http.StatusNotFound)
 			return
 		}
-		writeDocker(w, http.StatusNotFound, volume.ErrorResponse{Err: msg})
+		writeDockerError(w, http.StatusNotFound, http.StatusNotFound, msg)
 	})
-	return d.recoverPanics(d.logRequests(mux))
+	return d.recoverPanics(d.logRequests(d.checkPeer(mux)))
+}
+
+// checkPeer answers 403 to a caller the endpoint does not serve (see socket.go: the control API
+// serves root and --group, everything else root only), whatever the socket's mode let connect.
+func (d *Daemon) checkPeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		check := rootOnly
+		if isControl(r) {
+			check = d.allowed
+		}
+		err := check(r.Context())
+		if err == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, _ := peerOf(r.Context())
+		d.log.Warn("request refused", "path", r.URL.Path, "uid", p.uid, "pid", p.pid, "err", err)
+		msg := "permission denied: " + err.Error()
+		if isControl(r) {
+			writeAPIError(w, api.Errorf(api.CodeForbidden, "%s", msg), http.StatusForbidden)
+			return
+		}
+		writeDockerError(w, http.StatusForbidden, http.StatusForbidden, msg)
+	})
 }
 
 func isControl(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, api.Prefix+"/") }
@@ -58,9 +82,21 @@ func (d *Daemon) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
+// statusWriter records, for logRequests, the answer's status and, for an error answer, its text
+// and class: the status the error has by its kind (apiError), which for Docker's protocol is not
+// the status on the wire (dockerd gets 500 for every error).
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	err    string
+	class  int
+}
+
+// noteError tells logRequests which error the answer carries and its class.
+func noteError(w http.ResponseWriter, msg string, class int) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.err, sw.class = msg, class
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -73,12 +109,21 @@ func (d *Daemon) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		lvl := slog.LevelDebug
-		if sw.status >= 500 {
+		// Errors of the daemon or the store are warnings; the client's (a bad name, a missing
+		// volume: dockerd asks Get before every Create) are routine.
+		class, lvl := sw.class, slog.LevelDebug
+		if class == 0 {
+			class = sw.status
+		}
+		if class >= 500 {
 			lvl = slog.LevelWarn
 		}
-		d.log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path,
-			"status", sw.status, "took", time.Since(start).Round(time.Microsecond))
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"took", time.Since(start).Round(time.Microsecond)}
+		if sw.err != "" {
+			attrs = append(attrs, "err", sw.err)
+		}
+		d.log.Log(r.Context(), lvl, "request", attrs...)
 	})
 }
 

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"golang.org/x/sys/unix"
@@ -45,7 +46,25 @@ func (sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log
 	return m, nil
 }
 
-func (sysMounter) Bind(src, dir string) error { return unix.Mount(src, dir, "", unix.MS_BIND, "") }
+// Bind mounts on dir through a descriptor opened without following symlinks: dir is a volctl
+// target that checkMountTarget resolved and checked, and mount(2) on the path would follow a
+// symlink put in its place since.
+func (sysMounter) Bind(src, dir string) error {
+	fd, err := openNoSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("open mount target %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	return unix.Mount(src, fmt.Sprintf("/proc/self/fd/%d", fd), "", unix.MS_BIND, "")
+}
+
+// openNoSymlinks opens the directory path (O_PATH) with every symlink in it refused (ELOOP).
+func openNoSymlinks(path string) (int, error) {
+	return unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+}
 
 func (sysMounter) Unmount(dir string, detach bool) error {
 	flags := 0

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,12 +101,39 @@ func withPeer(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, peer{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid, known: true})
 }
 
+// Who may use what. The socket's mode (0660, group --group) is the first gate; these checks
+// hold even when it is loosened (checkPeer applies them to every request):
+//   - the control API: root and members of --group (allowed);
+//   - Docker's protocol, Plugin.Activate and any other path: root only (rootOnly). dockerd runs
+//     as root, and its Mount and Unmount act on the mounts running containers use.
+
+// peerOf is the process that sent the request, from SO_PEERCRED.
+func peerOf(ctx context.Context) (peer, error) {
+	p, _ := ctx.Value(peerKey{}).(peer)
+	if !p.known {
+		return p, errors.New("cannot identify the calling process (SO_PEERCRED)")
+	}
+	return p, nil
+}
+
+// rootOnly refuses every peer but root.
+func rootOnly(ctx context.Context) error {
+	p, err := peerOf(ctx)
+	if err != nil {
+		return err
+	}
+	if p.uid != 0 {
+		return fmt.Errorf("uid %d is not root (Docker's protocol serves only root)", p.uid)
+	}
+	return nil
+}
+
 // allowed reports whether the peer may use the control API: root, or a member of the socket's
 // group (primary or supplementary).
 func (d *Daemon) allowed(ctx context.Context) error {
-	p, _ := ctx.Value(peerKey{}).(peer)
-	if !p.known {
-		return errors.New("cannot identify the calling process (SO_PEERCRED)")
+	p, err := peerOf(ctx)
+	if err != nil {
+		return err
 	}
 	if p.uid == 0 {
 		return nil
@@ -114,12 +142,8 @@ func (d *Daemon) allowed(ctx context.Context) error {
 		if p.gid == uint32(d.gid) {
 			return nil
 		}
-		if groups, err := supplementaryGroups(p.pid); err == nil {
-			for _, g := range groups {
-				if g == d.gid {
-					return nil
-				}
-			}
+		if groups, err := supplementaryGroups(p.pid); err == nil && slices.Contains(groups, d.gid) {
+			return nil
 		}
 		return fmt.Errorf("uid %d is neither root nor in the socket's group (gid %d)", p.uid, d.gid)
 	}
