@@ -13,7 +13,9 @@ func mountCommand() *ucli.Command {
 		Usage:     "mount a volume, or a snapshot read-only, on a directory without Docker",
 		ArgsUsage: "VOLUME[@SNAPSHOT] DIR",
 		Description: "The daemon makes the FUSE mount, so DIR is a path on the daemon's host; it must be an\n" +
-			"existing directory. A volume mounted here counts as in use (rm and restore refuse it).",
+			"existing directory owned by you (unless you are root), not already a mount point, and not a\n" +
+			"system directory or one of the daemon's own. A volume mounted here counts as in use (rm and\n" +
+			"restore refuse it).",
 		Action:       mount,
 		BashComplete: completeArgs(false, argSource),
 	}
