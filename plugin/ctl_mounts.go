@@ -152,8 +152,8 @@ var systemDirs = []string{"/", "/home", "/media", "/opt", "/root", "/run", "/run
 	"/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/tmp"}
 
 // reservedDir says why the resolved path dir may not be mounted on ("" when it may): a system
-// directory, or one holding the daemon's own files (its root, mount root, socket directory,
-// anything below them, or a directory above them, which would hide them).
+// directory, or one holding the daemon's own files: its root and mount root and what is below
+// them, its socket's directory, and any directory above those, which would hide them.
 func (d *Daemon) reservedDir(dir string) string {
 	for _, s := range systemTrees {
 		if within(dir, s) {
@@ -166,14 +166,18 @@ func (d *Daemon) reservedDir(dir string) string {
 	if slices.Contains(systemDirs, dir) {
 		return "a system directory; fusevol never mounts on it"
 	}
-	for _, own := range []struct{ what, path string }{
-		{"root", d.cfg.Root}, {"mount root", d.cfg.MountRoot}, {"socket directory", filepath.Dir(d.cfg.Socket)},
+	for _, own := range []struct {
+		what, path string
+		below      bool // what lies below is the daemon's too
+	}{
+		{"root", d.cfg.Root, true}, {"mount root", d.cfg.MountRoot, true},
+		{"socket directory", filepath.Dir(d.cfg.Socket), false},
 	} {
 		p := own.path
 		if real, err := filepath.EvalSymlinks(p); err == nil {
 			p = real
 		}
-		if within(dir, p) || within(p, dir) {
+		if own.below && within(dir, p) || within(p, dir) {
 			return fmt.Sprintf("holds the daemon's own files (its %s %s)", own.what, own.path)
 		}
 	}
