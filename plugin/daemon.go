@@ -105,7 +105,7 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		gid:    gid,
 		ready:  make(chan struct{}),
 		stop:   make(chan struct{}),
-		mounts: newMountTable(cfg.MountRoot, sysMounter{}, cfg.Logger),
+		mounts: newMountTable(cfg.MountRoot, newSysMounter(), cfg.Logger),
 	}, nil
 }
 

@@ -35,11 +35,19 @@ type fsMount interface {
 	Unmount(ctx context.Context) error
 }
 
-// sysMounter mounts with the fs package and the mount system calls.
-type sysMounter struct{}
+// sysMounter mounts with the fs package and the mount system calls. All its mounts share one chunk
+// cache and one write-buffer budget, so the daemon's memory does not grow with its mounts.
+type sysMounter struct {
+	cache  *fs.Cache
+	budget *fs.WriteBudget
+}
 
-func (sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
-	m, err := fs.Mount(ctx, dir, view, fs.Options{Logger: log})
+func newSysMounter() sysMounter {
+	return sysMounter{cache: fs.NewCache(0), budget: fs.NewWriteBudget(0)}
+}
+
+func (sm sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
+	m, err := fs.Mount(ctx, dir, view, fs.Options{Logger: log, Cache: sm.cache, WriteBudget: sm.budget})
 	if err != nil {
 		return nil, err
 	}
