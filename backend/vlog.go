@@ -305,22 +305,21 @@ func largeValueKeys(txn *badger.Txn, from []byte, limit int) ([][]byte, []byte, 
 	return keys, nil, nil
 }
 
+// errBatchFull stops a scan once a batch is full.
+var errBatchFull = errors.New("batch full")
+
 // scanPrefixUntil is scanPrefix with values, stopping after limit keys.
 func scanPrefixUntil(txn *badger.Txn, prefix []byte, limit int, fn func(k, v []byte) error) error {
-	o := badger.DefaultIteratorOptions
-	o.Prefix = prefix
-	it := txn.NewIterator(o)
-	defer it.Close()
 	n := 0
-	for it.Rewind(); it.Valid() && n < limit; it.Next() {
-		v, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(it.Item().KeyCopy(nil), v); err != nil {
-			return err
+	err := scanPrefix(txn, prefix, true, func(k, v []byte) error {
+		if n == limit {
+			return errBatchFull
 		}
 		n++
+		return fn(k, v)
+	})
+	if errors.Is(err, errBatchFull) {
+		return nil
 	}
-	return nil
+	return err
 }

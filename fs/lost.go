@@ -1,12 +1,11 @@
 package fs
 
 import (
-	"cmp"
 	"slices"
 )
 
 // byteRange is [lo, hi) of a file.
-type byteRange struct{ lo, hi uint64 }
+type byteRange = interval[uint64]
 
 // lostData is what a file lost: data a write was acknowledged for that no commit could store.
 // Every later fsync and close of the file reports err until the ranges are written again,
@@ -31,17 +30,7 @@ func (l *lostData) add(lo, hi uint64, err error) {
 	if !l.any() {
 		l.err = err
 	}
-	out := l.ranges[:0:0]
-	for _, r := range l.ranges {
-		if r.hi < lo || r.lo > hi {
-			out = append(out, r)
-			continue
-		}
-		lo, hi = min(lo, r.lo), max(hi, r.hi)
-	}
-	out = append(out, byteRange{lo, hi})
-	slices.SortFunc(out, func(a, b byteRange) int { return cmp.Compare(a.lo, b.lo) })
-	l.ranges = out
+	l.ranges = addInterval(l.ranges, lo, hi)
 	l.bound()
 }
 

@@ -124,22 +124,10 @@ type chunkBuf struct {
 }
 
 // span is a written range of a chunk buffer.
-type span struct{ lo, hi int }
+type span = interval[int]
 
 // addSpan adds [lo, hi) to b's spans, merging those it overlaps or touches.
-func (b *chunkBuf) addSpan(lo, hi int) {
-	out := b.spans[:0:0]
-	for _, s := range b.spans {
-		if s.hi < lo || s.lo > hi {
-			out = append(out, s)
-			continue
-		}
-		lo, hi = min(lo, s.lo), max(hi, s.hi)
-	}
-	out = append(out, span{lo, hi})
-	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
-	b.spans = out
-}
+func (b *chunkBuf) addSpan(lo, hi int) { b.spans = addInterval(b.spans, lo, hi) }
 
 // covers reports whether [lo, hi) is meaningful in b.
 func (b *chunkBuf) covers(lo, hi int) bool {
