@@ -11,6 +11,10 @@
 //     IDs and volctl's directories are references to it, and the last reference unmounts it.
 //   - Mount references live in memory only: a restarted daemon starts with none, removes the dead
 //     mounts its predecessor left under MountRoot, and treats Unmount of an unknown ID as done.
+//   - All mounts share one chunk cache and one write-buffer budget (Config.CacheSize,
+//     Config.WriteBuffer), so memory does not grow with the number of volumes.
+//   - The profiler (Config.DebugAddr, off by default) is reachable from this host only: loopback
+//     TCP or a unix socket of mode 0600 serving the daemon's own user, on a mux of its own.
 //
 // The mount bookkeeping (volume locks, references, bind and snapshot mounts, stale-mount
 // recovery) is the mountTable (mounts.go, recover.go); it mounts through a mounter
@@ -22,12 +26,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
 )
 
 // Config configures a Daemon. Zero fields take the defaults shown.
@@ -39,6 +46,13 @@ type Config struct {
 	Logger    *slog.Logger
 	// Version is reported by the control API's status; default "dev".
 	Version string
+	// CacheSize is the chunk cache shared by every mount (default fs.DefaultCacheBytes, at
+	// least MinCacheSize); WriteBuffer the write-buffer budget they share (default
+	// fs.DefaultWriteBuffer, at least MinWriteBuffer).
+	CacheSize, WriteBuffer int64
+	// DebugAddr, when set, serves net/http/pprof: a loopback HOST:PORT or a unix socket path
+	// (debug.go).
+	DebugAddr string
 }
 
 // Defaults for Config.
@@ -46,6 +60,17 @@ const (
 	DefaultRoot   = "/var/lib/fusevol"
 	DefaultSocket = "/run/docker/plugins/fusevol.sock"
 )
+
+// The smallest budgets: the cache holds one chunk of the largest chunk size, the write buffers
+// two (one being filled while one is committed).
+const (
+	MinCacheSize   = backend.MaxChunkSize
+	MinWriteBuffer = 2 * backend.MaxChunkSize
+)
+
+// memoryOverhead is the daemon's memory besides its cache and write buffers (Badger's memtables
+// and caches, FUSE request buffers, goroutines); see Daemon.MemoryLimit.
+const memoryOverhead = 192 << 20
 
 // Time limits of shutdown: Docker sends SIGKILL 10 s after SIGTERM.
 const (
@@ -69,6 +94,8 @@ type Daemon struct {
 	stop    chan struct{} // closed when shutdown begins
 
 	mounts *mountTable // volume mounts and their references
+	debug  debugAddr
+	dbg    atomic.Pointer[debugServer] // set by Run before the socket listens
 }
 
 // NewDaemon checks cfg and fills in defaults; nothing is opened or listened on until Run.
@@ -99,14 +126,49 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.budgets(); err != nil {
+		return nil, err
+	}
+	debug, err := parseDebugAddr(context.Background(), cfg.DebugAddr, net.DefaultResolver.LookupIPAddr)
+	if err != nil {
+		return nil, err
+	}
 	return &Daemon{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		gid:    gid,
 		ready:  make(chan struct{}),
 		stop:   make(chan struct{}),
-		mounts: newMountTable(cfg.MountRoot, newSysMounter(), cfg.Logger),
+		mounts: newMountTable(cfg.MountRoot, newSysMounter(cfg.CacheSize, cfg.WriteBuffer), cfg.Logger),
+		debug:  debug,
 	}, nil
+}
+
+// budgets fills in the default cache and write-buffer sizes and refuses sizes below the minimums.
+func (cfg *Config) budgets() error {
+	for _, b := range []struct {
+		name     string
+		v        *int64
+		def, min int64
+	}{
+		{"cache size", &cfg.CacheSize, fs.DefaultCacheBytes, MinCacheSize},
+		{"write buffer", &cfg.WriteBuffer, fs.DefaultWriteBuffer, MinWriteBuffer},
+	} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
+		if *b.v < b.min {
+			return fmt.Errorf("%s %d bytes: below the minimum of %d MiB", b.name, *b.v, b.min>>20)
+		}
+	}
+	return nil
+}
+
+// MemoryLimit is a soft heap limit that fits the daemon's budgets (runtime/debug.SetMemoryLimit):
+// the cache, the write buffers and memoryOverhead, 384 MiB with the defaults. The limit keeps
+// the garbage collector from letting the heap grow to twice that while data streams through.
+func (d *Daemon) MemoryLimit() int64 {
+	return d.cfg.CacheSize + d.cfg.WriteBuffer + memoryOverhead
 }
 
 // Run listens on the socket before opening the store, serves until ctx is cancelled, then shuts
@@ -114,6 +176,12 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 // returns an error when the socket cannot be created or the store cannot be opened.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
+	dbg, err := listenDebug(d.debug, d.log)
+	if err != nil {
+		return err
+	}
+	defer dbg.close() // last, so that a slow shutdown can be profiled too
+	d.dbg.Store(dbg)
 	ln, err := listenSocket(d.cfg.Socket, d.gid)
 	if err != nil {
 		return err
@@ -226,6 +294,15 @@ var (
 	errUnavailable  = errors.New("store unavailable")
 	errShuttingDown = fmt.Errorf("%w: daemon is shutting down", errUnavailable)
 )
+
+// DebugAddr is the profiler's address (with the port chosen for port 0) or socket path once Run
+// has started it; "" before, or without Config.DebugAddr.
+func (d *Daemon) DebugAddr() string {
+	if s := d.dbg.Load(); s != nil {
+		return s.Addr()
+	}
+	return ""
+}
 
 // Socket returns the socket path Run listens on.
 func (d *Daemon) Socket() string { return d.cfg.Socket }

@@ -42,8 +42,8 @@ type sysMounter struct {
 	budget *fs.WriteBudget
 }
 
-func newSysMounter() sysMounter {
-	return sysMounter{cache: fs.NewCache(0), budget: fs.NewWriteBudget(0)}
+func newSysMounter(cacheSize, writeBuffer int64) sysMounter {
+	return sysMounter{cache: fs.NewCache(cacheSize), budget: fs.NewWriteBudget(writeBuffer)}
 }
 
 func (sm sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
