@@ -16,6 +16,8 @@ type Config struct {
 	SeqSize       int64         `json:"seq_size"`          // sequential file size (written in 1 MiB writes)
 	RandDuration  time.Duration `json:"rand_duration_ns"`  // each random 4 KiB phase
 	FsyncDuration time.Duration `json:"fsync_duration_ns"` // the 4 KiB write+fsync loop
+	SoakDuration  time.Duration `json:"soak_duration_ns"`  // the fusevol-only random overwrite+fsync soak
+	SoakSize      int64         `json:"soak_size"`         // the soak's file
 	SmallFiles    int           `json:"small_files"`       // files in the small-file and readdir workloads
 	SmallSize     int           `json:"small_size"`        // bytes per small file
 	TreeFiles     int           `json:"tree_files"`        // regular files in the source-tree unpack
@@ -58,6 +60,8 @@ func Full() Config {
 		SeqSize:       1 << 30,
 		RandDuration:  5 * time.Second,
 		FsyncDuration: 5 * time.Second,
+		SoakDuration:  10 * time.Minute,
+		SoakSize:      256 << 20,
 		SmallFiles:    10000,
 		SmallSize:     4096,
 		TreeFiles:     5000,
@@ -81,6 +85,8 @@ func Smoke() Config {
 		SeqSize:       4 << 20,
 		RandDuration:  100 * time.Millisecond,
 		FsyncDuration: 100 * time.Millisecond,
+		SoakDuration:  2 * time.Second,
+		SoakSize:      4 << 20,
 		SmallFiles:    200,
 		SmallSize:     4096,
 		TreeFiles:     100,
@@ -109,8 +115,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("compress size %d: need a positive multiple of 1 MiB", c.CompressSize)
 	case c.DedupSize < ioSize || c.DedupSize%ioSize != 0:
 		return fmt.Errorf("dedup size %d: need a positive multiple of 1 MiB", c.DedupSize)
-	case c.RandDuration <= 0 || c.FsyncDuration <= 0 || c.PgDuration < time.Second:
+	case c.RandDuration <= 0 || c.FsyncDuration <= 0 || c.SoakDuration <= 0 || c.PgDuration < time.Second:
 		return fmt.Errorf("durations must be positive (pgbench's at least 1 s)")
+	case c.SoakSize < ioSize || c.SoakSize%ioSize != 0:
+		return fmt.Errorf("soak size %d: need a positive multiple of 1 MiB", c.SoakSize)
 	case c.FioSize < blockSize || c.FioSize%blockSize != 0:
 		return fmt.Errorf("fio size %d: need a positive multiple of 4 KiB", c.FioSize)
 	case c.SQLiteCommits < 1 || c.PgScale < 1 || c.DBReps < 1:

@@ -22,6 +22,7 @@ func fusevolGroups(cfg Config) []extraGroup {
 		{"snapshot", snap, runSnapshots},
 		{"dedup", []string{MDedup}, runDedup},
 		{"compression", []string{MCompression}, runCompressionRatio},
+		{"soak", soakIDs(), runSoak},
 	}
 }
 

@@ -52,7 +52,7 @@ func startDaemon(ctx context.Context, volctl, dir string) (*daemon, error) {
 	}
 	defer logf.Close()
 	d.cmd = exec.Command(volctl, "daemon", "--root", d.root, "--socket", d.sock,
-		"--mount-root", d.mountRoot, "--log-level", "warn")
+		"--mount-root", d.mountRoot, "--log-level", "info") // info: the soak reads the "gc pass" lines
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s daemon: %w", volctl, err)

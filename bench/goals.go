@@ -135,6 +135,11 @@ func CheckGoals(r *Report) []GoalResult {
 		single("4 fsync writers ≥ 2.5× one writer", id, func(v float64) bool { return v >= 2.5 },
 			"4 writers did %.2f× the write+fsync operations of one, goal ≥ 2.5×")
 	}
+	// Issue 18: no stalls.
+	single("soak: fsync p99.9 ≤ 10× p50", MSoakTail, func(v float64) bool { return v <= 10 },
+		"fsync p99.9 was %.1f× p50 over the soak, goal ≤ 10×")
+	single("soak: no fsync > 100 ms during GC", MSoakSlowGC, func(v float64) bool { return v == 0 },
+		"%.0f fsyncs over 100 ms overlapped a GC pass, goal 0")
 	return out
 }
 

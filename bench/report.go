@@ -18,6 +18,8 @@ type Report struct {
 	Targets   []string     `json:"targets"`
 	Workloads []Workload   `json:"workloads"`
 	Goals     []GoalResult `json:"goals"`
+	// Histograms are latency distributions of the workloads that make one (the fsync soak).
+	Histograms []Histogram `json:"histograms,omitempty"`
 }
 
 // Meta says where, when and how the figures were made.
@@ -81,6 +83,10 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, markdownNotes)
 	fmt.Fprintln(w)
+	for _, h := range r.Histograms {
+		h.WriteMarkdown(w)
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "```")
 	r.WriteGoals(w)
 	fmt.Fprintln(w, "```")

@@ -19,6 +19,10 @@ type Metric struct {
 	FusevolOnly bool `json:"fusevol_only"`
 	// Peak figures aggregate repetitions with max instead of median.
 	Peak bool `json:"peak,omitempty"`
+	// Count figures count events (slow fsyncs, GC passes): 0 is a figure like any other.
+	Count bool `json:"count,omitempty"`
+	// Once figures come from one run of their workload, whatever the repetitions.
+	Once bool `json:"once,omitempty"`
 }
 
 // Metric IDs of the workloads every target runs, in report order.
@@ -122,12 +126,12 @@ func allMetrics(cfg Config) []Metric {
 		ms = append(ms, Metric{ID: CloneMetric(n), Title: fmt.Sprintf("clone @ %d files", n),
 			Unit: "ms", Lower: true, FusevolOnly: true})
 	}
-	return append(ms,
+	return append(append(ms,
 		Metric{ID: MDedup, Title: "dedup: store growth 4 copies / 1 copy", Unit: "x", Lower: true, FusevolOnly: true},
 		Metric{ID: MCompression, Title: "compression: logical / physical", Unit: "x", FusevolOnly: true},
 		Metric{ID: MPeakRSS, Title: "daemon peak RSS (seq phases)", Unit: "MiB", Lower: true, FusevolOnly: true, Peak: true},
 		Metric{ID: MPeakAnon, Title: "daemon peak anonymous RSS (sampled)", Unit: "MiB", Lower: true, FusevolOnly: true, Peak: true},
-	)
+	), soakMetrics()...)
 }
 
 // results collects samples during a run.

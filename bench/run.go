@@ -79,6 +79,7 @@ type runner struct {
 	log      *slog.Logger
 	work     string
 	warnings []string
+	hists    []Histogram
 	dropped  bool
 }
 
@@ -110,7 +111,8 @@ func (r *runner) run(ctx context.Context) (rep *Report, err error) {
 	if !r.dropped {
 		r.warn("not root: caches cannot be dropped, so cold-read figures are warm")
 	}
-	base := &env{cfg: cfg, pools: newPools(), drop: r.dropCaches, warn: r.warn}
+	base := &env{cfg: cfg, pools: newPools(), drop: r.dropCaches, warn: r.warn,
+		histogram: func(h Histogram) { r.hists = append(r.hists, h) }}
 	if base.tree, err = newTreeArchive(base.pools, cfg.TreeFiles); err != nil {
 		return nil, fmt.Errorf("build source-tree archive: %w", err)
 	}
@@ -279,8 +281,9 @@ func (r *runner) report(res *results, started time.Time) *Report {
 			Host: host, Kernel: kernel, GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
 			CachesDropped: r.dropped, Config: r.o.Config, Warnings: r.warnings,
 		},
-		Targets:   res.targets,
-		Workloads: res.workloads(),
+		Targets:    res.targets,
+		Workloads:  res.workloads(),
+		Histograms: r.hists,
 	}
 	rep.Goals = CheckGoals(rep)
 	return rep

@@ -166,7 +166,7 @@ func checkJSON(t *testing.T, path string, cfg Config, targets []string) {
 		}
 		for _, tg := range want {
 			v, ok := w.Values[tg]
-			if !ok || v <= 0 || math.IsInf(v, 0) {
+			if !ok || v < 0 || v == 0 && !m.Count || math.IsInf(v, 0) {
 				t.Errorf("%s on %s = %v (present %v), want a positive figure", m.ID, tg, v, ok)
 			}
 			if n, wantN := len(w.Samples[tg]), samplesWanted(m, cfg); n != wantN {
@@ -183,7 +183,10 @@ func checkJSON(t *testing.T, path string, cfg Config, targets []string) {
 			}
 		}
 	}
-	wantGoals := 3 + 11 + 2 + 2 + 9 // issue 6's, issue 11's
+	if n := len(rep.Histograms); fusevol && (n != 1 || rep.Histograms[0].Samples < 3) || !fusevol && n != 0 {
+		t.Errorf("histograms %+v, want one of the soak's fsyncs on fusevol only", rep.Histograms)
+	}
+	wantGoals := 3 + 11 + 2 + 2 + 9 + 2 // issue 6's, issue 11's, issue 18's
 	if len(rep.Goals) != wantGoals {
 		t.Errorf("%d goal lines, want %d", len(rep.Goals), wantGoals)
 	}
@@ -202,7 +205,7 @@ func samplesWanted(m Metric, cfg Config) int {
 	switch {
 	case strings.HasPrefix(m.ID, "snapshot_") || strings.HasPrefix(m.ID, "clone_"):
 		return cfg.SnapReps
-	case m.ID == MDedup || m.ID == MCompression:
+	case m.ID == MDedup || m.ID == MCompression || m.Once:
 		return 1
 	case groupOf(cfg, m.ID) == "sqlite" || groupOf(cfg, m.ID) == "pgbench":
 		return min(cfg.DBReps, cfg.Reps)

@@ -31,6 +31,8 @@ type env struct {
 	rss rssProbe
 	// volumes, when set, returns n directories in separate volumes of the target (see volumeDirs).
 	volumes func(ctx context.Context, n int) ([]string, error)
+	// histogram, when set, adds a latency distribution to the report.
+	histogram func(Histogram)
 }
 
 // rssProbe resets and reads a daemon's peak resident set size, and samples its anonymous part.

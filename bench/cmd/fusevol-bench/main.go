@@ -88,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.Var(countsFlag{&cfg.SnapFiles}, "snap-files", "file counts for snapshot and clone latency, comma-separated")
 	fl.IntVar(&cfg.SnapReps, "snap-reps", cfg.SnapReps, "snapshots and clones timed at each file count")
 	fl.StringVar(&cfg.Compression, "compression", cfg.Compression, "fusevol compression for the compressible workload")
+	fl.DurationVar(&cfg.SoakDuration, "soak-duration", cfg.SoakDuration, "duration of the fusevol-only overwrite+fsync soak")
+	fl.Var(sizeFlag{&cfg.SoakSize}, "soak-size", "file size of the soak (a multiple of 1 MiB)")
 	fl.Var(sizeFlag{&cfg.FioSize}, "fio-size", "most bytes each write+fsync writer writes (it also stops after --fsync-duration)")
 	fl.IntVar(&cfg.SQLiteCommits, "sqlite-commits", cfg.SQLiteCommits, "one-row commits in each SQLite journal mode")
 	fl.IntVar(&cfg.PgScale, "pg-scale", cfg.PgScale, "pgbench scale factor (-i -s)")
@@ -176,6 +178,8 @@ func applySmoke(fl *flag.FlagSet, cfg *bench.Config) {
 		"snap-reps":      func() { cfg.SnapReps = s.SnapReps },
 		"compression":    func() { cfg.Compression = s.Compression },
 		"fio-size":       func() { cfg.FioSize = s.FioSize },
+		"soak-duration":  func() { cfg.SoakDuration = s.SoakDuration },
+		"soak-size":      func() { cfg.SoakSize = s.SoakSize },
 		"sqlite-commits": func() { cfg.SQLiteCommits = s.SQLiteCommits },
 		"pg-scale":       func() { cfg.PgScale = s.PgScale },
 		"pg-duration":    func() { cfg.PgDuration = s.PgDuration },

@@ -1,0 +1,248 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The fsync soak (issue 18): one writer overwrites random 4 KiB blocks of a large file and fsyncs
+// after each, for SoakDuration (10 minutes in the full run). Every overwrite makes the chunk it
+// lands in a new body and frees the old one, so the store has garbage to collect the whole time
+// and background GC passes run under the writer. The figures are the fsync latency distribution
+// (with a histogram in the report) and the fsyncs over 100 ms, split by whether a GC pass was
+// running at that moment (from the daemon's "gc pass" log lines).
+
+// Metric IDs of the soak.
+const (
+	MSoakOps     = "soak_ops"
+	MSoakP50     = "soak_p50"
+	MSoakP99     = "soak_p99"
+	MSoakP999    = "soak_p999"
+	MSoakMax     = "soak_max"
+	MSoakTail    = "soak_p999_over_p50"
+	MSoakSlow    = "soak_over_100ms"
+	MSoakSlowGC  = "soak_over_100ms_in_gc"
+	MSoakGCPass  = "soak_gc_passes"
+	soakSlowMark = 100 * time.Millisecond
+)
+
+func soakMetrics() []Metric {
+	return []Metric{
+		{ID: MSoakOps, Title: "soak: random 4 KiB overwrite+fsync", Unit: "ops/s", FusevolOnly: true, Once: true},
+		{ID: MSoakP50, Title: "soak: fsync p50", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakP99, Title: "soak: fsync p99", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakP999, Title: "soak: fsync p99.9", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakMax, Title: "soak: fsync max", Unit: "ms", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakTail, Title: "soak: fsync p99.9 / p50", Unit: "x", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakSlow, Title: "soak: fsyncs over 100 ms", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakSlowGC, Title: "soak: fsyncs over 100 ms during a GC pass", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakGCPass, Title: "soak: GC passes of 10 ms or more", Unit: "count", FusevolOnly: true, Count: true, Once: true},
+	}
+}
+
+func soakIDs() []string {
+	var ids []string
+	for _, m := range soakMetrics() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// soakBounds are the histogram's bucket upper bounds, in µs (the last bucket is unbounded).
+var soakBounds = []float64{100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6}
+
+// Bucket is one histogram bar: samples with latency ≤ UpToUs (and above the previous bound);
+// UpToUs is +Inf (encoded as 0 in JSON) for the last.
+type Bucket struct {
+	UpToUs float64 `json:"up_to_us"`
+	Count  int     `json:"count"`
+}
+
+// Histogram is a latency distribution the report prints as a table.
+type Histogram struct {
+	Title   string   `json:"title"`
+	Samples int      `json:"samples"`
+	Buckets []Bucket `json:"buckets"`
+}
+
+// newHistogram buckets sorted latencies (µs) by soakBounds.
+func newHistogram(title string, sorted []float64) Histogram {
+	h := Histogram{Title: title, Samples: len(sorted)}
+	i := 0
+	for _, b := range append(slices.Clone(soakBounds), math.Inf(1)) {
+		n := 0
+		for i < len(sorted) && sorted[i] <= b {
+			i, n = i+1, n+1
+		}
+		up := b
+		if math.IsInf(b, 1) {
+			up = 0
+		}
+		h.Buckets = append(h.Buckets, Bucket{UpToUs: up, Count: n})
+	}
+	return h
+}
+
+// soakSample is one fsync: when it started and how long it took.
+type soakSample struct {
+	at  time.Time
+	lat time.Duration
+}
+
+// runSoak runs the soak in a volume of its own and records its figures and histogram.
+func runSoak(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
+	dir := filepath.Join(t.work, "fv-soak")
+	if err := t.newVolume(ctx, "soak", nil, dir); err != nil {
+		return err
+	}
+	defer t.client.Unmount(context.WithoutCancel(ctx), dir)
+	path := filepath.Join(dir, "soak.dat")
+	if _, err := writeSeq(ctx, path, e.cfg.SoakSize, e.pools.randomSource(900)); err != nil {
+		return fmt.Errorf("soak: fill %s: %w", path, err)
+	}
+	samples, err := soakLoop(ctx, path, e.cfg.SoakSize, e.cfg.SoakDuration, e.pools.randomSource(901))
+	if err != nil {
+		return err
+	}
+	passes, err := gcPasses(t.logPath)
+	if err != nil {
+		return err
+	}
+	return recordSoak(e, samples, passes, rec)
+}
+
+// soakLoop overwrites random 4 KiB blocks of path and fsyncs each, until dur has passed.
+func soakLoop(ctx context.Context, path string, size int64, dur time.Duration, src *source) ([]soakSample, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(uint64(size), 18))
+	buf := make([]byte, blockSize)
+	var out []soakSample
+	for end := time.Now().Add(dur); len(out) < 3 || time.Now().Before(end); {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		src.fill(buf)
+		if _, err := f.WriteAt(buf, rng.Int64N(size/blockSize)*blockSize); err != nil {
+			return nil, fmt.Errorf("soak: write %s: %w", path, err)
+		}
+		t0 := time.Now()
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("soak: fsync %s: %w", path, err)
+		}
+		out = append(out, soakSample{at: t0, lat: time.Since(t0)})
+	}
+	return out, nil
+}
+
+// span is a closed time interval.
+type span struct{ from, to time.Time }
+
+func (s span) overlaps(o span) bool { return !s.to.Before(o.from) && !o.to.Before(s.from) }
+
+// gcPassLine matches the daemon's log line for a GC pass (slog's text format): it is written when
+// the pass ends, with how long it took.
+var gcPassLine = regexp.MustCompile(`^time=(\S+) .*msg="gc pass".* took=(\S+)`)
+
+// gcPasses reads the GC passes from a daemon log.
+func gcPasses(logPath string) ([]span, error) {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []span
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		m := gcPassLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		end, err1 := time.Parse(time.RFC3339Nano, m[1])
+		took, err2 := time.ParseDuration(m[2])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("daemon log %s: unreadable gc pass line %q", logPath, sc.Text())
+		}
+		out = append(out, span{end.Add(-took), end})
+	}
+	return out, sc.Err()
+}
+
+// recordSoak reports the soak's figures and histogram.
+func recordSoak(e *env, samples []soakSample, passes []span, rec recorder) error {
+	if len(samples) == 0 {
+		return fmt.Errorf("soak: no fsync measured")
+	}
+	window := span{samples[0].at, samples[len(samples)-1].at.Add(samples[len(samples)-1].lat)}
+	passes = slices.DeleteFunc(slices.Clone(passes), func(p span) bool { return !p.overlaps(window) })
+	lats := make([]float64, len(samples))
+	slow, slowGC := 0, 0
+	for i, s := range samples {
+		lats[i] = float64(s.lat.Nanoseconds()) / 1000
+		if s.lat <= soakSlowMark {
+			continue
+		}
+		slow++
+		if slices.ContainsFunc(passes, span{s.at, s.at.Add(s.lat)}.overlaps) {
+			slowGC++
+		}
+	}
+	elapsed := window.to.Sub(window.from)
+	slices.Sort(lats)
+	p50, p999 := percentile(lats, 50), percentile(lats, 99.9)
+	rec(MSoakOps, float64(len(samples))/max(elapsed.Seconds(), 1e-9))
+	rec(MSoakP50, p50)
+	rec(MSoakP99, percentile(lats, 99))
+	rec(MSoakP999, p999)
+	rec(MSoakMax, lats[len(lats)-1]/1000)
+	rec(MSoakTail, p999/p50)
+	rec(MSoakSlow, float64(slow))
+	rec(MSoakSlowGC, float64(slowGC))
+	rec(MSoakGCPass, float64(len(passes)))
+	if e.histogram != nil {
+		e.histogram(newHistogram(fmt.Sprintf("fsync latency, %s soak of random 4 KiB overwrites in a %d MiB file",
+			e.cfg.SoakDuration, e.cfg.SoakSize>>20), lats))
+	}
+	return nil
+}
+
+// WriteMarkdown writes the histogram as a table with a bar per bucket.
+func (h Histogram) WriteMarkdown(w io.Writer) {
+	fmt.Fprintf(w, "%s (%d samples):\n\n| latency | count | share | |\n|---|---:|---:|---|\n", h.Title, h.Samples)
+	lo := 0.0
+	for _, b := range h.Buckets {
+		if b.Count == 0 {
+			lo = b.UpToUs
+			continue
+		}
+		label := fmt.Sprintf("%s – %s", usLabel(lo), usLabel(b.UpToUs))
+		if b.UpToUs == 0 {
+			label = "> " + usLabel(lo)
+		}
+		share := float64(b.Count) / float64(max(h.Samples, 1))
+		bar := strings.Repeat("█", int(math.Ceil(share*40)))
+		fmt.Fprintf(w, "| %s | %d | %.3f%% | %s |\n", label, b.Count, share*100, bar)
+		lo = b.UpToUs
+	}
+}
+
+func usLabel(us float64) string {
+	if us >= 1000 {
+		return fmt.Sprintf("%g ms", us/1000)
+	}
+	return fmt.Sprintf("%g µs", us)
+}
