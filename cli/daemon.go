@@ -12,6 +12,7 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/fusevol/fusevol/backend"
 	"github.com/fusevol/fusevol/plugin"
 )
 
@@ -36,15 +37,16 @@ func daemonCommand() *ucli.Command {
 				Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"FUSEVOL_LOG_FORMAT"},
 				Usage: "text or json"},
+			&ucli.StringFlag{Name: "cache-size", Value: "128MiB", EnvVars: []string{"FUSEVOL_CACHE_SIZE"},
+				Usage: "chunk cache shared by all volumes (at least 4MiB)"},
+			&ucli.StringFlag{Name: "write-buffer", Value: "64MiB", EnvVars: []string{"FUSEVOL_WRITE_BUFFER"},
+				Usage: "buffered write data of all volumes together (at least 8MiB)"},
+			&ucli.StringFlag{Name: "debug-addr", EnvVars: []string{"FUSEVOL_DEBUG_ADDR"},
+				Usage: "serve net/http/pprof on a loopback HOST:PORT or a unix socket path (default: off)"},
 		},
 		Action: runDaemon,
 	}
 }
-
-// daemonMemoryLimit is the daemon's soft heap limit (GOMEMLIMIT overrides it). Its heap is mostly
-// write buffers, caches and Badger memtables, each bounded on its own; the limit keeps the garbage
-// collector from letting the heap grow to twice that while data streams through.
-const daemonMemoryLimit = 384 << 20
 
 func runDaemon(c *ucli.Context) error {
 	if c.NArg() != 0 {
@@ -54,26 +56,54 @@ func runDaemon(c *ucli.Context) error {
 	if err != nil {
 		return usageErrorf(c, "%v", err)
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(daemonMemoryLimit)
+	cacheSize, err := sizeFlag(c, "cache-size", plugin.MinCacheSize)
+	if err != nil {
+		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	writeBuffer, err := sizeFlag(c, "write-buffer", plugin.MinWriteBuffer)
+	if err != nil {
+		return err
+	}
 	d, err := plugin.NewDaemon(plugin.Config{
-		Root:      c.String("root"),
-		Socket:    daemonSocket(c),
-		MountRoot: c.String("mount-root"),
-		Group:     c.String("group"),
-		Logger:    logger,
-		Version:   Version,
+		Root:        c.String("root"),
+		Socket:      daemonSocket(c),
+		MountRoot:   c.String("mount-root"),
+		Group:       c.String("group"),
+		Logger:      logger,
+		Version:     Version,
+		CacheSize:   cacheSize,
+		WriteBuffer: writeBuffer,
+		DebugAddr:   c.String("debug-addr"),
 	})
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)
 	}
+	// The heap is mostly the cache, the write buffers and Badger's memtables, each bounded on its
+	// own; a soft limit that fits them keeps the garbage collector from letting the heap grow to
+	// twice that while data streams through.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(d.MemoryLimit())
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	return nil
+}
+
+// sizeFlag parses a byte-count flag (512MiB, 1G, plain bytes) of at least min; a bad value is a
+// usage error naming the flag.
+func sizeFlag(c *ucli.Context, name string, min int64) (int64, error) {
+	v := c.String(name)
+	n, err := backend.ParseSize(v)
+	if err != nil {
+		return 0, usageErrorf(c, "--%s %q: %v", name, v, err)
+	}
+	if n < min {
+		return 0, usageErrorf(c, "--%s %q: below the minimum of %s", name, v, humanBytes(min))
+	}
+	return n, nil
 }
 
 // daemonSocket lets `volctl --socket S daemon` work as well as `volctl daemon --socket S`.

@@ -194,7 +194,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	d.log.Info("listening", "socket", d.cfg.Socket, "root", d.cfg.Root, "mount_root", d.cfg.MountRoot)
+	d.log.Info("listening", "socket", d.cfg.Socket, "root", d.cfg.Root, "mount_root", d.cfg.MountRoot,
+		"cache_size", d.cfg.CacheSize, "write_buffer", d.cfg.WriteBuffer)
 
 	opened := make(chan struct{})
 	go func() {
