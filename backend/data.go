@@ -17,7 +17,8 @@ import (
 // zeros is a read-only all-zero chunk used to detect holes.
 var zeros = make([]byte, MaxChunkSize)
 
-// Body codecs: the first byte of a stored chunk body.
+// Body codecs: the first byte of a stored chunk body (codecTree, blocks.go, is what new
+// uncompressed bodies use; codecNone bodies are read, never written any more).
 const (
 	codecNone = 0
 	codecS2   = 1
@@ -42,8 +43,9 @@ func newCodecs() (*codecs, error) {
 	return &codecs{zenc: enc, zdec: dec}, nil
 }
 
-// encode returns the stored form of a chunk: compressed only when that saves space.
-func (c *codecs) encode(compression string, plain []byte) []byte {
+// encode returns the stored form of a chunk and its hash: compressed only when that saves space,
+// otherwise a tree body (hashed as it is built, so its outboard costs no second pass).
+func (c *codecs) encode(compression string, plain []byte) ([]byte, Hash) {
 	var body []byte
 	switch compression {
 	case "s2":
@@ -52,9 +54,9 @@ func (c *codecs) encode(compression string, plain []byte) []byte {
 		body = c.zenc.EncodeAll(plain, []byte{codecZstd})
 	}
 	if body != nil && len(body) < len(plain)+1 {
-		return body
+		return body, blake3.Sum256(plain)
 	}
-	return append([]byte{codecNone}, plain...)
+	return encodeTree(plain)
 }
 
 // decode writes the plain bytes of a stored body into dst and returns them.
@@ -65,6 +67,15 @@ func (c *codecs) decode(body, dst []byte) ([]byte, error) {
 	switch body[0] {
 	case codecNone:
 		return dst[:copy(dst, body[1:])], nil
+	case codecTree:
+		b, err := parseTree(body)
+		if err != nil {
+			return nil, err
+		}
+		if len(b.plain) > len(dst) {
+			return nil, fmt.Errorf("%w: chunk body of %d bytes", ErrCorrupt, len(b.plain))
+		}
+		return dst[:copy(dst, b.plain)], nil
 	case codecS2:
 		n, err := s2.DecodedLen(body[1:])
 		if err != nil || n > len(dst) {
@@ -108,8 +119,7 @@ func (v *View) PrepareChunk(index uint64, data []byte) Chunk {
 		c.zero = true
 		return c
 	}
-	c.hash = blake3.Sum256(data)
-	c.body = v.s.codecs.encode(v.info.Options.Compression, data)
+	c.body, c.hash = v.s.codecs.encode(v.info.Options.Compression, data)
 	return c
 }
 
@@ -139,6 +149,26 @@ func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 			return err
 		}
 		if err := v.commit(t, n, chunks, minSize); err != nil {
+			return err
+		}
+		a = n.Attr
+		return nil
+	})
+	return a, err
+}
+
+// Settle applies the intent-log records of ino to the store now, in a transaction of its own, and
+// returns the file's attributes. Their data was admitted when it was logged (quota and disk
+// guard), so neither is checked again: the write-back calls it when a commit of logged data
+// failed, so that what fsync made durable is what reads find, not just what a restart replays.
+func (v *View) Settle(ctx context.Context, ino Ino) (Attr, error) {
+	var a Attr
+	err := v.write(ctx, func(t *tx) error {
+		if err := v.settleIn(t, ino); err != nil {
+			return err
+		}
+		n, err := t.regular(ino)
+		if err != nil {
 			return err
 		}
 		a = n.Attr

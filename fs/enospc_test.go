@@ -21,6 +21,9 @@ type spaceCase struct {
 	dir     string
 	room    int64
 	release func(t *testing.T)
+	// take, where the case has it, leaves the store's disk guard no room at all (from outside the
+	// volume), yet keeps the reserve (the store can still write); the room comes back at release.
+	take func(t *testing.T)
 }
 
 // The file written is made 64 MiB long first, so that the writes do not grow it: the quota
@@ -180,9 +183,20 @@ func diskSpace(t *testing.T) spaceCase {
 	if err := os.WriteFile(hogPath, make([]byte, hog), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return spaceCase{dir: dir, room: spare + vlogSize, release: func(t *testing.T) {
-		if err := os.Remove(hogPath); err != nil {
+	take := func(t *testing.T) {
+		if err := unix.Statfs(fsDir, &sfs); err != nil {
 			t.Fatal(err)
+		}
+		more := int64(sfs.Bavail)*sfs.Bsize - reserve - sparseHoles(t, storeDir) + 1<<20
+		if err := os.WriteFile(hogPath+"2", make([]byte, max(more, 0)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return spaceCase{dir: dir, room: spare + vlogSize, take: take, release: func(t *testing.T) {
+		for _, p := range []string{hogPath, hogPath + "2"} {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
 		}
 	}}
 }

@@ -27,6 +27,8 @@ type fileData interface {
 	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
 	// LogWrites makes buffered writes durable through the store's intent log (fsync).
 	LogWrites(ctx context.Context, ino backend.Ino, size uint64, mtime int64, ws []backend.Write) (bool, error)
+	// Settle applies the file's logged writes to the store (a commit of logged data failed).
+	Settle(ctx context.Context, ino backend.Ino) (backend.Attr, error)
 	// WriteAt stores a write at once (writes to a file whose commits fail).
 	WriteAt(ctx context.Context, ino backend.Ino, data []byte, off int64) (backend.Attr, error)
 }
@@ -60,7 +62,9 @@ var _ chunkInvalidator = (*chunkCache)(nil)
 // A commit that fails (no room under the quota or on the store's disk, or any other error)
 // loses the data it carried, which the writes were acknowledged for: the file records the
 // ranges (lostData), and every later fsync and close of it fails with the commit's error until
-// they are written again. From then until a commit of the file succeeds, the file is failing:
+// they are written again. Data an fsync put in the intent log is not lost that way: the store
+// settles the log's records for the file instead (their room was granted when they were logged),
+// and only if that fails too do they count as lost. From then until a commit of the file succeeds, the file is failing:
 // each write is stored at once (writeThrough) instead of buffered, so that it fails, unacknowledged,
 // while there is no room, and the first one that fits ends the failing state. Buffers count
 // against the mount's share of a WriteBudget (budget.go), which the daemon shares between mounts.
@@ -157,7 +161,7 @@ type commitJob struct {
 	end    int // end of the content within the chunk
 	done   chan struct{}
 	chunks []backend.Chunk
-	logged bool // the intent log holds every write in it: a failed commit loses nothing
+	logged bool // the intent log holds every write in it: a failed commit settles the log instead
 }
 
 const (
@@ -552,12 +556,11 @@ func (st *fileState) fail(err error) {
 	st.wb.log.Warn("write-back failed", "ino", st.ino, "err", err)
 }
 
-// lose records the data of a failed commit as lost (under st.mu), unless the intent log has it.
-// A whole-chunk commit counts whole: which of its bytes were written is no longer known.
+// lose records the data of a failed commit as lost (under st.mu). Logged data the store could not
+// settle either counts too: the intent log will bring it back at the next open, but until then
+// reads would find older bytes, so fsync and close must not report success. A whole-chunk commit
+// counts whole: which of its bytes were written is no longer known.
 func (st *fileState) lose(j *commitJob, err error) {
-	if j.logged {
-		return
-	}
 	start := j.idx * uint64(st.wb.cs)
 	if j.full {
 		st.lost.add(start, start+uint64(j.end), err)
@@ -594,6 +597,20 @@ func (st *fileState) commitLoop() {
 			end = max(end, j.idx*uint64(st.wb.cs)+uint64(j.end))
 		}
 		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, end)
+		settled := false
+		if err != nil && slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return j.logged }) {
+			// The intent log has those jobs' data (fsync said so): settling it needs no room the
+			// commit lacked, and reads find it in the store instead of the buffers dropped below.
+			sa, serr := st.vol.Settle(st.wb.ctx, st.ino)
+			if settled = serr == nil; settled {
+				a = sa
+				if !slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return !j.logged }) {
+					err = nil // nothing was lost
+				}
+			} else {
+				err = errors.Join(err, fmt.Errorf("settle logged writes: %w", serr))
+			}
+		}
 
 		st.mu.Lock()
 		st.wb.seq.Add(1)
@@ -609,7 +626,12 @@ func (st *fileState) commitLoop() {
 		if err != nil {
 			st.fail(err)
 			for _, j := range jobs[:k] {
-				st.lose(j, err)
+				if !j.logged || !settled {
+					st.lose(j, err)
+				}
+			}
+			if settled {
+				st.stored = a.Size
 			}
 			st.resize()
 		} else {
