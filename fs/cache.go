@@ -3,6 +3,7 @@ package fs
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -17,6 +18,25 @@ type chunkReader interface {
 }
 
 var _ chunkReader = (*backend.View)(nil)
+
+// partReader reads a verified span of a chunk. A mount whose reader has it (a backend.View does)
+// serves small reads of chunks not in the cache by verifying only backend.GroupSize spans of
+// them, not the whole chunk; the cache looks for it on the chunkReader it is given.
+type partReader interface {
+	ReadChunkPart(ctx context.Context, ino backend.Ino, index uint64, off int, dst []byte) (bool, error)
+}
+
+var _ partReader = (*backend.View)(nil)
+
+// spanSize is the unit of partial caching: one group of a chunk's BLAKE3 tree.
+const spanSize = backend.GroupSize
+
+// maxReadSpans is the most spans a read may touch to be served by spans: one span costs a store
+// transaction, so a bigger read is cheaper verifying the whole chunk once.
+const maxReadSpans = 2
+
+// errWholeChunk is a span load's answer when the chunk can only be verified whole.
+var errWholeChunk = errors.New("chunk verifies only whole")
 
 // DefaultCacheBytes is the chunk-cache budget of a Cache made with NewCache(0). The kernel's
 // page cache keeps what is read through a mount; this cache serves reads that bypass it (O_DIRECT,
@@ -39,6 +59,10 @@ const entryOverhead = 256
 //   - A cached chunk's bytes are verified (backend.View.ReadChunk checks the chunk's hash) and
 //     never change; its buffer goes back to the pool only once it is out of the cache and no
 //     reader is copying from it.
+//   - An entry is a whole chunk or one span of one (cacheKey.span): a small read of a chunk that
+//     is neither cached nor loading whole loads and verifies only the spans it touches
+//     (ReadChunkPart), each an entry of its own under the same budget; a whole chunk, once
+//     cached, replaces its spans. Invalidating a chunk drops its spans with it.
 type Cache struct {
 	mu     sync.Mutex
 	max    int64
@@ -98,18 +122,26 @@ type chunkCache struct {
 	log     *slog.Logger
 	used    int64
 	lru     *list.List // of *cacheEntry, most recent first
-	items   map[cacheKey]*list.Element
-	byID    map[uint64]map[uint64]*list.Element
+	items   map[entryKey]*list.Element
+	byID    map[uint64]map[uint64]map[uint32]*list.Element // node id -> chunk -> span -> entry
 	epoch   uint64
 	inval   map[uint64]uint64 // node id -> epoch of its last invalidation
-	loading map[cacheKey]*loadCall
+	loading map[entryKey]*loadCall
 	pfq     chan prefetch
 }
 
+// cacheKey names a chunk of a file (of a node id).
 type cacheKey struct{ id, idx uint64 }
 
+// entryKey names an entry: a whole chunk (span 0) or span span-1 of it, bytes
+// [(span-1)*spanSize, span*spanSize).
+type entryKey struct {
+	cacheKey
+	span uint32
+}
+
 type cacheEntry struct {
-	key    cacheKey
+	key    entryKey
 	data   []byte
 	buf    []byte // the pooled buffer data lies in; nil when data is a copy
 	refs   int    // readers holding data (get until release)
@@ -139,10 +171,10 @@ func newChunkCache(s *Cache, log *slog.Logger) *chunkCache {
 		s:       s,
 		log:     log,
 		lru:     list.New(),
-		items:   map[cacheKey]*list.Element{},
-		byID:    map[uint64]map[uint64]*list.Element{},
+		items:   map[entryKey]*list.Element{},
+		byID:    map[uint64]map[uint64]map[uint32]*list.Element{},
 		inval:   map[uint64]uint64{},
-		loading: map[cacheKey]*loadCall{},
+		loading: map[entryKey]*loadCall{},
 		pfq:     make(chan prefetch, 64),
 	}
 	s.mu.Lock()
@@ -184,6 +216,12 @@ func (c *chunkCache) now() uint64 {
 
 // read copies the chunk's stored content from within onwards into p, zeros past its end.
 func (c *chunkCache) read(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64, p []byte, within int) error {
+	if pr, ok := vol.(partReader); ok && c.bySpans(key, cs, within, len(p)) {
+		done, err := c.readSpans(ctx, pr, key, ino, epoch, p, within)
+		if done || err != nil {
+			return err
+		}
+	}
 	e, err := c.get(ctx, vol, key, ino, cs, epoch)
 	if err != nil {
 		return err
@@ -193,10 +231,47 @@ func (c *chunkCache) read(ctx context.Context, vol chunkReader, key cacheKey, in
 	return nil
 }
 
+// bySpans tells whether a read of n bytes at within of a chunk is served by spans: it touches few
+// of them, and the chunk is neither cached nor loading whole (a sequential reader's read-ahead).
+func (c *chunkCache) bySpans(key cacheKey, cs, within, n int) bool {
+	if n == 0 || cs <= spanSize || (within+n-1)/spanSize-within/spanSize >= maxReadSpans {
+		return false
+	}
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	whole := entryKey{cacheKey: key}
+	return c.items[whole] == nil && c.loading[whole] == nil
+}
+
+// readSpans copies [within, within+len(p)) of a chunk from its spans, loading the missing ones.
+// done is false when the chunk verifies only whole: the caller reads it whole.
+func (c *chunkCache) readSpans(ctx context.Context, pr partReader, key cacheKey, ino backend.Ino, epoch uint64, p []byte, within int) (done bool, err error) {
+	for s := within / spanSize; s*spanSize < within+len(p); s++ {
+		sk := entryKey{key, uint32(s) + 1}
+		e, err := c.getWith(sk, epoch, func() (*cacheEntry, error) { return c.loadSpan(ctx, pr, sk, ino) })
+		if errors.Is(err, errWholeChunk) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		lo, hi := max(within, s*spanSize), min(within+len(p), (s+1)*spanSize)
+		copy(p[lo-within:hi-within], e.data[lo-s*spanSize:])
+		c.release(e)
+	}
+	return true, nil
+}
+
 // get returns the stored content of a chunk (shorter than the chunk size when its tail is
-// zeros) in e.data, which must not be modified and must be given back with release. One load
-// serves every reader that asks meanwhile; whatever it ends with, error or panic, they all get.
+// zeros) in e.data, which must not be modified and must be given back with release.
 func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int, epoch uint64) (*cacheEntry, error) {
+	return c.getWith(entryKey{cacheKey: key}, epoch, func() (*cacheEntry, error) { return c.load(ctx, vol, key, ino, cs) })
+}
+
+// getWith returns the entry of key, calling load for it if it is neither cached nor loading. One
+// load serves every reader that asks meanwhile; whatever it ends with, error or panic, they all
+// get.
+func (c *chunkCache) getWith(key entryKey, epoch uint64, load func() (*cacheEntry, error)) (*cacheEntry, error) {
 	c.s.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.lru.MoveToFront(el)
@@ -217,7 +292,7 @@ func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino
 	}
 	c.s.mu.Unlock()
 
-	e, err := c.load(ctx, vol, key, ino, cs)
+	e, err := load()
 
 	c.s.mu.Lock()
 	if c.loading[key] == call {
@@ -238,12 +313,7 @@ func (c *chunkCache) get(ctx context.Context, vol chunkReader, key cacheKey, ino
 // load reads a chunk from the store into a pooled buffer; a panic in the store becomes
 // backend.ErrCorrupt (EIO), so that no reader of the chunk is left waiting.
 func (c *chunkCache) load(ctx context.Context, vol chunkReader, key cacheKey, ino backend.Ino, cs int) (e *cacheEntry, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("panic reading a chunk", "ino", ino, "chunk", key.idx, "panic", r, "stack", string(debug.Stack()))
-			e, err = nil, fmt.Errorf("%w: reading chunk %d of inode %d: panic: %v", backend.ErrCorrupt, key.idx, ino, r)
-		}
-	}()
+	defer c.recoverLoad(entryKey{cacheKey: key}, ino, &e, &err)
 	buf := c.s.buffer(cs)
 	n, err := vol.ReadChunk(ctx, ino, key.idx, buf)
 	if err != nil {
@@ -254,9 +324,34 @@ func (c *chunkCache) load(ctx context.Context, vol chunkReader, key cacheKey, in
 		// A short chunk (a small file) keeps only its bytes.
 		data := append([]byte(nil), buf[:n]...)
 		c.s.recycle(buf)
-		return &cacheEntry{key: key, data: data}, nil
+		return &cacheEntry{key: entryKey{cacheKey: key}, data: data}, nil
 	}
-	return &cacheEntry{key: key, data: buf[:n], buf: buf}, nil
+	return &cacheEntry{key: entryKey{cacheKey: key}, data: buf[:n], buf: buf}, nil
+}
+
+// loadSpan reads and verifies one span of a chunk into a pooled buffer (zeros past the chunk's
+// end); errWholeChunk when the chunk verifies only whole.
+func (c *chunkCache) loadSpan(ctx context.Context, pr partReader, key entryKey, ino backend.Ino) (e *cacheEntry, err error) {
+	defer c.recoverLoad(key, ino, &e, &err)
+	buf := c.s.buffer(spanSize)
+	ok, err := pr.ReadChunkPart(ctx, ino, key.idx, int(key.span-1)*spanSize, buf)
+	if err == nil && !ok {
+		err = errWholeChunk
+	}
+	if err != nil {
+		c.s.recycle(buf)
+		return nil, err
+	}
+	return &cacheEntry{key: key, data: buf, buf: buf}, nil
+}
+
+// recoverLoad turns a panic in the store into backend.ErrCorrupt (EIO), so that no reader of the
+// chunk is left waiting. Deferred by the loads.
+func (c *chunkCache) recoverLoad(key entryKey, ino backend.Ino, e **cacheEntry, err *error) {
+	if r := recover(); r != nil {
+		c.log.Error("panic reading a chunk", "ino", ino, "chunk", key.idx, "span", key.span, "panic", r, "stack", string(debug.Stack()))
+		*e, *err = nil, fmt.Errorf("%w: reading chunk %d of inode %d: panic: %v", backend.ErrCorrupt, key.idx, ino, r)
+	}
 }
 
 // release gives back a reader's reference to e.
@@ -275,15 +370,26 @@ func (c *chunkCache) recycleIfFree(e *cacheEntry) {
 }
 
 func (c *chunkCache) insert(e *cacheEntry) {
+	k := e.key
+	if k.span == 0 {
+		for _, el := range c.byID[k.id][k.idx] {
+			c.remove(el) // the whole chunk serves every span of it
+		}
+	}
 	el := c.lru.PushFront(e)
 	e.listed = true
-	c.items[e.key] = el
-	m := c.byID[e.key.id]
-	if m == nil {
-		m = map[uint64]*list.Element{}
-		c.byID[e.key.id] = m
+	c.items[k] = el
+	chunks := c.byID[k.id]
+	if chunks == nil {
+		chunks = map[uint64]map[uint32]*list.Element{}
+		c.byID[k.id] = chunks
 	}
-	m[e.key.idx] = el
+	spans := chunks[k.idx]
+	if spans == nil {
+		spans = map[uint32]*list.Element{}
+		chunks[k.idx] = spans
+	}
+	spans[k.span] = el
 	c.used += e.size()
 	c.s.used += e.size()
 	c.s.evict(c)
@@ -291,11 +397,17 @@ func (c *chunkCache) insert(e *cacheEntry) {
 
 func (c *chunkCache) remove(el *list.Element) {
 	e := c.lru.Remove(el).(*cacheEntry)
-	delete(c.items, e.key)
-	if m := c.byID[e.key.id]; m != nil {
-		delete(m, e.key.idx)
-		if len(m) == 0 {
-			delete(c.byID, e.key.id)
+	k := e.key
+	delete(c.items, k)
+	if chunks := c.byID[k.id]; chunks != nil {
+		if spans := chunks[k.idx]; spans != nil {
+			delete(spans, k.span)
+			if len(spans) == 0 {
+				delete(chunks, k.idx)
+			}
+		}
+		if len(chunks) == 0 {
+			delete(c.byID, k.id)
 		}
 	}
 	c.used -= e.size()
@@ -308,8 +420,8 @@ func (c *chunkCache) remove(el *list.Element) {
 // workers are busy.
 func (c *chunkCache) prefetch(vol chunkReader, key cacheKey, ino backend.Ino, cs int) {
 	c.s.mu.Lock()
-	_, cached := c.items[key]
-	_, loading := c.loading[key]
+	_, cached := c.items[entryKey{cacheKey: key}]
+	_, loading := c.loading[entryKey{cacheKey: key}]
 	epoch := c.epoch
 	c.s.mu.Unlock()
 	if cached || loading {
@@ -321,13 +433,13 @@ func (c *chunkCache) prefetch(vol chunkReader, key cacheKey, ino backend.Ino, cs
 	}
 }
 
-// invalidateChunk forgets one chunk of a file.
+// invalidateChunk forgets one chunk of a file, and its spans.
 func (c *chunkCache) invalidateChunk(id, idx uint64) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	c.epoch++
 	c.inval[id] = c.epoch
-	if el, ok := c.items[cacheKey{id, idx}]; ok {
+	for _, el := range c.byID[id][idx] {
 		c.remove(el)
 	}
 }
@@ -338,7 +450,9 @@ func (c *chunkCache) invalidate(id uint64) {
 	defer c.s.mu.Unlock()
 	c.epoch++
 	c.inval[id] = c.epoch
-	for _, el := range c.byID[id] {
-		c.remove(el)
+	for _, spans := range c.byID[id] {
+		for _, el := range spans {
+			c.remove(el)
+		}
 	}
 }

@@ -92,7 +92,7 @@ func TestCacheLoadFailure(t *testing.T) {
 			waitUntil(t, "readers waiting for one load", func() bool {
 				c.s.mu.Lock()
 				defer c.s.mu.Unlock()
-				call := c.loading[key]
+				call := c.loading[entryKey{cacheKey: key}]
 				return call != nil && call.waiters == readers-1
 			})
 			close(r.gate)
@@ -253,5 +253,198 @@ func TestMountLogNoSplice(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "trySplice") {
 		t.Errorf("the log has go-fuse's trySplice lines:\n%s", buf.String())
+	}
+}
+
+// partCS is the chunk size of the span tests: four spans.
+const partCS = 4 * spanSize
+
+// fakeParts is a store of partCS-byte chunks that can be read in part, unless whole is set.
+type fakeParts struct {
+	seed         byte
+	whole        bool // chunks verify only whole (compressed, old bodies, extents)
+	wholes, runs atomic.Int64
+	gate         chan struct{} // when set, part reads wait for it to close
+	panic        any           // when set, part reads panic with it
+}
+
+func (f *fakeParts) bytesOf(ino backend.Ino, index uint64) []byte {
+	b := make([]byte, partCS)
+	for i := range b {
+		b[i] = f.seed ^ byte(ino) ^ byte(index*7) ^ byte(i) ^ byte(i>>8)
+	}
+	return b
+}
+
+func (f *fakeParts) ReadChunk(ctx context.Context, ino backend.Ino, index uint64, dst []byte) (int, error) {
+	f.wholes.Add(1)
+	return copy(dst, f.bytesOf(ino, index)), nil
+}
+
+func (f *fakeParts) ReadChunkPart(ctx context.Context, ino backend.Ino, index uint64, off int, dst []byte) (bool, error) {
+	f.runs.Add(1)
+	if f.gate != nil {
+		<-f.gate
+	}
+	if f.panic != nil {
+		panic(f.panic)
+	}
+	if f.whole {
+		return false, nil
+	}
+	copy(dst, f.bytesOf(ino, index)[off:])
+	return true, nil
+}
+
+// readPart reads n bytes at within of chunk idx of node 1 and checks them.
+func readPart(t *testing.T, c *chunkCache, r *fakeParts, idx uint64, within, n int) {
+	t.Helper()
+	p := make([]byte, n)
+	if err := c.read(context.Background(), r, cacheKey{1, idx}, 1, partCS, c.now(), p, within); err != nil {
+		t.Fatalf("read %d bytes at %d of chunk %d: %v", n, within, idx, err)
+	}
+	if !bytes.Equal(p, r.bytesOf(1, idx)[within:within+n]) {
+		t.Fatalf("read %d bytes at %d of chunk %d: wrong bytes", n, within, idx)
+	}
+}
+
+func spansCached(c *chunkCache, id, idx uint64) (spans int, whole bool) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	for s := range c.byID[id][idx] {
+		if s == 0 {
+			whole = true
+		} else {
+			spans++
+		}
+	}
+	return spans, whole
+}
+
+// Small reads of a cold chunk load (and verify) only the spans they touch, and later reads of
+// those spans hit; reads of more spans, and chunks that verify only whole, load the whole chunk,
+// which then serves every read of it in place of its spans.
+func TestCacheSpans(t *testing.T) {
+	type step struct {
+		idx            uint64
+		within, n      int
+		parts, wholes  int64 // store calls this read makes
+		spans          int   // spans of the chunk cached after it
+		whole          bool  // whole chunk cached after it
+		invalidateIdx  bool  // invalidate the chunk before the read
+		invalidateFile bool  // invalidate the file before the read
+	}
+	tests := []struct {
+		name  string
+		whole bool
+		steps []step
+	}{
+		{"4 KiB reads", false, []step{
+			{idx: 0, within: spanSize + 4096, n: 4096, parts: 1, spans: 1},
+			{idx: 0, within: spanSize, n: 4096, spans: 1},
+			{idx: 0, within: 2*spanSize - 100, n: 4096, parts: 1, spans: 2},
+			{idx: 0, within: 0, n: 1, parts: 1, spans: 3},
+			{idx: 1, within: 3 * spanSize, n: spanSize, parts: 1, spans: 1},
+		}},
+		{"a big read replaces the spans", false, []step{
+			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1},
+			{idx: 0, within: 100, n: 2 * spanSize, wholes: 1, whole: true},
+			{idx: 0, within: 3 * spanSize, n: 4096, whole: true},
+		}},
+		{"invalidation drops spans", false, []step{
+			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1},
+			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1, invalidateIdx: true},
+			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1, invalidateFile: true},
+		}},
+		{"chunks that verify only whole", true, []step{
+			{idx: 0, within: 0, n: 4096, parts: 1, wholes: 1, whole: true},
+			{idx: 0, within: 2 * spanSize, n: 4096, whole: true},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChunkCache(NewCache(1<<20), testLogger(t))
+			r := &fakeParts{seed: 9, whole: tc.whole}
+			for i, s := range tc.steps {
+				if s.invalidateIdx {
+					c.invalidateChunk(1, s.idx)
+				}
+				if s.invalidateFile {
+					c.invalidate(1)
+				}
+				parts, wholes := r.runs.Load(), r.wholes.Load()
+				readPart(t, c, r, s.idx, s.within, s.n)
+				if dp, dw := r.runs.Load()-parts, r.wholes.Load()-wholes; dp != s.parts || dw != s.wholes {
+					t.Errorf("step %d: %d span and %d whole loads, want %d and %d", i, dp, dw, s.parts, s.wholes)
+				}
+				if spans, whole := spansCached(c, 1, s.idx); spans != s.spans || whole != s.whole {
+					t.Errorf("step %d: %d spans cached (whole %v), want %d (whole %v)", i, spans, whole, s.spans, s.whole)
+				}
+			}
+		})
+	}
+}
+
+// A span load that panics releases every reader waiting for it with EIO and leaves nothing
+// loading; the next read loads again.
+func TestCacheSpanLoadPanics(t *testing.T) {
+	c := newChunkCache(NewCache(1<<20), testLogger(t))
+	r := &fakeParts{gate: make(chan struct{}), panic: "index out of range"}
+	const readers = 4
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			errs <- c.read(context.Background(), r, cacheKey{1, 0}, 1, partCS, c.now(), make([]byte, 4096), 0)
+		}()
+	}
+	key := entryKey{cacheKey{1, 0}, 1}
+	waitUntil(t, "readers waiting for one span load", func() bool {
+		c.s.mu.Lock()
+		defer c.s.mu.Unlock()
+		call := c.loading[key]
+		return call != nil && call.waiters == readers-1
+	})
+	close(r.gate)
+	for range readers {
+		select {
+		case err := <-errs:
+			if toErrno(err) != syscall.EIO {
+				t.Errorf("reader got %v, want EIO", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a reader still waits for the failed span load")
+		}
+	}
+	c.s.mu.Lock()
+	left := len(c.loading) + len(c.items)
+	c.s.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d loads or entries left after a failed load", left)
+	}
+	r.panic, r.gate = nil, nil
+	readPart(t, c, r, 0, 0, 4096)
+}
+
+// Spans count in the shared budget like chunks: many of them stay within it, and a whole chunk
+// and its spans are never both charged.
+func TestCacheSpansBudget(t *testing.T) {
+	const entries = 8
+	s := NewCache(entries * (spanSize + entryOverhead))
+	c := newChunkCache(s, testLogger(t))
+	r := &fakeParts{seed: 4}
+	for i := range uint64(50) {
+		readPart(t, c, r, i, int(i%4)*spanSize, 4096)
+		s.mu.Lock()
+		used, n := s.used, c.lru.Len()
+		s.mu.Unlock()
+		if used > s.max || used != int64(n)*(spanSize+entryOverhead) {
+			t.Fatalf("after %d span reads: %d bytes used by %d entries, budget %d", i+1, used, n, s.max)
+		}
+	}
+	readPart(t, c, r, 49, 0, partCS) // whole: replaces the chunk's span
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used != c.used || c.used > s.max+partCS+entryOverhead {
+		t.Fatalf("after a whole read: used %d, mount %d, budget %d", s.used, c.used, s.max)
 	}
 }
