@@ -177,26 +177,6 @@ func (v *View) Settle(ctx context.Context, ino Ino) (Attr, error) {
 	return a, err
 }
 
-// Settle applies the intent-log records of ino to the store now, in a transaction of its own, and
-// returns the file's attributes. Their data was admitted when it was logged (quota and disk
-// guard), so neither is checked again: the write-back calls it when a commit of logged data
-// failed, so that what fsync made durable is what reads find, not just what a restart replays.
-func (v *View) Settle(ctx context.Context, ino Ino) (Attr, error) {
-	var a Attr
-	err := v.write(ctx, func(t *tx) error {
-		if err := v.settleIn(t, ino); err != nil {
-			return err
-		}
-		n, err := t.regular(ino)
-		if err != nil {
-			return err
-		}
-		a = n.Attr
-		return nil
-	})
-	return a, err
-}
-
 // regular returns a regular file's inode.
 func (t *tx) regular(ino Ino) (*inode, error) {
 	n, err := t.getInode(ino)
