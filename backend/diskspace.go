@@ -1,17 +1,75 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 )
+
+// # A full disk, from this store or from anyone else
+//
+// Badger writes its memtable logs (.mem), its value log (.vlog) and its discard statistics
+// through shared memory maps of files it first truncates to their full size, so they start as
+// holes. A store into a hole needs a new block; when the filesystem has none the kernel raises
+// SIGBUS, which kills the daemon and every mount with it. Another process filling the
+// filesystem (a plain dd) made that happen in logFile.writeEntry of the memtable log. Checking
+// free space is not enough: the other process takes the space between the check and the store.
+// What closes the window is to give those files real blocks before Badger writes them, and to
+// let no transaction commit while that cannot be done. When Badger creates its files (badger
+// v4.9.6):
+//
+//   - Memtable log: newMemTable opens "%05d.mem" of the next file ID with O_CREATE (no O_EXCL),
+//     truncates it to 2 × MemTableSize when it is empty and writes its header at once. It runs in
+//     ensureRoomForWrite, in the middle of a commit (before the commit's entries are written to
+//     the new log), when the current log holds MemTableSize bytes; and in DropPrefix (the
+//     memtable flush of flushMemtableLocked). IDs grow by one. So the guard keeps the next log
+//     file ready: created empty, its blocks preallocated beyond its end (FALLOC_FL_KEEP_SIZE), so
+//     Badger takes it as new and its truncation leaves the blocks in place. After a rotation the
+//     next commit finds the spare taken, preallocates a new one and allocates the current log
+//     whole (it is already, unless Badger made it without the spare). A commit's entries never
+//     fill more than the rest of a log (Badger rotates before a request once MemTableSize is
+//     reached, a request is at most 15% of it, the file is twice it).
+//   - Value log: createVlogFile opens the next "%06d.vlog" with O_EXCL, so it cannot be prepared
+//     in advance; Badger creates it (2 × ValueLogFileSize, header written at once) in
+//     valueLog.write right after the request that took the current file past ValueLogFileSize,
+//     and at Open. The next commit allocates it whole before anything is written to it. Only
+//     chunk bodies go to the value log (t.set), so while a new file cannot be allocated the guard
+//     refuses the transactions that write a body and lets the others (metadata, deletes) commit.
+//   - DISCARD: allocated whole (1 MiB, doubled when full, which is rare).
+//
+// Every transaction goes through ready (Store.updateLocked, after fn, before the commit) and
+// fails with ENOSPC when those files cannot be made whole, or when the filesystem has less than
+// diskFloor free: the room left for memtable flushes and compactions, which metadata-only
+// writers (deletes above all) may use. Commits of file data (admitData) need Options.DiskReserve
+// free beyond that. Reads need no room and keep working.
+//
+// What stays open, and why (none of it is in a commit of this store's writers):
+//
+//   - Badger writes SST files (memtable flushes, compactions) through a map of a file it has
+//     just created with O_EXCL and truncated: they cannot be prepared either. The floor and the
+//     reserve keep room for them, but a process that takes that room while Badger writes a table
+//     can still cause SIGBUS there.
+//   - The header page of a value-log file created by a commit, and of a memtable log created at
+//     Open, is written before any later commit can allocate the file (one 4 KiB page each).
+//   - Value-log GC (RunValueLogGC) and DropPrefix write without a commit of ours: a rewrite that
+//     moves into a new value-log file, or a second memtable rotation before the next commit,
+//     writes into holes. vlog.go could call ready(nil) before each of them to close that.
+//   - A single commit of more than ValueLogFileSize bytes of bodies (64 chunks of 4 MiB) makes
+//     Badger extend the value-log file past the size that was allocated.
+//   - If the process dies, the spare memtable log is left empty: Badger then refuses the first
+//     badger.Open, Open's retry for empty logs (removeEmptyLogs) opens the store.
 
 // Badger's files in the store directory, by name. Nothing else in fusevol knows them.
 const (
@@ -21,15 +79,15 @@ const (
 	discardFile = "DISCARD" // value-log discard statistics
 )
 
-// DefaultDiskReserve is the Options.DiskReserve the daemon uses.
-//
-// Badger writes its value log and memtable logs through memory maps of files it creates sparse
-// (truncated to their full size up front). When the filesystem is full, a store into such a hole
-// raises SIGBUS and kills the process, and with it every mount. The disk guard keeps file data
-// from getting there: data commits fail with ENOSPC while the store's free space, less the holes
-// Badger may still fill, is under the reserve, which is left for metadata, memtable flushes and
-// compactions (they keep working, so deleting files still works on a full store).
+// DefaultDiskReserve is the Options.DiskReserve the daemon uses: data commits fail with ENOSPC
+// while the store's filesystem has less than this free (beyond the holes of Badger's files, which
+// the guard allocates as they appear), leaving room for metadata, flushes and compactions, so
+// deleting files still works on a store that filled its disk.
 const DefaultDiskReserve = 64 << 20
+
+// diskFloor is the free space below which every write transaction fails (the reserve when it is
+// smaller): the room kept for memtable flushes and compactions.
+const diskFloor = 16 << 20
 
 // Between two looks at the filesystem the guard lets through at most half the spare room it last
 // saw, never more than diskBudget bytes (a new value-log file takes 128 MiB of spare room at
@@ -39,15 +97,21 @@ const (
 	diskRecheck = time.Second
 )
 
-// diskGuard watches the free space of the filesystem holding the store directory. One guard
-// serves every live view of a store.
+// diskGuard watches the free space of the filesystem holding the store directory and keeps
+// Badger's mapped files backed by blocks (see above). One guard serves a store.
 type diskGuard struct {
 	dir     string
 	reserve int64
 
 	mu      sync.Mutex
 	checked time.Time
-	budget  int64 // bytes that may be committed before the next look
+	budget  int64 // bytes of file data that may be committed before the next look
+
+	// What ready has made safe: the newest memtable log and value-log file (by ID, -1 for none
+	// yet) are allocated whole and the spare memtable log (memFid+1) is preallocated.
+	memFid, vlogFid int
+	memSize         int64 // apparent size of a memtable log (2 × MemTableSize)
+	memOK, vlogOK   bool
 }
 
 // newDiskGuard returns the guard of a store in dir, or nil (no guard) when reserve is 0 or the
@@ -56,7 +120,7 @@ func newDiskGuard(dir string, opts Options) *diskGuard {
 	if opts.DiskReserve <= 0 || opts.InMemory {
 		return nil
 	}
-	return &diskGuard{dir: dir, reserve: opts.DiskReserve}
+	return &diskGuard{dir: dir, reserve: opts.DiskReserve, memFid: -1, vlogFid: -1}
 }
 
 // admitData passes a commit of up to n bytes of file data to a live view through the store's
@@ -77,11 +141,10 @@ func (g *diskGuard) admit(n int64) error {
 		g.budget -= n
 		return nil
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(g.dir, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", g.dir, err)
+	free, err := g.free()
+	if err != nil {
+		return err
 	}
-	free := int64(st.Bavail) * st.Bsize
 	need := g.reserve + g.holes()
 	g.checked, g.budget = time.Now(), 0
 	if free < need+n {
@@ -92,9 +155,180 @@ func (g *diskGuard) admit(n int64) error {
 	return nil
 }
 
+func (g *diskGuard) free() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(g.dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", g.dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// ready is called before every commit (txn nil: before Badger writes on its own). It makes sure
+// that whatever the commit makes Badger write lands in allocated blocks, and fails with ENOSPC
+// when that cannot be done or the filesystem is below the floor. A nil guard admits everything.
+func (g *diskGuard) ready(txn *badger.Txn) error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.changed() {
+		g.prepare()
+	}
+	if !g.memOK {
+		return fmt.Errorf("store filesystem of %s has no room for the next memtable log: %w", g.dir, syscall.ENOSPC)
+	}
+	if !g.vlogOK && writesValueLog(txn) {
+		return fmt.Errorf("store filesystem of %s has no room for the new value-log file: %w", g.dir, syscall.ENOSPC)
+	}
+	free, err := g.free()
+	if err != nil {
+		return err
+	}
+	if floor := min(g.reserve, diskFloor); free < floor {
+		return fmt.Errorf("store filesystem of %s has %d bytes free, %d are kept for Badger's flushes: %w",
+			g.dir, free, floor, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// changed reports whether Badger made a file since the last prepare or prepare left something
+// undone. Two stats: the spare memtable log is still empty, the next value-log file is absent.
+func (g *diskGuard) changed() bool {
+	if !g.memOK || !g.vlogOK {
+		return true
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(g.memPath(g.memFid+1), &st); err != nil || st.Size != 0 {
+		return true
+	}
+	return unix.Stat(g.vlogPath(g.vlogFid+1), &st) == nil
+}
+
+func (g *diskGuard) memPath(fid int) string {
+	return filepath.Join(g.dir, fmt.Sprintf("%05d%s", fid, memExt))
+}
+
+func (g *diskGuard) vlogPath(fid int) string {
+	return filepath.Join(g.dir, fmt.Sprintf("%06d%s", fid, vlogExt))
+}
+
+// prepare finds Badger's newest memtable log and value-log file and allocates them, the spare
+// memtable log and DISCARD; memOK and vlogOK say what it achieved.
+func (g *diskGuard) prepare() {
+	g.memOK, g.vlogOK = false, false
+	ents, err := os.ReadDir(g.dir)
+	if err != nil {
+		return
+	}
+	mem, vlog := -1, -1
+	for _, e := range ents {
+		name := e.Name()
+		if fid, ok := fileID(name, memExt); ok && fid > mem && !isEmpty(e) {
+			mem = fid // the spare is empty until Badger takes it
+		} else if fid, ok := fileID(name, vlogExt); ok {
+			vlog = max(vlog, fid)
+		}
+	}
+	if mem < 0 || vlog < 0 {
+		return // not a Badger directory (tests of the guard alone): nothing to prepare
+	}
+	memSize, err := allocate(g.memPath(mem))
+	if err == nil {
+		err = errors.Join(g.spare(g.memPath(mem+1), memSize), allocateIfThere(filepath.Join(g.dir, discardFile)))
+	}
+	g.memFid, g.memSize, g.memOK = mem, memSize, err == nil
+	_, err = allocate(g.vlogPath(vlog))
+	g.vlogFid, g.vlogOK = vlog, err == nil
+}
+
+// fileID parses Badger's "<id><ext>" file names.
+func fileID(name, ext string) (int, bool) {
+	id, ok := strings.CutSuffix(name, ext)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(id)
+	return n, err == nil
+}
+
+func isEmpty(e fs.DirEntry) bool {
+	fi, err := e.Info()
+	return err == nil && fi.Size() == 0
+}
+
+// allocate gives every byte of the file at path a block (fallocate mode 0 keeps its data) and
+// returns its size. Files already whole cost one fstat.
+func allocate(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	if st.Blocks*512 >= st.Size {
+		return st.Size, nil
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, st.Size); err != nil {
+		return 0, fmt.Errorf("allocate %s: %w", path, err)
+	}
+	return st.Size, nil
+}
+
+func allocateIfThere(path string) error {
+	_, err := allocate(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// spare makes path an empty file with size bytes of blocks preallocated beyond its end. A file
+// that is already there is kept (an earlier attempt may have allocated part of it).
+func (g *diskGuard) spare(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, size); err != nil {
+		return fmt.Errorf("preallocate %s: %w", path, err)
+	}
+	return nil
+}
+
+// writesValueLog reports whether committing txn writes to the value log: whether it sets a value
+// of valueThreshold bytes or more (only chunk bodies are that large, see t.set). Badger does not
+// show a transaction's pending writes, so this reads them by reflection; should a Badger
+// upgrade rename them, it answers yes (refusing the commit is safe) and TestWritesValueLog fails.
+// Only asked while a new value-log file lacks blocks; nil (Badger on its own) is a yes.
+func writesValueLog(txn *badger.Txn) bool {
+	if txn == nil {
+		return true
+	}
+	pending := reflect.ValueOf(txn).Elem().FieldByName("pendingWrites")
+	if pending.Kind() != reflect.Map {
+		return true
+	}
+	for it := pending.MapRange(); it.Next(); {
+		e := it.Value()
+		if e.Kind() != reflect.Pointer || e.IsNil() {
+			return true
+		}
+		v := e.Elem().FieldByName("Value")
+		if v.Kind() != reflect.Slice || v.Len() >= valueThreshold {
+			return true
+		}
+	}
+	return false
+}
+
 // holes is how much Badger may still write into space its mapped files hold but have not
 // allocated: the newest value-log file (the only one appended to), the memtable logs and the
-// discard statistics.
+// discard statistics. Once ready has allocated them this is 0.
 func (g *diskGuard) holes() int64 {
 	ents, _ := os.ReadDir(g.dir)
 	var n int64

@@ -37,9 +37,11 @@ type Options struct {
 	// DefaultIntentLogSize); negative runs without an intent log (every fsync syncs the store).
 	// Ignored when InMemory.
 	IntentLogSize int64
-	// DiskReserve turns on the disk guard (see DefaultDiskReserve): writes of file data to a
-	// volume fail with ENOSPC while the store's filesystem has less than this many bytes free
-	// beyond what Badger's sparse files may still take. 0 = no guard; ignored when InMemory.
+	// DiskReserve turns on the disk guard (diskspace.go): writes of file data to a volume fail
+	// with ENOSPC while the store's filesystem has less than this many bytes free beyond what
+	// Badger's sparse files may still take, every write transaction does below a smaller floor
+	// or when Badger's memory-mapped files cannot be given blocks before it writes them.
+	// 0 = no guard; ignored when InMemory.
 	DiskReserve int64
 }
 
@@ -302,6 +304,9 @@ func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) error {
 		return err
 	}
 	t.closeIter()
+	if err := s.guard.ready(txn); err != nil { // full disk: see diskspace.go
+		return err
+	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

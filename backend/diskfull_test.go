@@ -1,0 +1,256 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/fusevol/fusevol/fs/fusetest"
+	"golang.org/x/sys/unix"
+)
+
+// blocksOf returns the apparent size and the allocated bytes of a file.
+func blocksOf(t testing.TB, path string) (size, allocated int64) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Size, st.Blocks * 512
+}
+
+// checkWhole asserts what ready promises once it has run: the newest memtable log and value-log
+// file and DISCARD are allocated whole, the spare memtable log is empty with a log's worth of
+// blocks.
+func checkWhole(t testing.TB, s *Store) {
+	t.Helper()
+	g := s.guard
+	if err := g.ready(nil); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+	if g.memFid < 0 || g.vlogFid < 0 || !g.memOK || !g.vlogOK {
+		t.Fatalf("guard state after ready: %+v", g)
+	}
+	for _, p := range []string{g.memPath(g.memFid), g.vlogPath(g.vlogFid), filepath.Join(g.dir, discardFile)} {
+		if size, alloc := blocksOf(t, p); alloc < size {
+			t.Errorf("%s: %d of %d bytes allocated", filepath.Base(p), alloc, size)
+		}
+	}
+	if size, alloc := blocksOf(t, g.memPath(g.memFid+1)); size != 0 || alloc < g.memSize {
+		t.Errorf("spare memtable log: size %d, %d bytes allocated, want 0 and %d", size, alloc, g.memSize)
+	}
+	if h := g.holes(); h != 0 {
+		t.Errorf("holes = %d after ready", h)
+	}
+}
+
+// TestDiskGuardKeepsBadgerFilesWhole commits chunk bodies through many value-log rotations
+// (1 MiB files) and memtable rotations (flushMemtableLocked), checking after each commit that
+// the next one would find every file Badger may write allocated; then reopens the store, whose
+// spare memtable log is left behind as a killed process would leave it, and reads everything.
+func TestDiskGuardKeepsBadgerFilesWhole(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := Options{GCInterval: -1, DiskReserve: 1, ValueLogFileSize: 1 << 20, IntentLogSize: -1}
+	s, err := Open(ctx, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustVolume(t, s, "v", map[string]string{"chunk-size": "256KiB"})
+	file := mustFile(t, v, RootIno, "f")
+	var want []byte
+	vlogs, mems := map[int]bool{}, map[int]bool{}
+	for i := range 24 {
+		data := bytes.Repeat([]byte{byte(i + 1)}, 256<<10)
+		if _, err := v.CommitChunks(ctx, file, []Chunk{v.PrepareChunk(uint64(i), data)}, 0); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+		want = append(want, data...)
+		if i%8 == 7 {
+			if err := s.compact(true); err != nil { // a memtable rotation outside a commit
+				t.Fatal(err)
+			}
+		}
+		checkWhole(t, s)
+		vlogs[s.guard.vlogFid], mems[s.guard.memFid] = true, true
+	}
+	if len(vlogs) < 4 || len(mems) < 3 {
+		t.Fatalf("only %d value-log files and %d memtable logs were written: the test did not rotate", len(vlogs), len(mems))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.guard.memPath(s.guard.memFid + 1)); err != nil {
+		t.Fatalf("the spare memtable log should be left behind: %v", err)
+	}
+	s, err = Open(ctx, dir, opts)
+	if err != nil {
+		t.Fatalf("reopening with the spare memtable log left behind: %v", err)
+	}
+	defer s.Close()
+	v, err = s.OpenVolume(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, v, file); !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes after reopening, not the %d committed", len(got), len(want))
+	}
+	checkWhole(t, s)
+}
+
+func TestWritesValueLog(t *testing.T) {
+	s := openTestStore(t)
+	for _, tc := range []struct {
+		name string
+		sets map[string]int // key → value size
+		want bool
+	}{
+		{"nothing", nil, false},
+		{"metadata", map[string]int{"Mx": 100, "My": valueThreshold - 1}, false},
+		{"body", map[string]int{"Mx": 100, "Bbody": valueThreshold}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			txn := s.db.NewTransaction(true)
+			defer txn.Discard()
+			for k, n := range tc.sets {
+				if err := txn.Set([]byte(k), make([]byte, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := txn.Delete([]byte("Mz")); err != nil {
+				t.Fatal(err)
+			}
+			if got := writesValueLog(txn); got != tc.want {
+				t.Fatalf("writesValueLog = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if !writesValueLog(nil) {
+		t.Error("writesValueLog(nil) = false: Badger's own writes must count as value-log writes")
+	}
+}
+
+// expire makes the guard's next admission look at the filesystem (as it does a second after the
+// last look), not spend the budget it granted before the hog filled it.
+func (g *diskGuard) expire() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.budget = 0
+}
+
+// smallFS mounts a tmpfs of size bytes for one test (root only; CI=true makes that a failure).
+func smallFS(t *testing.T, size int64) string {
+	t.Helper()
+	fusetest.RequireRoot(t, "to mount a small filesystem")
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// fillTo writes a hog file until the filesystem of dir has at most left bytes free (another
+// process in the real case; here the test plays it) and returns the hog's path.
+func fillTo(t *testing.T, dir string, left int64) string {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(dir), "hog") // beside the store, on the same filesystem
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i) | 1
+	}
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		free := int64(st.Bavail) * st.Bsize
+		if free <= left {
+			return path
+		}
+		if _, err := f.Write(buf[:min(int64(len(buf)), free-left)]); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return path
+			}
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDiskGuardSmallFilesystem runs a store on a tmpfs that another writer fills: between the
+// floor and the reserve data commits get ENOSPC and metadata changes (deleting above all) still
+// commit; below the floor every write transaction gets ENOSPC and reads keep working; once the
+// hog is gone, writes work again in the same store.
+func TestDiskGuardSmallFilesystem(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(smallFS(t, 256<<20), "store")
+	s, err := Open(ctx, dir, Options{GCInterval: -1, DiskReserve: 48 << 20, ValueLogFileSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := mustVolume(t, s, "v", nil)
+	kept := mustFile(t, v, RootIno, "kept")
+	data := bytes.Repeat([]byte("fusevol "), 128<<10) // 1 MiB
+	if _, err := v.WriteAt(ctx, kept, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		mustFile(t, v, RootIno, fmt.Sprintf("f%d", i))
+	}
+	wantENOSPC := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, syscall.ENOSPC) || Errno(err) != syscall.ENOSPC {
+			t.Errorf("%s on a full filesystem: %v, want ENOSPC", what, err)
+		}
+	}
+	readBack := func() {
+		t.Helper()
+		if got := readAll(t, v, kept); !bytes.Equal(got, data) {
+			t.Errorf("reading the kept file: %d bytes, not what was written", len(got))
+		}
+	}
+
+	hog := fillTo(t, dir, 32<<20) // under the reserve, over the floor
+	s.guard.expire()
+	_, err = v.WriteAt(ctx, kept, data, int64(len(data)))
+	wantENOSPC("a data write under the reserve", err)
+	if err := v.Unlink(ctx, RootIno, "f0"); err != nil {
+		t.Errorf("deleting under the reserve: %v", err)
+	}
+	if _, err := v.Mknod(ctx, RootIno, "g", NewNode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+		t.Errorf("creating a file under the reserve: %v", err)
+	}
+
+	fillTo(t, dir, 0)
+	s.guard.expire()
+	_, err = v.Mknod(ctx, RootIno, "h", NewNode{Mode: syscall.S_IFREG | 0o644})
+	wantENOSPC("creating a file", err)
+	wantENOSPC("deleting a file", v.Unlink(ctx, RootIno, "f1"))
+	_, err = v.WriteAt(ctx, kept, data, int64(len(data)))
+	wantENOSPC("a data write", err)
+	readBack()
+
+	if err := os.Remove(hog); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.WriteAt(ctx, kept, data, int64(len(data))); err != nil {
+		t.Fatalf("a data write once the hog is gone: %v", err)
+	}
+	data = append(data, data...)
+	if err := v.Unlink(ctx, RootIno, "f1"); err != nil {
+		t.Errorf("deleting once the hog is gone: %v", err)
+	}
+	readBack()
+	fsckClean(t, s)
+}
