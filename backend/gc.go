@@ -160,7 +160,7 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 			if s.commitSeq.Load() == last {
 				mode = gcIdle
 			}
-			if err := s.gc(ctx, mode); err != nil && ctx.Err() == nil {
+			if err := s.guarded("gc", func() error { return s.gc(ctx, mode) }); err != nil && ctx.Err() == nil {
 				s.log.Warn("background gc", "err", err)
 			}
 			last = s.commitSeq.Load()
@@ -171,7 +171,9 @@ func (s *Store) gcLoop(ctx context.Context, every time.Duration) {
 // GC drops the keys of deleted snapshots and volumes (merging nodes that still have one child),
 // deletes the bodies of unreferenced chunks, then compacts and rewrites the value log until nothing
 // is left to rewrite, so disk space comes back now.
-func (s *Store) GC(ctx context.Context) error { return s.gc(ctx, gcExplicit) }
+func (s *Store) GC(ctx context.Context) error {
+	return s.guarded("gc", func() error { return s.gc(ctx, gcExplicit) })
+}
 
 // gcMode says how much a GC pass may do.
 type gcMode int

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
@@ -70,6 +71,7 @@ type Store struct {
 	legacy   atomic.Bool // metadata values remain in the value log (upgradeFormat)
 	inMemory bool
 	rewrites atomic.Int64 // value-log files rewritten since Open
+	panics   atomic.Int64 // storage-engine panics recovered (damage.go)
 
 	intents *intents // nil: no intent log
 	// commitSeq counts commits; syncedSeq is the count a completed Badger sync covered. touched
@@ -122,21 +124,27 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(32 << 20).
+		// Checksums of SST blocks and value-log entries are checked on every read (damage.go
+		// says what a mismatch does; Open checks every table first).
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true).
 		WithInMemory(opts.InMemory)
 	if opts.InMemory {
 		bo.Dir, bo.ValueDir = "", ""
+	} else if err := verifyTables(dir, bo, log); err != nil {
+		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
-	db, err := badger.Open(bo)
+	db, err := openBadger(bo)
 	if err != nil && !opts.InMemory && strings.Contains(err.Error(), z.NewFile.Error()) {
 		// Killed between creating a value-log or memtable file and sizing it, Badger leaves an
 		// empty file that it then refuses to open. Such a file holds nothing: drop it, retry.
 		if rerr := removeEmptyLogs(dir); rerr != nil {
 			return nil, fmt.Errorf("open store in %s: %w (cleaning up: %v)", dir, err, rerr)
 		}
-		db, err = badger.Open(bo)
+		db, err = openBadger(bo)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open store in %s: %w", dir, err)
+		return nil, fmt.Errorf("open store in %s: %w", dir, openErr(err))
 	}
 	cod, err := newCodecs()
 	if err != nil {
@@ -151,7 +159,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := s.upgradeFormat(ctx); err != nil {
+	if err := s.guarded("format upgrade", func() error { return s.upgradeFormat(ctx) }); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -183,9 +191,22 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// openBadger is badger.Open with a panic on damaged files (in Open's own goroutine) turned
+// into ErrCorrupt.
+func openBadger(bo badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: storage engine panicked opening its files: %v", ErrCorrupt, p)
+		}
+	}()
+	return badger.Open(bo)
+}
+
 // load fills the in-memory mirrors of nodes, volumes and allocators.
-func (s *Store) load() error {
+func (s *Store) load() (err error) {
 	s.nextNode, s.nextTree = ^uint32(0), 1
+	defer func() { err = engineErr(err) }()
+	defer s.recoverInto("load", &err)
 	return s.db.View(func(txn *badger.Txn) error {
 		if err := scanPrefix(txn, []byte{pNode}, true, func(k, v []byte) error {
 			n, err := decodeNode(v)
@@ -289,24 +310,25 @@ func (s *Store) update(ctx context.Context, fn func(t *tx) error) error {
 	return s.updateLocked(ctx, fn)
 }
 
-func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) error {
+// A panic of the storage engine in fn or in the commit (damage.go) is returned as ErrCorrupt;
+// the transaction is discarded (Badger applies a commit only once it is written whole).
+func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) (err error) {
 	if s.closed.Load() {
 		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer func() { err = engineErr(err) }()
+	defer s.recoverInto("write transaction", &err)
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	t := &tx{txn: txn, s: s, rw: true}
+	defer t.closeIter()
 	if err := fn(t); err != nil {
-		t.closeIter()
 		return err
 	}
 	t.closeIter()
-	if err := s.guard.ready(txn); err != nil { // full disk: see diskspace.go
-		return err
-	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -321,11 +343,14 @@ func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) error {
 	return nil
 }
 
-// view runs fn in a read-only transaction.
-func (s *Store) view(fn func(t *tx) error) error {
+// view runs fn in a read-only transaction. A panic of the storage engine (damage.go) is
+// returned as ErrCorrupt.
+func (s *Store) view(fn func(t *tx) error) (err error) {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	defer func() { err = engineErr(err) }()
+	defer s.recoverInto("read transaction", &err)
 	txn := s.db.NewTransaction(false)
 	defer txn.Discard()
 	t := &tx{txn: txn, s: s}

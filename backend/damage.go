@@ -1,0 +1,161 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/badger/v4/y"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// Damage in Badger's files (see README, Guarantees): what the store promises is EIO
+// (ErrCorrupt), never other bytes, a panic or a hung request.
+//
+//   - SST tables: Badger checks a block's checksum when it reads the block (OnBlockRead), but an
+//     iterator that meets a bad block just ends, so the keys of that block and of the rest of
+//     the table would read as absent (files of zeros) and a compaction would drop them for good.
+//     So Open checks every block of every table the manifest lists before Badger opens them
+//     (verifyTables) and refuses a store with a damaged table: ErrCorrupt naming the files.
+//     Badger's own check at open (OnTableRead) cannot be used: it runs in Badger's goroutines,
+//     where a damaged block can panic and kill the process.
+//   - Value log (chunk bodies only): every value's CRC is checked on read (VerifyValueChecksum)
+//     and every body against its hash; a mismatch is ErrCorrupt for the files naming it.
+//   - A panic inside Badger on a read path is recovered at the backend boundary (Store.view,
+//     update, load) and becomes ErrCorrupt, logged once with its stack.
+
+// engineErr classifies an error that Badger returned: a checksum mismatch is ErrCorrupt; other
+// errors are returned as they are.
+func engineErr(err error) error {
+	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, y.ErrChecksumMismatch) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+}
+
+// openErr classifies an error of badger.Open: one without an errno (a failed system call, the
+// directory lock) is Badger refusing the content of its own files: ErrCorrupt.
+func openErr(err error) error {
+	var en syscall.Errno
+	var pe *fs.PathError
+	if err == nil || errors.Is(err, ErrCorrupt) || errors.As(err, &en) || errors.As(err, &pe) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+}
+
+// panicked is what a recovered panic of the storage engine becomes: ErrCorrupt. The first
+// one a store meets is logged with its stack (later ones without: a damaged block panics every
+// reader that meets it).
+func (s *Store) panicked(what string, p any) error {
+	err := fmt.Errorf("%w: storage engine panicked in %s: %v", ErrCorrupt, what, p)
+	if s.panics.Add(1) == 1 {
+		s.log.Error("storage engine panic (damaged files?); later ones are not logged", "in", what, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	} else {
+		s.log.Error("storage engine panic", "in", what, "panic", fmt.Sprint(p))
+	}
+	return err
+}
+
+// recoverInto turns a panic of the storage engine into *err (see panicked). Deferred.
+func (s *Store) recoverInto(what string, err *error) {
+	if p := recover(); p != nil {
+		*err = s.panicked(what, p)
+	}
+}
+
+// guarded runs fn (work that calls into Badger outside view and update: GC, the format upgrade)
+// with a panic of the storage engine returned as ErrCorrupt.
+func (s *Store) guarded(what string, fn func() error) (err error) {
+	defer func() { err = engineErr(err) }()
+	defer s.recoverInto(what, &err)
+	return fn()
+}
+
+// verifyTables checks every block checksum of every table that dir's manifest lists (tables not
+// in the manifest are leftovers Badger deletes). A manifest it cannot read is left to
+// badger.Open to report.
+func verifyTables(dir string, bo badger.Options, log *slog.Logger) error {
+	fp, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	mf, _, err := badger.ReplayManifestFile(fp, bo.ExternalMagicVersion, bo)
+	fp.Close()
+	if err != nil {
+		return nil
+	}
+	ids := make(chan uint64)
+	var mu sync.Mutex
+	var bad []string
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ids {
+				if err := verifyTable(table.NewFilename(id, dir), bo, mf.Tables[id]); err != nil {
+					log.Error("damaged table", "file", table.IDToFilename(id), "err", err)
+					mu.Lock()
+					bad = append(bad, fmt.Sprintf("%s: %v", table.IDToFilename(id), err))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for id := range mf.Tables {
+		ids <- id
+	}
+	close(ids)
+	wg.Wait()
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		return fmt.Errorf("%w: %d damaged table file(s) (restore the store from a backup): %s", ErrCorrupt, len(bad), strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// verifyTable opens one table read-only and checks its index and every block. Badger's table
+// code panics on some damaged bytes (and VerifyChecksum on every bad block: it reports the block
+// it failed to get); a panic is damage too.
+func verifyTable(name string, bo badger.Options, tm badger.TableManifest) (err error) {
+	if tm.KeyID != 0 {
+		return nil // an encrypted table: the store never writes them
+	}
+	f, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	// OpenTable closes f only on errors of its own checks at open, which OnBlockRead skips; and
+	// never DecrRef the table: dropping the last reference deletes the file.
+	defer f.Close(-1)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("a block does not match its checksum or cannot be decoded (%v)", p)
+		}
+	}()
+	t, err := table.OpenTable(f, table.Options{
+		ReadOnly:    true,
+		ChkMode:     options.OnBlockRead,
+		BlockSize:   bo.BlockSize,
+		Compression: tm.Compression,
+	})
+	if err != nil {
+		return err
+	}
+	return t.VerifyChecksum()
+}

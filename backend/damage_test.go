@@ -1,0 +1,394 @@
+package backend
+
+// Damage in Badger's files (issue 12 §1): TestDamage builds a store once, then for each seed copies
+// it, flips 1-10 bytes of one *.sst or *.vlog file, reopens it and reads every file. Every read
+// must give the file's exact bytes or ErrCorrupt, never other bytes, an error of another kind, a
+// panic or a hang; fsck must finish and name exactly the files whose reads failed. Open may refuse
+// a damaged store, but only with ErrCorrupt.
+//
+// Reproduce one seed: go test ./backend -run 'TestDamage/seed=17$' -v
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dmgSeeds is how many damaged copies TestDamage checks; dmgHang is how long one operation may
+// take before it counts as hung.
+const (
+	dmgSeeds = 60
+	dmgHang  = 5 * time.Second
+)
+
+type dmgFile struct {
+	vol, path string // path from the volume's root, "/d1/f3"
+	data      []byte
+}
+
+func (f dmgFile) label() string { return f.vol + ":" + f.path }
+
+// buildDamageStore fills a store in dir: volume "small" (64 KiB chunks, files of at most 20 KiB:
+// metadata, extents and small bodies in SST blocks) and volume "big" (128 KiB chunks of random
+// bytes: bodies in 1 MiB value-log files, zstd-compressed text back in the LSM tree).
+func buildDamageStore(t *testing.T, dir string) []dmgFile {
+	t.Helper()
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	var files []dmgFile
+	// Three sessions, each closed (so flushed to its own SST file).
+	for session := range 3 {
+		s, err := Open(ctx, dir, Options{GCInterval: -1, ValueLogFileSize: 1 << 20, Logger: quietLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vs := range []struct {
+			name  string
+			opts  map[string]string
+			files int
+			min   int
+			max   int
+		}{
+			{"small", map[string]string{"chunk-size": "65536"}, 150, 0, 20 << 10},
+			{"big", map[string]string{"chunk-size": "131072", "compression": "zstd"}, 10, 100 << 10, 700 << 10},
+		} {
+			var v *View
+			if session == 0 {
+				v = mustVolume(t, s, vs.name, vs.opts)
+			} else if v, err = s.OpenVolume(ctx, vs.name); err != nil {
+				t.Fatal(err)
+			}
+			dirs := map[string]Ino{}
+			for i := range 3 {
+				d := fmt.Sprintf("s%dd%d", session, i)
+				a, err := v.Mknod(ctx, RootIno, d, NewNode{Mode: syscall.S_IFDIR | 0o755})
+				if err != nil {
+					t.Fatal(err)
+				}
+				dirs["/"+d] = a.Ino
+			}
+			for i := range vs.files {
+				d := fmt.Sprintf("/s%dd%d", session, i%3)
+				name := fmt.Sprintf("f%d", i)
+				ino := mustFile(t, v, dirs[d], name)
+				data := dmgContent(r, vs.min+r.IntN(vs.max-vs.min))
+				if len(data) > 0 {
+					if _, err := v.WriteAt(ctx, ino, data, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// Small writes inside the file leave extents.
+				for range r.IntN(3) {
+					if len(data) < 100 {
+						break
+					}
+					off := r.IntN(len(data) - 50)
+					patch := dmgContent(r, 1+r.IntN(50))
+					if _, err := v.WriteAt(ctx, ino, patch, int64(off)); err != nil {
+						t.Fatal(err)
+					}
+					copy(data[off:], patch)
+				}
+				files = append(files, dmgFile{vs.name, d + "/" + name, data})
+			}
+		}
+		fsckClean(t, s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files
+}
+
+// quietLog drops the store's logs: damaged stores log every error they meet.
+var quietLog = slog.New(slog.DiscardHandler)
+
+// dmgContent is random bytes, or (one time in three) compressible text.
+func dmgContent(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	if r.IntN(3) == 0 {
+		for i := range b {
+			b[i] = "abcdefgh \n"[r.IntN(10)]
+		}
+		return b
+	}
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestDamage(t *testing.T) {
+	pristine := t.TempDir()
+	files := buildDamageStore(t, pristine)
+	var refused, flipped, checked, failed int
+	for seed := range uint64(dmgSeeds) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			dir := t.TempDir()
+			copyDir(t, pristine, dir)
+			n := damageFile(t, dir, rand.New(rand.NewPCG(seed, 12)))
+			flipped += n
+			ok, bad := checkDamaged(t, dir, files)
+			if ok+bad == 0 {
+				refused++
+			}
+			checked += ok + bad
+			failed += bad
+		})
+	}
+	t.Logf("%d seeds: %d bytes flipped, %d refused to open, %d file reads checked, %d gave ErrCorrupt", dmgSeeds, flipped, refused, checked, failed)
+}
+
+// damageFile flips 1-10 bytes of one *.sst or *.vlog file of dir (picked by r) and returns how many.
+func damageFile(t *testing.T, dir string, r *rand.Rand) int {
+	t.Helper()
+	var cands []string
+	for _, pat := range []string{"*.sst", "*.vlog"} {
+		m, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cands = append(cands, m...)
+	}
+	slices.Sort(cands)
+	var name string
+	var b []byte
+	for range 100 {
+		name = cands[r.IntN(len(cands))]
+		var err error
+		if b, err = os.ReadFile(name); err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 0 {
+			break
+		}
+	}
+	if len(b) == 0 {
+		t.Fatalf("no non-empty file among %v", cands)
+	}
+	n := 1 + r.IntN(10)
+	var offs []int
+	for range n {
+		off := r.IntN(len(b))
+		b[off] ^= byte(1 + r.IntN(255))
+		offs = append(offs, off)
+	}
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flipped %d bytes of %s (%d bytes) at %v", n, filepath.Base(name), len(b), offs)
+	return n
+}
+
+// checkDamaged opens the damaged store in dir and checks every file against its original
+// content; it returns how many read right and how many gave ErrCorrupt (0, 0 if Open refused).
+func checkDamaged(t *testing.T, dir string, files []dmgFile) (ok, bad int) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := within(t, "Open", func() (*Store, error) {
+		return Open(ctx, dir, Options{GCInterval: -1, ValueLogFileSize: 1 << 20, Logger: quietLog})
+	})
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Open refused the damaged store with an error that is not ErrCorrupt: %v", err)
+		}
+		t.Logf("Open refused: %v", err)
+		return 0, 0
+	}
+	defer func() {
+		if _, err := within(t, "Close", func() (struct{}, error) { return struct{}{}, s.Close() }); err != nil {
+			t.Logf("Close: %v", err)
+		}
+	}()
+	views := map[string]*View{}
+	var failed []string
+	for _, f := range files {
+		v := views[f.vol]
+		if v == nil {
+			if v, err = s.OpenVolume(ctx, f.vol); err != nil {
+				t.Fatalf("OpenVolume %s: %v", f.vol, err)
+			}
+			views[f.vol] = v
+		}
+		got, err := within(t, "read "+f.label(), func() ([]byte, error) { return readPath(ctx, v, f.path) })
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			failed = append(failed, f.label())
+		case err != nil:
+			t.Errorf("%s: error that is not ErrCorrupt: %v", f.label(), err)
+		case !bytes.Equal(got, f.data):
+			t.Errorf("%s: wrong bytes: read %d bytes, want %d (first difference at %d)", f.label(), len(got), len(f.data), firstDiff(got, f.data))
+		default:
+			ok++
+		}
+	}
+	rep, err := within(t, "Fsck", func() (*FsckReport, error) { return s.Fsck(ctx, false) })
+	if err != nil {
+		t.Fatalf("fsck: %v", err)
+	}
+	slices.Sort(failed)
+	if !slices.Equal(rep.Damaged, failed) {
+		t.Errorf("fsck names damaged files %q, reads failed for %q; problems: %q", rep.Damaged, failed, rep.Problems)
+	}
+	if len(failed) > 0 && rep.Clean() {
+		t.Errorf("fsck is clean, reads failed for %q", failed)
+	}
+	return ok, len(failed)
+}
+
+// readPath looks path up from the root and reads the whole file.
+func readPath(ctx context.Context, v *View, path string) ([]byte, error) {
+	ino := RootIno
+	for _, name := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		a, err := v.Lookup(ctx, ino, name)
+		if err != nil {
+			return nil, err
+		}
+		ino = a.Ino
+	}
+	a, err := v.GetAttr(ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, a.Size)
+	n, err := v.ReadAt(ctx, ino, buf, 0)
+	return buf[:n], err
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// within runs f, failing the test if it takes longer than dmgHang (f's goroutine is left
+// behind) or panics.
+func within[T any](t *testing.T, what string, f func() (T, error)) (T, error) {
+	t.Helper()
+	type result struct {
+		v   T
+		err error
+		pan any
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				r.pan = p
+			}
+			done <- r
+		}()
+		r.v, r.err = f()
+	}()
+	select {
+	case r := <-done:
+		if r.pan != nil {
+			t.Fatalf("%s panicked: %v", what, r.pan)
+		}
+		return r.v, r.err
+	case <-time.After(dmgHang):
+		t.Fatalf("%s hung for %v", what, dmgHang)
+		panic("unreachable")
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := os.Mkdir(filepath.Join(to, e.Name()), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			copyDir(t, filepath.Join(from, e.Name()), filepath.Join(to, e.Name()))
+			continue
+		}
+		if !e.Type().IsRegular() {
+			t.Fatalf("%s: not a regular file", e.Name())
+		}
+		if err := copyFile(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// TestEnginePanicIsErrCorrupt: a panic inside a transaction (what Badger does on some damaged
+// blocks) is ErrCorrupt, leaves the write lock free and commits nothing of the transaction.
+func TestEnginePanicIsErrCorrupt(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t)
+	s.log = quietLog
+	key := []byte("Atest-panic")
+	for _, tc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"view", func() error { return s.view(func(t *tx) error { panic("table.(*blockIterator).setIdx") }) }},
+		{"update before a write", func() error { return s.update(ctx, func(t *tx) error { panic("boom") }) }},
+		{"update after a write", func() error {
+			return s.update(ctx, func(t *tx) error {
+				if err := t.set(key, []byte("half")); err != nil {
+					return err
+				}
+				panic("boom")
+			})
+		}},
+		{"guarded", func() error { return s.guarded("gc", func() error { panic("boom") }) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.run(); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("got %v, want ErrCorrupt", err)
+			}
+			// The write lock is free and the panicked transaction left nothing behind.
+			_, err := within(t, "update after the panic", func() (struct{}, error) {
+				return struct{}{}, s.update(ctx, func(t *tx) error {
+					if _, err := t.txn.Get(key); err == nil {
+						return fmt.Errorf("the panicked transaction's write was committed")
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if n := s.panics.Load(); n != 4 {
+		t.Errorf("%d panics counted, want 4", n)
+	}
+}
