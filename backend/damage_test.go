@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // dmgSeeds is how many damaged copies TestDamage checks; dmgHang is how long one operation may
@@ -390,5 +392,68 @@ func TestEnginePanicIsErrCorrupt(t *testing.T) {
 	}
 	if n := s.panics.Load(); n != 4 {
 		t.Errorf("%d panics counted, want 4", n)
+	}
+}
+
+// TestFsckNamesDamagedMetadata: damage that Badger's checksums cannot see (a metadata value that
+// no longer decodes, written as Badger would return it) fails the reads of that one file with
+// ErrCorrupt, leaves its siblings readable, and fsck finishes and names exactly that file.
+func TestFsckNamesDamagedMetadata(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		key  func(tree uint32, dir, ino Ino) []byte
+	}{
+		{"inode", func(tree uint32, dir, ino Ino) []byte { return inodeLKey(tree, ino) }},
+		{"directory entry", func(tree uint32, dir, ino Ino) []byte { return direntLKey(tree, dir, "victim") }},
+		{"chunk map", func(tree uint32, dir, ino Ino) []byte { return chunkLKey(tree, ino, 1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t)
+			s.log = quietLog
+			v := mustVolume(t, s, "v", map[string]string{"chunk-size": "65536"})
+			d, err := v.Mknod(ctx, RootIno, "d", NewNode{Mode: syscall.S_IFDIR | 0o755})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(3, 4))
+			want := map[string][]byte{}
+			var victim Ino
+			for _, name := range []string{"a", "victim", "z"} {
+				ino := mustFile(t, v, d.Ino, name)
+				data := dmgContent(r, 200<<10)
+				if _, err := v.WriteAt(ctx, ino, data, 0); err != nil {
+					t.Fatal(err)
+				}
+				want["/d/"+name] = data
+				if name == "victim" {
+					victim = ino
+				}
+			}
+			node, _, err := v.target()
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := versionKey(tc.key(v.tree, d.Ino, victim), node)
+			if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, []byte{tagLive, 0xde, 0xad}) }); err != nil {
+				t.Fatal(err)
+			}
+			for p, data := range want {
+				got, err := readPath(ctx, v, p)
+				switch {
+				case p == "/d/victim" && !errors.Is(err, ErrCorrupt):
+					t.Errorf("%s: got %v, want ErrCorrupt", p, err)
+				case p != "/d/victim" && (err != nil || !bytes.Equal(got, data)):
+					t.Errorf("%s: a sibling of the damaged file: %v", p, err)
+				}
+			}
+			rep, err := s.Fsck(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rep.Damaged, []string{"v:/d/victim"}) {
+				t.Errorf("fsck names %q, want v:/d/victim; problems %q", rep.Damaged, rep.Problems)
+			}
+		})
 	}
 }

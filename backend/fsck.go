@@ -1,8 +1,11 @@
 package backend
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,10 +21,34 @@ type fsckState struct {
 	bad   map[Hash]string               // chunks missing or not matching their hash
 	dead  map[Hash]bool                 // chunks with a dead-body marker
 	usage map[uint32]Usage              // recomputed usage of each checked node
+	cut   bool                          // a pass stopped early (runStep)
 }
 
 func (f *fsckState) problem(format string, a ...any) {
 	f.rep.Problems = append(f.rep.Problems, fmt.Sprintf(format, a...))
+}
+
+// damaged names a file (or a directory whose entries cannot be read) that reads fail on.
+func (f *fsckState) damaged(label, path string, format string, a ...any) {
+	f.rep.Damaged = append(f.rep.Damaged, label+":"+path)
+	f.problem("%s:%s: %s", label, path, fmt.Sprintf(format, a...))
+}
+
+// guardItem runs one check with a panic of the storage engine returned as ErrCorrupt, so
+// that fsck goes on with the next item.
+func guardItem(t *tx, what string, fn func() error) (err error) {
+	defer t.s.recoverInto("fsck "+what, &err)
+	return fn()
+}
+
+// runStep runs one pass of fsck. A pass that fails or panics (damaged files: see damage.go) is
+// a problem, not the end of fsck: the passes after it still run, and their findings stand;
+// only repair, which needs every count, is off.
+func (f *fsckState) runStep(t *tx, name string, run func(*tx) error) {
+	if err := guardItem(t, name, func() error { return run(t) }); err != nil {
+		f.cut = true
+		f.problem("fsck: the %s pass stopped early, what it had left was not checked: %v", name, err)
+	}
 }
 
 // Fsck checks every invariant listed in the package doc. With repair it fixes refcounts,
@@ -39,26 +66,32 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 	}
 	f := &fsckState{rep: &FsckReport{}, nodes: map[uint32]nodeRec{}, snaps: map[string]map[string]snapRec{},
 		refs: map[Hash]uint64{}, bad: map[Hash]string{}, dead: map[Hash]bool{}, usage: map[uint32]Usage{}}
+	steps := []struct {
+		name string
+		run  func(*tx) error
+	}{{"records", f.loadRecords}, {"snapshot tree", f.checkTree}, {"references", f.countRefs},
+		{"chunks", f.checkChunks}, {"volumes", f.checkViews}, {"intent-log marks", s.checkLogMarks(f)}}
 	err := s.view(func(t *tx) error {
-		for _, step := range []func(*tx) error{f.loadRecords, f.checkTree, f.countRefs, f.checkChunks, f.checkViews, s.checkLogMarks(f)} {
+		for _, st := range steps {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := step(t); err != nil {
-				return err
-			}
+			f.runStep(t, st.name, st.run)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fsck: %w", err)
 	}
-	if repair && !f.rep.Clean() {
+	if repair && f.cut {
+		f.problem("not repaired: the check did not finish, so its counts cannot be trusted")
+	} else if repair && !f.rep.Clean() {
 		if err := s.updateLocked(ctx, f.repair); err != nil {
 			return f.rep, fmt.Errorf("fsck repair: %w", err)
 		}
 	}
 	sort.Strings(f.rep.Damaged)
+	f.rep.Damaged = slices.Compact(f.rep.Damaged) // a file can be met twice (its entry, its inode)
 	return f.rep, nil
 }
 
@@ -267,6 +300,27 @@ func (f *fsckState) checkViews(t *tx) error {
 	return nil
 }
 
+// readDir is t.readDir naming each entry that does not decode (its name is in its key), so one
+// damaged entry does not hide its siblings.
+func (f *fsckState) readDir(t *tx, label, path string, dir Ino) ([]DirEntry, error) {
+	var out []DirEntry
+	prefix := metaKind(t.tree, kDirent, dir)
+	err := t.scanVisible(prefix, func(lkey []byte, ver version) error {
+		if !ver.live() {
+			return nil
+		}
+		name := string(lkey[len(prefix) : len(lkey)-1])
+		ino, typ, err := decodeDirent(ver.val)
+		if err != nil {
+			f.damaged(label, strings.TrimSuffix(path, "/")+"/"+name, "directory entry: %v", err)
+			return nil
+		}
+		out = append(out, DirEntry{Name: name, Ino: ino, Mode: typ})
+		return nil
+	})
+	return out, err
+}
+
 func (f *fsckState) ancestors(node uint32) []uint32 {
 	var a []uint32
 	for n := node; n != 0 && len(a) <= len(f.nodes); n = f.nodes[n].parent {
@@ -285,14 +339,22 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 	for len(queue) > 0 {
 		dir := queue[0]
 		queue = queue[1:]
-		ents, err := t.readDir(dir)
+		var ents []DirEntry
+		err := guardItem(t, "directory", func() (err error) { ents, err = f.readDir(t, label, paths[dir], dir); return err })
 		if err != nil {
-			return err
+			f.damaged(label, paths[dir], "directory cannot be read: %v", err)
+			continue
 		}
 		for _, e := range ents {
 			p := strings.TrimSuffix(paths[dir], "/") + "/" + e.Name
-			if _, err := t.getInode(e.Ino); err != nil {
+			if _, err := t.getInode(e.Ino); errors.Is(err, ErrNotFound) {
 				f.problem("%s:%s: entry points at missing inode %d", label, p, e.Ino)
+				continue
+			} else if err != nil {
+				f.damaged(label, p, "inode %d cannot be read: %v", e.Ino, err)
+				if _, ok := paths[e.Ino]; !ok {
+					paths[e.Ino] = p // the inode pass names it by this path too
+				}
 				continue
 			}
 			if e.Mode == syscall.S_IFDIR {
@@ -321,7 +383,7 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 		ino := Ino(beUint64(lkey[len(prefix):]))
 		n, err := decodeInode(ino, ver.val)
 		if err != nil {
-			f.problem("%s: inode %d: %v", label, ino, err)
+			f.damaged(label, cmp.Or(paths[ino], fmt.Sprintf("<inode %d>", ino)), "inode %d: %v", ino, err)
 			return nil
 		}
 		use.Files++
@@ -338,7 +400,10 @@ func (f *fsckState) checkView(t *tx, v volRec, node uint32, label string) error 
 		case n.Nlink != want:
 			f.problem("%s:%s: nlink is %d, but %d links found", label, paths[ino], n.Nlink, want)
 		}
-		return f.checkFileChunks(t, v, label, paths[ino], n)
+		if err := guardItem(t, "file", func() error { return f.checkFileChunks(t, v, label, paths[ino], n) }); err != nil {
+			f.damaged(label, cmp.Or(paths[ino], fmt.Sprintf("<inode %d>", ino)), "chunks cannot be read: %v", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -388,11 +453,14 @@ func (f *fsckState) checkFileChunks(t *tx, v volRec, label, path string, n *inod
 		if !ver.live() {
 			return nil
 		}
+		idx := beUint64(lkey[len(prefix):])
 		ref, err := decodeChunkRef(ver.val)
 		if err != nil {
-			return nil // counted in countRefs
+			if damaged == "" {
+				damaged = fmt.Sprintf("chunk %d: map entry: %v", idx, err)
+			}
+			return nil
 		}
-		idx := beUint64(lkey[len(prefix):])
 		lens[idx] = uint64(ref.n)
 		if why, bad := f.bad[ref.hash]; bad && damaged == "" {
 			damaged = fmt.Sprintf("chunk %d %s", idx, why)
@@ -438,8 +506,7 @@ func (f *fsckState) checkFileChunks(t *tx, v volRec, label, path string, n *inod
 		alloc += l
 	}
 	if damaged != "" {
-		f.rep.Damaged = append(f.rep.Damaged, label+":"+path)
-		f.problem("%s:%s: %s", label, path, damaged)
+		f.damaged(label, path, "%s", damaged)
 	}
 	if alloc != n.alloc {
 		f.problem("%s:%s: allocation says %d bytes, chunks hold %d", label, path, n.alloc, alloc)
