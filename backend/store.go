@@ -329,6 +329,9 @@ func (s *Store) updateLocked(ctx context.Context, fn func(t *tx) error) (err err
 		return err
 	}
 	t.closeIter()
+	if err := s.guard.ready(txn); err != nil { // full disk: see diskspace.go
+		return err
+	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
