@@ -11,11 +11,11 @@
 //	N node                        snapshot-tree node: tree, parent
 //	T tree                        next inode number of a snapshot tree
 //	A "node" | "tree"             allocators
-//	A "swept" | "format"          body bytes swept since the last full compaction; store format (vlog.go)
+//	A "swept" | "format"          body bytes swept since the last full compaction (an idle pass makes one when > 0); store format (vlog.go)
 //	U node                        usage of a node: allocated bytes, inode count
 //	M tree kind ino [suffix] node versioned metadata (see below)
 //	R hash                        chunk refcount, plain length, stored length
-//	B hash                        chunk body: codec byte + payload (the value log when 65 KiB or more)
+//	B hash                        chunk body: codec byte + payload, see Chunks (the value log when 65 KiB or more)
 //	D hash                        dead body: refcount reached 0, body to be deleted by GC (vlog.go)
 //	L volumeID 0x00 ino           intent-log mark: the highest LSN applied to the file (intent.go)
 //
@@ -55,6 +55,13 @@
 // the same transaction as the chunk map, and the body is written in the transaction that takes the first
 // reference; the one that drops the last marks it dead (D), and GC deletes it later (see GC below). Snapshots add no versions, so they change no
 // counts. Bodies are verified against their hash on every read: a mismatch is ErrCorrupt, never data.
+//
+// A body is a codec byte and its payload: 1 s2, 2 zstd (used only when smaller), 3 a tree body (what
+// every other new body is; blocks.go): the Bao outboard of the chunk's BLAKE3 tree in 16 KiB groups,
+// then the plain bytes. Its root is the chunk's hash, so a tree body is just another encoding of the
+// same address. View.ReadChunkPart verifies a span of a tree body against the hash by reading only the
+// groups under it and the outboard's parent hashes; compressed bodies, codec 0 (plain bytes, written
+// before tree bodies, still read) and files with extents are verified whole. fsck recomputes outboards.
 //
 // # Extents (small writes)
 //
@@ -97,8 +104,10 @@
 // refuses any other such value), and only GC deletes bodies (sweepDead, under gcMu like the
 // value-log rewrite): so no delete ever runs during a rewrite, which is what makes Badger's
 // rewrite resurrect deleted keys (badger#2286), and the rewrite runs with writers going on.
-// Background compactions never hold writers off; the memtable flush does, so only explicit and
-// idle passes make one. Stores of format 1 (metadata in the value log) are upgraded at Open.
+// Busy background passes (the store was written since the last one) do not compact at all and
+// pace their rewrites (half the time resting): a full compaction takes seconds of the CPUs and the
+// disk, which writers' fsyncs feel. Idle and explicit passes flush the memtable (which holds
+// writers off for the flush) and compact everything, then rewrite. Stores of format 1 (metadata in the value log) are upgraded at Open.
 //
 // Durability: Badger runs with SyncWrites off; Store.Sync makes everything committed so far
 // durable (and is skipped when nothing was committed since the last one). fsync goes through

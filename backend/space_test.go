@@ -82,7 +82,7 @@ func TestBackgroundGCReturnsDiskSpace(t *testing.T) {
 	defer s.Close()
 	v := mustVolume(t, s, "v", nil)
 	victim := mustFile(t, v, RootIno, "victim")
-	data := randBytes(backgroundRewrite + 8<<20)
+	data := randBytes(72 << 20) // more than a value-log file's worth
 	for off := 0; off < len(data); off += 4 << 20 {
 		if _, err := v.WriteAt(ctx, victim, data[off:min(off+4<<20, len(data))], int64(off)); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -167,9 +168,19 @@ func (s *Store) flushMemtableLocked() error {
 }
 
 // rewriteValueLog lets Badger rewrite up to max value-log files that are at least 30% garbage.
-func (s *Store) rewriteValueLog(ctx context.Context, max int) error {
+// Paced, it rests after each rewrite as long as the rewrite took, so that writers sharing the disk
+// and the CPUs with it get at least half of both.
+func (s *Store) rewriteValueLog(ctx context.Context, max int, paced bool) error {
+	var took time.Duration
 	for i := 0; i < max && ctx.Err() == nil; i++ {
+		if i > 0 && paced {
+			if err := sleepCtx(ctx, took); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
 		err := s.db.RunValueLogGC(0.3)
+		took = time.Since(start)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			return nil
 		}
@@ -181,13 +192,18 @@ func (s *Store) rewriteValueLog(ctx context.Context, max int) error {
 	return ctx.Err()
 }
 
+// legacyRewrite is how many bytes of chunk bodies must have been swept before a background pass
+// of the legacy GC runs: about one value-log file's worth, below which stopping writers for the
+// rewrite costs more than it returns.
+const legacyRewrite = 64 << 20
+
 // legacyVlogGC is the value-log GC of a store that still holds metadata in its value log: a delete
 // of such a key during a rewrite could resurrect it, so writers are held off throughout, after a
 // full compaction that makes every tombstone meet the value it deletes. Background passes run it
 // once 64 MiB were swept.
 func (s *Store) legacyVlogGC(ctx context.Context, mode gcMode) error {
 	swept, err := s.sweptBytes()
-	if err != nil || mode != gcExplicit && swept < backgroundRewrite {
+	if err != nil || mode != gcExplicit && swept < legacyRewrite {
 		return err
 	}
 	s.wmu.Lock()
@@ -201,7 +217,7 @@ func (s *Store) legacyVlogGC(ctx context.Context, mode gcMode) error {
 	if err := s.flatten(); err != nil {
 		return err
 	}
-	return s.rewriteValueLog(ctx, explicitRewrites)
+	return s.rewriteValueLog(ctx, explicitRewrites, false)
 }
 
 // upgradeFormat moves a format-1 store's metadata values out of the value log by writing each
@@ -322,4 +338,16 @@ func scanPrefixUntil(txn *badger.Txn, prefix []byte, limit int, fn func(k, v []b
 		return nil
 	}
 	return err
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
