@@ -41,14 +41,18 @@ type dmgFile struct {
 
 func (f dmgFile) label() string { return f.vol + ":" + f.path }
 
-// buildDamageStore fills a store in dir: volume "small" (64 KiB chunks, files of at most 20 KiB:
-// metadata, extents and small bodies in SST blocks) and volume "big" (128 KiB chunks of random
+// buildDamageStore fills a store in dir: volume "small" (64 KiB chunks, files of a few shared
+// contents with extents of their own: mostly metadata in SST blocks) and volume "big" (128 KiB chunks of random
 // bytes: bodies in 1 MiB value-log files, zstd-compressed text back in the LSM tree).
 func buildDamageStore(t *testing.T, dir string) []dmgFile {
 	t.Helper()
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(1, 2))
 	var files []dmgFile
+	pool := make([][]byte, 6)
+	for i := range pool {
+		pool[i] = dmgContent(r, r.IntN(150<<10))
+	}
 	// Three sessions, each closed (so flushed to its own SST file).
 	for session := range 3 {
 		s, err := Open(ctx, dir, Options{GCInterval: -1, ValueLogFileSize: 1 << 20, Logger: quietLog})
@@ -62,7 +66,7 @@ func buildDamageStore(t *testing.T, dir string) []dmgFile {
 			min   int
 			max   int
 		}{
-			{"small", map[string]string{"chunk-size": "65536"}, 150, 0, 20 << 10},
+			{"small", map[string]string{"chunk-size": "65536"}, 200, 0, 0},
 			{"big", map[string]string{"chunk-size": "131072", "compression": "zstd"}, 10, 100 << 10, 700 << 10},
 		} {
 			var v *View
@@ -84,7 +88,14 @@ func buildDamageStore(t *testing.T, dir string) []dmgFile {
 				d := fmt.Sprintf("/s%dd%d", session, i%3)
 				name := fmt.Sprintf("f%d", i)
 				ino := mustFile(t, v, dirs[d], name)
-				data := dmgContent(r, vs.min+r.IntN(vs.max-vs.min))
+				var data []byte
+				if vs.name == "small" {
+					// Contents from a small pool: few distinct bodies, so the tables are
+					// mostly metadata (inodes, entries, chunk maps, extents).
+					data = bytes.Clone(pool[r.IntN(len(pool))])
+				} else {
+					data = dmgContent(r, vs.min+r.IntN(vs.max-vs.min))
+				}
 				if len(data) > 0 {
 					if _, err := v.WriteAt(ctx, ino, data, 0); err != nil {
 						t.Fatal(err)
