@@ -35,6 +35,11 @@ const spanSize = backend.GroupSize
 // transaction, so a bigger read is cheaper verifying the whole chunk once.
 const maxReadSpans = 2
 
+// maxChunkSpans is how many spans of one chunk the cache holds before a read that needs one more
+// loads the whole chunk: reads that keep coming back to a chunk cost at most about the four span
+// loads (a transaction and 16 KiB of hashing each) more than loading it whole at once would have.
+const maxChunkSpans = 4
+
 // errWholeChunk is a span load's answer when the chunk can only be verified whole.
 var errWholeChunk = errors.New("chunk verifies only whole")
 
@@ -232,15 +237,29 @@ func (c *chunkCache) read(ctx context.Context, vol chunkReader, key cacheKey, in
 }
 
 // bySpans tells whether a read of n bytes at within of a chunk is served by spans: it touches few
-// of them, and the chunk is neither cached nor loading whole (a sequential reader's read-ahead).
+// of them, the chunk is neither cached nor loading whole (a sequential reader's read-ahead), and
+// the spans it needs are cached or the chunk has fewer than maxChunkSpans of them.
 func (c *chunkCache) bySpans(key cacheKey, cs, within, n int) bool {
-	if n == 0 || cs <= spanSize || (within+n-1)/spanSize-within/spanSize >= maxReadSpans {
+	first, last := within/spanSize, (within+n-1)/spanSize
+	if n == 0 || cs <= spanSize || last-first >= maxReadSpans {
 		return false
 	}
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	whole := entryKey{cacheKey: key}
-	return c.items[whole] == nil && c.loading[whole] == nil
+	if c.items[whole] != nil || c.loading[whole] != nil {
+		return false
+	}
+	spans := c.byID[key.id][key.idx]
+	if len(spans) < maxChunkSpans {
+		return true
+	}
+	for s := first; s <= last; s++ {
+		if spans[uint32(s)+1] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // readSpans copies [within, within+len(p)) of a chunk from its spans, loading the missing ones.

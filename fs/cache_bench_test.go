@@ -11,12 +11,14 @@ import (
 
 const coldFileSize = 256 << 20
 
-// BenchmarkColdRandRead4K reads 4 KiB with O_DIRECT at a random block of a chunk-sized region
-// not read before (a random permutation of the file's regions), so every read misses fusevol's
-// chunk cache and reaches the store, as the first reads of a cold file do. The stores under the
-// targets stay in the kernel's page cache (Badger's files are memory-mapped): this measures the
-// FUSE server's cost of a cold read, not the disk. Run with -benchtime up to
-// coldFileSize/ChunkSize x (1024x) for every read to be cold.
+// BenchmarkColdRandRead4K reads 4 KiB with O_DIRECT at a random block of a 16 KiB span (the unit
+// fusevol verifies small reads by) not read before, so every read misses fusevol's chunk cache and
+// reaches the store, as the first reads of a cold file do: the reads go round the file's chunks in
+// a random order, a different span of each chunk every round, so a chunk comes back only after
+// every other one was read (the cache holds half of the file) and a span never does, up to
+// coldFileSize/spanSize reads (-benchtime 16384x). The stores under the targets stay in the
+// kernel's page cache (Badger's files are memory-mapped): this measures the FUSE server's cost of a
+// cold read, not the disk.
 func BenchmarkColdRandRead4K(b *testing.B) {
 	forEachTarget(b, func(b *testing.B, dir string) {
 		p := filepath.Join(dir, "cold")
@@ -28,12 +30,19 @@ func BenchmarkColdRandRead4K(b *testing.B) {
 		defer unix.Close(fd)
 		buf := alignedBuf(b, 4096)
 		const cs = backend.DefaultChunkSize
+		const spans = cs / spanSize
 		r := rand.New(rand.NewPCG(5, 6))
-		perm := r.Perm(coldFileSize / cs)
+		chunks := r.Perm(coldFileSize / cs)
+		order := make([][]int, len(chunks)) // per chunk, the order its spans are read in
+		for i := range order {
+			order[i] = r.Perm(spans)
+		}
 		b.SetBytes(4096)
 		i := 0
 		for b.Loop() {
-			off := int64(perm[i%len(perm)])*cs + int64(r.IntN(cs/4096))*4096
+			round := i / len(chunks) % spans
+			c := chunks[i%len(chunks)]
+			off := int64(c)*cs + int64(order[c][round])*spanSize + int64(r.IntN(spanSize/4096))*4096
 			i++
 			if _, err := unix.Pread(fd, buf, off); err != nil {
 				b.Fatal(err)

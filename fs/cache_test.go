@@ -256,8 +256,8 @@ func TestMountLogNoSplice(t *testing.T) {
 	}
 }
 
-// partCS is the chunk size of the span tests: four spans.
-const partCS = 4 * spanSize
+// partCS is the chunk size of the span tests: eight spans.
+const partCS = 8 * spanSize
 
 // fakeParts is a store of partCS-byte chunks that can be read in part, unless whole is set.
 type fakeParts struct {
@@ -356,6 +356,14 @@ func TestCacheSpans(t *testing.T) {
 			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1, invalidateIdx: true},
 			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1, invalidateFile: true},
 		}},
+		{"a chunk read all over loads whole", false, []step{
+			{idx: 0, within: 0, n: 4096, parts: 1, spans: 1},
+			{idx: 0, within: spanSize, n: 4096, parts: 1, spans: 2},
+			{idx: 0, within: 2 * spanSize, n: 4096, parts: 1, spans: 3},
+			{idx: 0, within: 3 * spanSize, n: 4096, parts: 1, spans: maxChunkSpans},
+			{idx: 0, within: 4096, n: 4096, spans: maxChunkSpans}, // cached: still served by its span
+			{idx: 0, within: 5 * spanSize, n: 4096, wholes: 1, whole: true},
+		}},
 		{"chunks that verify only whole", true, []step{
 			{idx: 0, within: 0, n: 4096, parts: 1, wholes: 1, whole: true},
 			{idx: 0, within: 2 * spanSize, n: 4096, whole: true},
@@ -446,5 +454,52 @@ func TestCacheSpansBudget(t *testing.T) {
 	defer s.mu.Unlock()
 	if s.used != c.used || c.used > s.max+partCS+entryOverhead {
 		t.Fatalf("after a whole read: used %d, mount %d, budget %d", s.used, c.used, s.max)
+	}
+}
+
+// Through a mount, cold 4 KiB O_DIRECT reads return the file's bytes and cache only the spans
+// they touched; a 1 MiB read caches whole chunks in place of their spans.
+func TestMountColdSmallReads(t *testing.T) {
+	cache := NewCache(64 << 20)
+	tv := newVolume(t, backend.VolumeOptions{}, Options{Cache: cache})
+	p := filepath.Join(tv.dir, "f")
+	data := randBytes(12, 4<<20)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	used := func() int64 {
+		cache.mu.Lock()
+		defer cache.mu.Unlock()
+		return cache.used
+	}
+	offs := []int64{3 << 20, 5 * 4096, 1<<20 + 7*spanSize, 2<<20 - 4096, 40 * 4096}
+	for i, off := range offs {
+		if n, err := unix.Pread(fd, buf[:4096], off); err != nil || n != 4096 {
+			t.Fatalf("pread at %d: %d, %v", off, n, err)
+		}
+		if !bytes.Equal(buf[:4096], data[off:off+4096]) {
+			t.Fatalf("4 KiB at %d: wrong bytes", off)
+		}
+		if got, want := used(), int64(i+1)*(spanSize+entryOverhead); got != want {
+			t.Fatalf("after %d cold 4 KiB reads the cache holds %d bytes, want %d (one span each)", i+1, got, want)
+		}
+	}
+	if n, err := unix.Pread(fd, buf, 0); err != nil || n != len(buf) || !bytes.Equal(buf, data[:len(buf)]) {
+		t.Fatalf("1 MiB read: %d, %v", n, err)
+	}
+	// Chunks 0-3 are whole now (the two spans of chunk 0 gone); the spans in chunks 4, 7 and 12
+	// stay. Read-ahead may add whole chunks after them.
+	if got, min := used(), 4*int64(backend.DefaultChunkSize+entryOverhead)+3*(spanSize+entryOverhead); got < min || (got-min)%(backend.DefaultChunkSize+entryOverhead) != 0 {
+		t.Fatalf("after a 1 MiB read the cache holds %d bytes, want 4 chunks, 1 span and any read-ahead chunks (%d + k chunks)", got, min)
 	}
 }

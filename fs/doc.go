@@ -11,6 +11,9 @@
 //   - Written data is stored or reported lost: a commit that fails records the file's lost ranges,
 //     and every later fsync and close of the file fails until they are written again; until a
 //     commit succeeds, writes to the file are stored at once, so they fail unacknowledged.
+//   - Reads return only verified bytes: the chunk cache (cache.go) holds chunks and 16 KiB spans of
+//     chunks checked against their hash by the backend; a small read of a chunk not cached whole
+//     verifies only the spans it touches.
 //   - An inode unlinked while the kernel still references it is handed to View.Forget only when the
 //     last kernel reference and the last open handle are gone.
 package fs
