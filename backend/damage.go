@@ -36,21 +36,39 @@ import (
 //     update, load) and becomes ErrCorrupt, logged once with its stack.
 
 // engineErr classifies an error that Badger returned: a checksum mismatch is ErrCorrupt; other
-// errors are returned as they are.
+// errors are returned as they are. Badger's wrapping (y.Wrap) formats the errors it wraps with
+// %+v, so their text is all that is left of them.
 func engineErr(err error) error {
-	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, y.ErrChecksumMismatch) {
+	if err == nil || errors.Is(err, ErrCorrupt) ||
+		!(errors.Is(err, y.ErrChecksumMismatch) || strings.Contains(err.Error(), y.ErrChecksumMismatch.Error())) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrCorrupt, err)
 }
 
-// openErr classifies an error of badger.Open: one without an errno (a failed system call, the
-// directory lock) is Badger refusing the content of its own files: ErrCorrupt.
+// envErrnos are the errnos whose text in an error of badger.Open means the system refused
+// something (access, space, the directory lock held by another process), not that the content of
+// Badger's files is bad.
+var envErrnos = []syscall.Errno{syscall.EACCES, syscall.EPERM, syscall.ENOENT, syscall.EAGAIN,
+	syscall.ENOSPC, syscall.EROFS, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EIO,
+	syscall.EBUSY, syscall.ENOTDIR, syscall.EISDIR, syscall.EEXIST, syscall.EINVAL}
+
+// openErr classifies an error of badger.Open: one that is or names no errno of envErrnos is
+// Badger refusing the content of its own files (a table, a value-log header, the manifest):
+// ErrCorrupt. Badger keeps only the text of the errors it wraps (see engineErr).
 func openErr(err error) error {
-	var en syscall.Errno
-	var pe *fs.PathError
-	if err == nil || errors.Is(err, ErrCorrupt) || errors.As(err, &en) || errors.As(err, &pe) {
+	if err == nil || errors.Is(err, ErrCorrupt) {
 		return err
+	}
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return err
+	}
+	msg := err.Error()
+	for _, en := range envErrnos {
+		if strings.Contains(msg, en.Error()) {
+			return err
+		}
 	}
 	return fmt.Errorf("%w: %w", ErrCorrupt, err)
 }
@@ -61,7 +79,7 @@ func openErr(err error) error {
 func (s *Store) panicked(what string, p any) error {
 	err := fmt.Errorf("%w: storage engine panicked in %s: %v", ErrCorrupt, what, p)
 	if s.panics.Add(1) == 1 {
-		s.log.Error("storage engine panic (damaged files?); later ones are not logged", "in", what, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		s.log.Error("storage engine panic (damaged files?); later ones are logged without the stack", "in", what, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	} else {
 		s.log.Error("storage engine panic", "in", what, "panic", fmt.Sprint(p))
 	}

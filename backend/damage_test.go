@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
 )
 
 // dmgSeeds is how many damaged copies TestDamage checks; dmgHang is how long one operation may
@@ -580,5 +582,38 @@ func TestDamagedValueLogHeader(t *testing.T) {
 	}
 	if _, err := within(t, "Close", func() (struct{}, error) { return struct{}{}, s.Close() }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOpenErrClass: badger.Open's refusals of damaged content are ErrCorrupt; the system's
+// refusals (a store in use, no access) are not, even though Badger keeps only their text.
+func TestOpenErrClass(t *testing.T) {
+	for _, tc := range []struct {
+		err     error
+		corrupt bool
+	}{
+		{y.Wrapf(y.ErrChecksumMismatch, "failed to verify checksum for table: 000003.sst"), true},
+		{errors.New("While opening vlog file 12 err: Error for the KEY ID 81 err: Invalid datakey id"), true},
+		{errors.New("manifest has bad checksum"), true},
+		{y.Wrapf(syscall.EAGAIN, "Cannot acquire directory lock on %q. Another process is using this Badger database.", "/s"), false},
+		{y.Wrapf(&fs.PathError{Op: "open", Path: "/s/MANIFEST", Err: syscall.EACCES}, "Opening file"), false},
+		{&fs.PathError{Op: "open", Path: "/s/MANIFEST", Err: syscall.ENOSPC}, false},
+	} {
+		if got := errors.Is(openErr(tc.err), ErrCorrupt); got != tc.corrupt {
+			t.Errorf("openErr(%q) is ErrCorrupt: %v, want %v", tc.err, got, tc.corrupt)
+		}
+	}
+	if err := engineErr(y.Wrapf(y.ErrChecksumMismatch, "value corrupted")); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("engineErr of a wrapped checksum mismatch: %v", err)
+	}
+	// A second Open of a store in use is refused, but not as damage.
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{GCInterval: -1, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := Open(context.Background(), dir, Options{GCInterval: -1, Logger: quietLog}); err == nil || errors.Is(err, ErrCorrupt) {
+		t.Errorf("second Open of a store in use: %v, want an error that is not ErrCorrupt", err)
 	}
 }
