@@ -128,6 +128,13 @@ func TestWritesValueLog(t *testing.T) {
 			if got := writesValueLog(txn); got != tc.want {
 				t.Fatalf("writesValueLog = %v, want %v", got, tc.want)
 			}
+			least := int64(0) // a value-log value leaves a 12-byte pointer in the memtable
+			for k, n := range tc.sets {
+				least += int64(len(k) + map[bool]int{true: n, false: 12}[n < valueThreshold])
+			}
+			if got := memtableBytes(txn); got < least || got > least+1<<20 {
+				t.Errorf("memtableBytes = %d for %d bytes of keys and values", got, least)
+			}
 		})
 	}
 	if !writesValueLog(nil) {
@@ -187,14 +194,15 @@ func fillTo(t *testing.T, dir string, left int64) string {
 	}
 }
 
-// TestDiskGuardSmallFilesystem runs a store on a tmpfs that another writer fills: between the
-// floor and the reserve data commits get ENOSPC and metadata changes (deleting above all) still
-// commit; below the floor every write transaction gets ENOSPC and reads keep working; once the
-// hog is gone, writes work again in the same store.
+// TestDiskGuardSmallFilesystem runs a store on a tmpfs that another writer fills: under the
+// reserve data commits get ENOSPC and metadata changes still commit; with the filesystem full
+// too, until the memtable is full, then they get ENOSPC as well; reads keep working, the store
+// closes and opens again; once the hog is gone, writes work again in the same store.
 func TestDiskGuardSmallFilesystem(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(smallFS(t, 256<<20), "store")
-	s, err := Open(ctx, dir, Options{GCInterval: -1, DiskReserve: 48 << 20, ValueLogFileSize: 4 << 20})
+	opts := Options{GCInterval: -1, DiskReserve: 48 << 20, ValueLogFileSize: 4 << 20}
+	s, err := Open(ctx, dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,12 +242,43 @@ func TestDiskGuardSmallFilesystem(t *testing.T) {
 
 	fillTo(t, dir, 0)
 	s.guard.expire()
-	_, err = v.Mknod(ctx, RootIno, "h", NewNode{Mode: syscall.S_IFREG | 0o644})
-	wantENOSPC("creating a file", err)
-	wantENOSPC("deleting a file", v.Unlink(ctx, RootIno, "f1"))
 	_, err = v.WriteAt(ctx, kept, data, int64(len(data)))
 	wantENOSPC("a data write", err)
+	if _, err := v.Mknod(ctx, RootIno, "h", NewNode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+		t.Errorf("creating a file in the memtable log the store holds: %v", err)
+	}
+	if err := v.Unlink(ctx, RootIno, "f1"); err != nil {
+		t.Errorf("deleting a file in the memtable log the store holds: %v", err)
+	}
+	if size, _ := blocksOf(t, s.guard.spareRoomPath()); size != 0 {
+		t.Errorf("the spare room is kept (%d bytes) on a full filesystem", size)
+	}
+	s.guard.mu.Lock()
+	s.guard.memUsed = s.guard.memSize/2 - memMargin // the memtable is full: the next would need a flush
+	s.guard.mu.Unlock()
+	_, err = v.Mknod(ctx, RootIno, "i", NewNode{Mode: syscall.S_IFREG | 0o644})
+	wantENOSPC("creating a file with the memtable full", err)
+	wantENOSPC("deleting a file with the memtable full", v.Unlink(ctx, RootIno, "f2"))
 	readBack()
+
+	// A restart on the full filesystem: the spare room lets Badger flush its memtables at Close
+	// and Open; the new memtable takes metadata changes again, the value log no file data.
+	if err := s.Close(); err != nil {
+		t.Fatalf("closing the store on a full filesystem: %v", err)
+	}
+	if s, err = Open(ctx, dir, opts); err != nil {
+		t.Fatalf("opening the store on a full filesystem: %v", err)
+	}
+	defer s.Close()
+	if v, err = s.OpenVolume(ctx, "v"); err != nil {
+		t.Fatal(err)
+	}
+	readBack()
+	if err := v.Unlink(ctx, RootIno, "f2"); err != nil {
+		t.Errorf("deleting a file after the restart: %v", err)
+	}
+	_, err = v.WriteAt(ctx, kept, data, int64(len(data)))
+	wantENOSPC("a data write after the restart", err)
 
 	if err := os.Remove(hog); err != nil {
 		t.Fatal(err)
@@ -248,9 +287,12 @@ func TestDiskGuardSmallFilesystem(t *testing.T) {
 		t.Fatalf("a data write once the hog is gone: %v", err)
 	}
 	data = append(data, data...)
-	if err := v.Unlink(ctx, RootIno, "f1"); err != nil {
+	if err := v.Unlink(ctx, RootIno, "f3"); err != nil {
 		t.Errorf("deleting once the hog is gone: %v", err)
 	}
 	readBack()
+	if _, alloc := blocksOf(t, s.guard.spareRoomPath()); alloc < spareRoom {
+		t.Errorf("the spare room holds %d bytes once the filesystem has room, want %d", alloc, spareRoom)
+	}
 	fsckClean(t, s)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,19 +52,24 @@ import (
 //   - DISCARD: allocated whole (1 MiB, doubled when full, which is rare).
 //
 // Every transaction goes through ready (Store.updateLocked, after fn, before the commit) and
-// fails with ENOSPC when those files cannot be made whole, or when the filesystem has less than
-// diskFloor free: the room left for memtable flushes and compactions, which metadata-only
-// writers (deletes above all) may use. Commits of file data (admitData) need Options.DiskReserve
-// free beyond that. Reads need no room and keep working.
+// fails with ENOSPC when those files cannot be made whole. Room: commits of file data
+// (admitData) need Options.DiskReserve free; other commits need diskFloor free beyond a spare
+// room of 32 MiB the guard holds in a file. Below that, the guard lets the spare room go, so that
+// Badger can finish what it writes on its own (memtable flushes, compactions, the flush of Close
+// and of the next Open), and metadata changes (deleting above all) still commit as long as they
+// cannot make Badger start a new memtable, whose flush would need room: they go to the memtable
+// log the store already holds (the guard counts what commits put in the memtable). Reads need no
+// room and keep working.
 //
 // What stays open, and why (none of it is in a commit of this store's writers):
 //
 //   - Badger writes SST files (memtable flushes, compactions) through a map of a file it has
-//     just created with O_EXCL and truncated: they cannot be prepared either. The floor and the
-//     reserve keep room for them, but a process that takes that room while Badger writes a table
-//     can still cause SIGBUS there.
-//   - The header page of a value-log file created by a commit, and of a memtable log created at
-//     Open, is written before any later commit can allocate the file (one 4 KiB page each).
+//     just created with O_EXCL and truncated: they cannot be prepared either. The floor, the
+//     reserve and the spare room keep room for them, but a process that takes that room while
+//     Badger writes a table can still cause SIGBUS there.
+//   - The header page of a value-log file created by a commit, and of the memtable log and
+//     value-log file created at Open, is written before any later commit can allocate the file
+//     (one 4 KiB page each).
 //   - Value-log GC (RunValueLogGC) and DropPrefix write without a commit of ours: a rewrite that
 //     moves into a new value-log file, or a second memtable rotation before the next commit,
 //     writes into holes. vlog.go could call ready(nil) before each of them to close that.
@@ -89,6 +96,16 @@ const DefaultDiskReserve = 64 << 20
 // smaller): the room kept for memtable flushes and compactions.
 const diskFloor = 16 << 20
 
+// The guard also holds spareRoom bytes in a file of the store directory. When the filesystem
+// runs out (another process took it), it lets the file go: that room is then Badger's alone to
+// finish what it is writing on its own (a memtable flush, a compaction, the flush of Close and of
+// the next Open), unless the other process takes it too. Commits do not count it as free until
+// the guard holds it again.
+const (
+	spareRoom     = 32 << 20
+	spareRoomFile = "fusevol-spare-room"
+)
+
 // Between two looks at the filesystem the guard lets through at most half the spare room it last
 // saw, never more than diskBudget bytes (a new value-log file takes 128 MiB of spare room at
 // once: twice the value-log file size) and only for diskRecheck.
@@ -112,6 +129,8 @@ type diskGuard struct {
 	memFid, vlogFid int
 	memSize         int64 // apparent size of a memtable log (2 × MemTableSize)
 	memOK, vlogOK   bool
+	held            bool  // the spare-room file holds spareRoom bytes
+	memUsed         int64 // bound on what commits put in the memtable since memFid became current
 }
 
 // newDiskGuard returns the guard of a store in dir, or nil (no guard) when reserve is 0 or the
@@ -181,16 +200,52 @@ func (g *diskGuard) ready(txn *badger.Txn) error {
 	if !g.vlogOK && writesValueLog(txn) {
 		return fmt.Errorf("store filesystem of %s has no room for the new value-log file: %w", g.dir, syscall.ENOSPC)
 	}
+	n := memtableBytes(txn)
+	if err := g.room(n); err != nil {
+		return err
+	}
+	g.memUsed += n
+	return nil
+}
+
+// room fails with ENOSPC unless the filesystem has the floor free beyond the spare room (held or
+// not), or a commit putting n bytes in the memtable cannot make Badger start a new one (whose
+// flush would need room): below the floor, metadata changes, deleting above all, still commit
+// into the memtable log the store holds already. It takes the spare room back when the floor is
+// there, and lets it go when it is not.
+func (g *diskGuard) room(n int64) error {
 	free, err := g.free()
 	if err != nil {
 		return err
 	}
-	if floor := min(g.reserve, diskFloor); free < floor {
+	avail := free
+	if g.held {
+		avail += spareRoom
+	}
+	if floor := min(g.reserve, diskFloor); avail < floor+spareRoom {
+		if g.held {
+			g.held = os.Truncate(g.spareRoomPath(), 0) != nil
+		}
+		// Badger starts a new memtable before a commit once the current one holds
+		// MemTableSize (half its log's size); our count is an upper bound, less a margin for
+		// Badger's own small writes.
+		if g.memUsed+n < g.memSize/2-memMargin {
+			return nil
+		}
 		return fmt.Errorf("store filesystem of %s has %d bytes free, %d are kept for Badger's flushes: %w",
-			g.dir, free, floor, syscall.ENOSPC)
+			g.dir, free, floor+spareRoom, syscall.ENOSPC)
+	}
+	if !g.held {
+		if err := g.spare(g.spareRoomPath(), spareRoom, 0); err != nil {
+			os.Truncate(g.spareRoomPath(), 0) // an allocation cut short
+			return fmt.Errorf("store filesystem of %s: %w", g.dir, err)
+		}
+		g.held = true
 	}
 	return nil
 }
+
+func (g *diskGuard) spareRoomPath() string { return filepath.Join(g.dir, spareRoomFile) }
 
 // changed reports whether Badger made a file since the last prepare or prepare left something
 // undone. Two stats: the spare memtable log is still empty, the next value-log file is absent.
@@ -217,6 +272,8 @@ func (g *diskGuard) vlogPath(fid int) string {
 // memtable log and DISCARD; memOK and vlogOK say what it achieved.
 func (g *diskGuard) prepare() {
 	g.memOK, g.vlogOK = false, false
+	var st unix.Stat_t
+	g.held = unix.Stat(g.spareRoomPath(), &st) == nil && st.Blocks*512 >= spareRoom // from an earlier run
 	ents, err := os.ReadDir(g.dir)
 	if err != nil {
 		return
@@ -235,7 +292,10 @@ func (g *diskGuard) prepare() {
 	}
 	memSize, err := allocate(g.memPath(mem))
 	if err == nil {
-		err = errors.Join(g.spare(g.memPath(mem+1), memSize), allocateIfThere(filepath.Join(g.dir, discardFile)))
+		err = errors.Join(g.spare(g.memPath(mem+1), memSize, unix.FALLOC_FL_KEEP_SIZE), allocateIfThere(filepath.Join(g.dir, discardFile)))
+	}
+	if mem != g.memFid {
+		g.memUsed = 0 // a new memtable (Badger starts one at Open too)
 	}
 	g.memFid, g.memSize, g.memOK = mem, memSize, err == nil
 	_, err = allocate(g.vlogPath(vlog))
@@ -286,16 +346,17 @@ func allocateIfThere(path string) error {
 	return err
 }
 
-// spare makes path an empty file with size bytes of blocks preallocated beyond its end. A file
-// that is already there is kept (an earlier attempt may have allocated part of it).
-func (g *diskGuard) spare(path string, size int64) error {
+// spare allocates size bytes to the file at path, creating it; with mode FALLOC_FL_KEEP_SIZE
+// they lie beyond its end, so an empty file stays empty. A file that is already there is kept
+// (an earlier attempt may have allocated part of it).
+func (g *diskGuard) spare(path string, size int64, mode uint32) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, size); err != nil {
-		return fmt.Errorf("preallocate %s: %w", path, err)
+	if err := unix.Fallocate(int(f.Fd()), mode, 0, size); err != nil {
+		return fmt.Errorf("allocate %s: %w", path, err)
 	}
 	return nil
 }
@@ -324,6 +385,26 @@ func writesValueLog(txn *badger.Txn) bool {
 		}
 	}
 	return false
+}
+
+// memMargin is what the guard leaves unused of a memtable below the floor, for the writes
+// Badger makes on its own and the transaction-end marks it adds.
+const memMargin = 1 << 20
+
+// memtableBytes bounds what committing txn adds to Badger's memtable (log and skiplist arena):
+// per entry its key, its value (or value pointer) and a skiplist node. Badger keeps the first
+// two in the transaction's size and count, which it does not show: read by reflection, as in
+// writesValueLog (nil or unreadable: more than any memtable holds).
+func memtableBytes(txn *badger.Txn) int64 {
+	if txn == nil {
+		return math.MaxInt64 / 2
+	}
+	t := reflect.ValueOf(txn).Elem()
+	size, count := t.FieldByName("size"), t.FieldByName("count")
+	if size.Kind() != reflect.Int64 || count.Kind() != reflect.Int64 {
+		return math.MaxInt64 / 2
+	}
+	return size.Int() + (count.Int()+1)*int64(skl.MaxNodeSize+64)
 }
 
 // holes is how much Badger may still write into space its mapped files hold but have not
