@@ -83,6 +83,15 @@
 // Accounting: a chunk's allocated bytes are its merged length, so an extent costs what it adds to the
 // chunk's end, whatever its own size (at most a quarter of a chunk more is stored until compaction).
 //
+// # Damaged files (damage.go)
+//
+// Damage in Badger's files is ErrCorrupt, never other bytes, a panic or a hung request. Open checks
+// every block of every table before Badger opens them and refuses a store with a damaged table
+// (Badger reads a bad block as missing keys); value-log entries are CRC-checked and bodies
+// hash-checked on every read; a panic of the storage engine is recovered in view, update and
+// guarded and becomes ErrCorrupt, committing nothing. Fsck always finishes and names in Damaged
+// every file it cannot read.
+//
 // # Invariants (checked by Fsck)
 //
 //   - Every metadata change is one Badger transaction, made while holding the store's write lock, so
