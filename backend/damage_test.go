@@ -617,3 +617,49 @@ func TestOpenErrClass(t *testing.T) {
 		t.Errorf("second Open of a store in use: %v, want an error that is not ErrCorrupt", err)
 	}
 }
+
+// TestFsckFindsTableDamagedWhileOpen: a table damaged while the store is open (which Badger's
+// reads take for missing keys) is a problem fsck names.
+func TestFsckFindsTableDamagedWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir, Options{GCInterval: -1, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustVolume(t, s, "v", nil)
+	for i := range 50 {
+		mustFile(t, v, RootIno, fmt.Sprintf("f%d", i))
+	}
+	if err := s.Close(); err != nil { // flushes the memtable to a table
+		t.Fatal(err)
+	}
+	if s, err = Open(ctx, dir, Options{GCInterval: -1, Logger: quietLog}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fsckClean(t, s)
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(ssts) == 0 {
+		t.Fatalf("no table (%v)", err)
+	}
+	f, err := os.OpenFile(ssts[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff, 0x00, 0xff}, 100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	rep, err := s.Fsck(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range rep.Problems {
+		found = found || strings.Contains(p, "damaged table file "+filepath.Base(ssts[0]))
+	}
+	if !found {
+		t.Errorf("fsck does not name the damaged table %s: %q", filepath.Base(ssts[0]), rep.Problems)
+	}
+}

@@ -70,7 +70,8 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 		name string
 		run  func(*tx) error
 	}{{"records", f.loadRecords}, {"snapshot tree", f.checkTree}, {"references", f.countRefs},
-		{"chunks", f.checkChunks}, {"volumes", f.checkViews}, {"intent-log marks", s.checkLogMarks(f)}}
+		{"chunks", f.checkChunks}, {"volumes", f.checkViews}, {"intent-log marks", s.checkLogMarks(f)},
+		{"tables", f.checkTables}}
 	err := s.view(func(t *tx) error {
 		for _, st := range steps {
 			if err := ctx.Err(); err != nil {
@@ -296,6 +297,15 @@ func (f *fsckState) checkViews(t *tx) error {
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// checkTables checks the checksum of every block of every table (damage since Open, which
+// reads would take for missing keys: see damage.go).
+func (f *fsckState) checkTables(t *tx) error {
+	for _, bad := range t.s.checkTables() {
+		f.problem("damaged table file %s (restore the store from a backup)", bad)
 	}
 	return nil
 }
