@@ -2,7 +2,7 @@ GO      ?= go
 BIN     ?= bin/volctl
 PKGS    ?= ./...
 
-.PHONY: all build test test-unit fuzz bench bench-smoke vet lint run clean
+.PHONY: all build test test-unit fuzz bench bench-smoke bench-volumes vet lint run clean
 
 all: build
 
@@ -43,6 +43,12 @@ BENCH_SMOKE_OUT ?= bin/bench-smoke
 BENCH_FLAGS     ?=
 bench: build
 	$(GO) run ./bench/cmd/fusevol-bench --volctl $(BIN) --out $(BENCH_OUT) -v $(BENCH_FLAGS)
+	$(MAKE) bench-volumes
+
+# 50 volumes of one daemon written at once: anonymous memory and throughput against 1 volume
+# (plugin BenchmarkManyVolumes; issue 12's goal is < 512 MiB and no loss).
+bench-volumes:
+	$(GO) test -run '^$$' -bench ManyVolumes -benchtime 3x ./plugin/
 
 bench-smoke: build
 	$(GO) run ./bench/cmd/fusevol-bench --smoke --volctl $(BIN) --out $(BENCH_SMOKE_OUT) $(BENCH_FLAGS)

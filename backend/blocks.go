@@ -94,9 +94,9 @@ func checkTree(body []byte, h Hash) bool {
 }
 
 // ReadChunkPart fills dst with bytes [off, off+len(dst)) of chunk index of ino (zeros past its
-// stored end), reading and verifying only the groups of the chunk's tree that overlap them. ok is
-// false, with dst untouched, when the chunk cannot be verified in part: its body is compressed or
-// older than tree bodies, or the file has extents (overlaid on chunks only by a whole read); the
+// stored end), reading and verifying only the groups of the chunk's tree that overlap them, with
+// the chunk's extents laid over them as a whole read does. ok is false, with dst untouched, when
+// the chunk cannot be verified in part (its body is compressed or older than tree bodies): the
 // caller then reads it with ReadChunk.
 func (v *View) ReadChunkPart(ctx context.Context, ino Ino, index uint64, off int, dst []byte) (ok bool, err error) {
 	if off < 0 || off+len(dst) > v.ChunkSize() {
@@ -107,19 +107,22 @@ func (v *View) ReadChunkPart(ctx context.Context, ino Ino, index uint64, off int
 		if errors.Is(err, ErrNotFound) {
 			in, err = &inode{Attr: Attr{Ino: ino}}, nil
 		}
-		if err != nil || in.extents != 0 {
+		if err != nil {
 			return err
 		}
 		ref, _, err := t.getChunk(ino, index)
 		if err != nil {
 			return err
 		}
+		ok = true
 		if ref == nil {
 			clear(dst)
-			ok = true
-			return nil
+		} else {
+			ok, err = t.readBodyPart(ref, off, dst)
 		}
-		ok, err = t.readBodyPart(ref, off, dst)
+		if err == nil && ok && in.extents != 0 {
+			err = overlayPart(t, in, index, off, dst, v.ChunkSize())
+		}
 		if err != nil {
 			v.s.log.Error("chunk integrity error", "volume", v.info.Name, "snapshot", v.snapName, "ino", ino, "chunk", index, "err", err)
 			return fmt.Errorf("volume %q inode %d chunk %d: %w", v.info.Name, ino, index, err)
@@ -127,6 +130,26 @@ func (v *View) ReadChunkPart(ctx context.Context, ino Ino, index uint64, off int
 		return nil
 	})
 	return ok, err
+}
+
+// overlayPart lays the chunk's extents (checksums verified, in seq order: later ones win) over
+// dst, which holds bytes [off, off+len(dst)) of the chunk.
+func overlayPart(t *tx, n *inode, index uint64, off int, dst []byte, cs int) error {
+	exts, err := t.chunkExtents(n.Ino, index, true)
+	if err != nil {
+		return err
+	}
+	for i := range exts {
+		e := &exts[i]
+		if e.end() > uint64(cs) {
+			return fmt.Errorf("%w: inode %d chunk %d extent %d at %d of %d bytes passes the chunk", ErrCorrupt, n.Ino, index, e.seq, e.off, len(e.data))
+		}
+		lo, hi := max(int(e.off), off), min(int(e.end()), off+len(dst))
+		if lo < hi {
+			copy(dst[lo-off:hi-off], e.data[lo-int(e.off):])
+		}
+	}
+	return nil
 }
 
 // readBodyPart is readBody for [off, off+len(dst)) of a tree body; false for any other body.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -87,6 +88,7 @@ func TestReadChunkPart(t *testing.T) {
 		off, n  int
 		ok      bool
 		corrupt bool
+		damaged bool // whole reads fail: compare with the written bytes
 	}{
 		{name: "one group", index: 0, off: 5 * GroupSize, n: 4096, ok: true},
 		{name: "across groups", index: 0, off: 2*GroupSize - 100, n: 4096, ok: true},
@@ -98,8 +100,25 @@ func TestReadChunkPart(t *testing.T) {
 		{name: "compressed body", opts: map[string]string{"compression": "zstd"}, index: 0, off: 0, n: 4096, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
 			setBody(t, s, chunkHash(t, v, f, 0), s.codecs.zenc.EncodeAll(data[:cs], []byte{codecZstd}))
 		}},
-		{name: "file with extents", index: 0, off: 0, n: 4096, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
+		{name: "extents elsewhere in the file", index: 0, off: 0, n: 4096, ok: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
 			if _, err := v.WriteAt(ctx, f, []byte("x"), 3*cs); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "extents over the part", index: 0, off: 5 * GroupSize, n: 4096, ok: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
+			for _, w := range []struct{ off, n int }{{5*GroupSize - 10, 20}, {5*GroupSize + 100, 50}, {5*GroupSize + 120, 4000}, {5*GroupSize + 4090, 100}} {
+				if _, err := v.WriteAt(ctx, f, randBytes(w.n), int64(w.off)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{name: "extent past a short chunk's end", index: 1, off: 32 << 10, n: 16 << 10, ok: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
+			if _, err := v.WriteAt(ctx, f, randBytes(300), int64(cs+44<<10)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "extent in a hole", index: 7, off: 0, n: 4096, ok: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
+			if _, err := v.WriteAt(ctx, f, randBytes(300), int64(7*cs+1000)); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -112,7 +131,7 @@ func TestReadChunkPart(t *testing.T) {
 			body[len(body)-cs+5*GroupSize+GroupSize-1] ^= 1 // last byte of the group, outside the 4 KiB read
 			setBody(t, s, h, body)
 		}},
-		{name: "damage outside the part", index: 0, off: 5 * GroupSize, n: 4096, ok: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
+		{name: "damage outside the part", index: 0, off: 5 * GroupSize, n: 4096, ok: true, damaged: true, prepare: func(t *testing.T, s *Store, v *View, f Ino) {
 			h := chunkHash(t, v, f, 0)
 			body := getBody(t, s, h)
 			body[len(body)-cs+7*GroupSize] ^= 1
@@ -158,14 +177,53 @@ func TestReadChunkPart(t *testing.T) {
 				}
 				return
 			}
-			want := make([]byte, tc.n)
-			if start := int(tc.index)*cs + tc.off; start < len(data) && tc.index < 2 {
-				copy(want, data[start:min(len(data), (int(tc.index)+1)*cs)])
+			whole := make([]byte, cs)
+			if tc.damaged {
+				copy(whole, data[int(tc.index)*cs:])
+			} else if _, err := v.ReadChunk(ctx, f, tc.index, whole); err != nil {
+				t.Fatal(err)
 			}
-			if !bytes.Equal(dst, want) {
-				t.Fatal("part read returns other bytes than the chunk's")
+			if !bytes.Equal(dst, whole[tc.off:tc.off+tc.n]) {
+				t.Fatal("part read returns other bytes than a whole read")
 			}
 		})
+	}
+}
+
+// TestReadChunkPartExtents writes random small ranges (extents) over tree-body chunks and holes
+// and compares random part reads with whole reads after each.
+func TestReadChunkPartExtents(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t)
+	v := mustVolume(t, s, "v", nil)
+	f := mustFile(t, v, RootIno, "f")
+	cs := v.ChunkSize()
+	chunks := []Chunk{v.PrepareChunk(0, randBytes(cs)), v.PrepareChunk(2, randBytes(cs - 5000))}
+	if _, err := v.CommitChunks(ctx, f, chunks, uint64(4*cs)); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(7))
+	whole, part := make([]byte, cs), make([]byte, 2*GroupSize)
+	for i := range 200 {
+		if i%4 == 0 {
+			n := 1 + r.Intn(8000)
+			if _, err := v.WriteAt(ctx, f, randBytes(n), int64(r.Intn(4*cs-n))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		idx := uint64(r.Intn(4))
+		n := 1 + r.Intn(len(part))
+		off := r.Intn(cs - n + 1)
+		ok, err := v.ReadChunkPart(ctx, f, idx, off, part[:n])
+		if err != nil || !ok {
+			t.Fatalf("step %d: part read: %v %v", i, ok, err)
+		}
+		if _, err := v.ReadChunk(ctx, f, idx, whole); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(part[:n], whole[off:off+n]) {
+			t.Fatalf("step %d: chunk %d, %d bytes at %d: part read differs from a whole read", i, idx, n, off)
+		}
 	}
 }
 

@@ -60,8 +60,9 @@
 // every other new body is; blocks.go): the Bao outboard of the chunk's BLAKE3 tree in 16 KiB groups,
 // then the plain bytes. Its root is the chunk's hash, so a tree body is just another encoding of the
 // same address. View.ReadChunkPart verifies a span of a tree body against the hash by reading only the
-// groups under it and the outboard's parent hashes; compressed bodies, codec 0 (plain bytes, written
-// before tree bodies, still read) and files with extents are verified whole. fsck recomputes outboards.
+// groups under it and the outboard's parent hashes (and lays the chunk's extents over the span);
+// compressed bodies and codec 0 (plain bytes, written before tree bodies, still read) are verified
+// whole. fsck recomputes outboards.
 //
 // # Extents (small writes)
 //
