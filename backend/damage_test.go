@@ -663,3 +663,47 @@ func TestFsckFindsTableDamagedWhileOpen(t *testing.T) {
 		t.Errorf("fsck does not name the damaged table %s: %q", filepath.Base(ssts[0]), rep.Problems)
 	}
 }
+
+// BenchmarkChecksumCost: ReadChunk of 256 KiB chunks whose bodies are in the value log, with
+// Badger's checksum checks (block checksums, value-log CRCs) and without, interleaved in one run
+// so that both see the same machine. Reports each one's ns per read and their ratio.
+func BenchmarkChecksumCost(b *testing.B) {
+	ctx := context.Background()
+	const chunks = 64
+	type side struct {
+		v   *View
+		ino Ino
+		d   time.Duration
+	}
+	var sides [2]*side
+	for i, off := range []bool{false, true} {
+		s, err := Open(ctx, b.TempDir(), Options{GCInterval: -1, Logger: quietLog, noChecksums: off})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		v := mustVolume(b, s, "v", nil)
+		ino := mustFile(b, v, RootIno, "f")
+		if _, err := v.WriteAt(ctx, ino, dmgContent(rand.New(rand.NewPCG(1, 1)), chunks*v.ChunkSize()), 0); err != nil {
+			b.Fatal(err)
+		}
+		sides[i] = &side{v: v, ino: ino}
+	}
+	buf := make([]byte, sides[0].v.ChunkSize())
+	b.SetBytes(int64(2 * len(buf)))
+	i := uint64(0)
+	for b.Loop() {
+		for _, sd := range sides {
+			start := time.Now()
+			if _, err := sd.v.ReadChunk(ctx, sd.ino, i%chunks, buf); err != nil {
+				b.Fatal(err)
+			}
+			sd.d += time.Since(start)
+		}
+		i++
+	}
+	on, off := float64(sides[0].d.Nanoseconds())/float64(i), float64(sides[1].d.Nanoseconds())/float64(i)
+	b.ReportMetric(on, "checked-ns/read")
+	b.ReportMetric(off, "unchecked-ns/read")
+	b.ReportMetric(on/off, "ratio")
+}

@@ -44,6 +44,9 @@ type Options struct {
 	// or when Badger's memory-mapped files cannot be given blocks before it writes them.
 	// 0 = no guard; ignored when InMemory.
 	DiskReserve int64
+
+	// noChecksums turns Badger's checksum checks off (BenchmarkChecksumCost's baseline only).
+	noChecksums bool
 }
 
 // Store is one Badger database holding every volume, snapshot and chunk. Safe for concurrent use.
@@ -127,8 +130,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		// Checksums of SST blocks and value-log entries are checked on every read (damage.go
 		// says what a mismatch does; Open checks every table first).
 		WithChecksumVerificationMode(options.OnBlockRead).
-		WithVerifyValueChecksum(true).
+		WithVerifyValueChecksum(!opts.noChecksums).
 		WithInMemory(opts.InMemory)
+	if opts.noChecksums {
+		bo = bo.WithChecksumVerificationMode(options.NoVerification)
+	}
 	if opts.InMemory {
 		bo.Dir, bo.ValueDir = "", ""
 	} else if err := verifyTables(dir, bo, log); err != nil {
