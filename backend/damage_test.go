@@ -37,7 +37,7 @@ const (
 )
 
 type dmgFile struct {
-	vol, path string // path from the volume's root, "/d1/f3"
+	vol, path string // volume or "volume@snapshot"; path from its root, "/d1/f3"
 	data      []byte
 }
 
@@ -118,12 +118,55 @@ func buildDamageStore(t *testing.T, dir string) []dmgFile {
 				files = append(files, dmgFile{vs.name, d + "/" + name, data})
 			}
 		}
+		if session == 1 {
+			files = append(files, snapshotAndRewrite(t, s, r, files)...)
+		}
 		fsckClean(t, s)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return files
+}
+
+// snapshotAndRewrite snapshots volume "big" as "s1" and rewrites the first chunk of every other
+// file of it written so far; it returns the snapshot's files (volume "big@s1").
+func snapshotAndRewrite(t *testing.T, s *Store, r *rand.Rand, files []dmgFile) []dmgFile {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.CreateSnapshot(ctx, "big", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.OpenVolume(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap []dmgFile
+	for i := range files {
+		f := &files[i]
+		if f.vol != "big" {
+			continue
+		}
+		snap = append(snap, dmgFile{"big@s1", f.path, bytes.Clone(f.data)})
+		if len(snap)%2 == 0 {
+			continue
+		}
+		ino := RootIno
+		for _, name := range strings.Split(strings.TrimPrefix(f.path, "/"), "/") {
+			a, err := v.Lookup(ctx, ino, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ino = a.Ino
+		}
+		patch := dmgContent(r, v.ChunkSize())
+		if _, err := v.WriteAt(ctx, ino, patch, 0); err != nil {
+			t.Fatal(err)
+		}
+		copy(f.data, patch)
+		f.data = append(f.data, patch[min(len(patch), len(f.data)):]...)
+	}
+	return snap
 }
 
 // quietLog drops the store's logs: damaged stores log every error they meet.
@@ -231,8 +274,13 @@ func checkDamaged(t *testing.T, dir string, files []dmgFile) (ok, bad int) {
 	for _, f := range files {
 		v := views[f.vol]
 		if v == nil {
-			if v, err = s.OpenVolume(ctx, f.vol); err != nil {
-				t.Fatalf("OpenVolume %s: %v", f.vol, err)
+			if vol, snap, ok := strings.Cut(f.vol, "@"); ok {
+				v, err = s.OpenSnapshot(ctx, vol, snap)
+			} else {
+				v, err = s.OpenVolume(ctx, f.vol)
+			}
+			if err != nil {
+				t.Fatalf("open %s: %v", f.vol, err)
 			}
 			views[f.vol] = v
 		}
