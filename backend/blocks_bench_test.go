@@ -41,7 +41,7 @@ func BenchmarkRead4KOfChunk(b *testing.B) {
 	const chunks = 64
 	var cs []Chunk
 	for i := range uint64(chunks) {
-		cs = append(cs, v.PrepareChunk(i, randBytes(DefaultChunkSize+int(i))[i:]))
+		cs = append(cs, v.PrepareChunk(i, randBytes(DefaultChunkSize + int(i))[i:]))
 	}
 	if _, err := v.CommitChunks(ctx, f, cs, 0); err != nil {
 		b.Fatal(err)

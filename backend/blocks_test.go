@@ -198,7 +198,7 @@ func TestReadChunkPartExtents(t *testing.T) {
 	v := mustVolume(t, s, "v", nil)
 	f := mustFile(t, v, RootIno, "f")
 	cs := v.ChunkSize()
-	chunks := []Chunk{v.PrepareChunk(0, randBytes(cs)), v.PrepareChunk(2, randBytes(cs - 5000))}
+	chunks := []Chunk{v.PrepareChunk(0, randBytes(cs)), v.PrepareChunk(2, randBytes(cs-5000))}
 	if _, err := v.CommitChunks(ctx, f, chunks, uint64(4*cs)); err != nil {
 		t.Fatal(err)
 	}

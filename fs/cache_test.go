@@ -262,7 +262,7 @@ const partCS = 8 * spanSize
 // fakeParts is a store of partCS-byte chunks that can be read in part, unless whole is set.
 type fakeParts struct {
 	seed         byte
-	whole        bool // chunks verify only whole (compressed, old bodies, extents)
+	whole        bool // chunks verify only whole (compressed or old bodies)
 	wholes, runs atomic.Int64
 	gate         chan struct{} // when set, part reads wait for it to close
 	panic        any           // when set, part reads panic with it
