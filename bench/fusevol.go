@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,24 +225,4 @@ func (d *daemon) statusMiB(field string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("daemon %s: not in /proc/%d/status", field, d.cmd.Process.Pid)
-}
-
-// storeBytes is the disk space the store really occupies: allocated blocks, not file sizes
-// (Badger preallocates sparse files).
-func (d *daemon) storeBytes() (int64, error) {
-	var total int64
-	err := filepath.WalkDir(d.root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
-		}
-		return nil
-	})
-	return total, err
 }

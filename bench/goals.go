@@ -138,6 +138,9 @@ func CheckGoals(r *Report) []GoalResult {
 	// Issue 18: no stalls.
 	single("soak: fsync p99.9 ≤ 10× p50", MSoakTail, func(v float64) bool { return v <= 10 },
 		"fsync p99.9 was %.1f× p50 over the soak, goal ≤ 10×")
+	if ref, ok := byID[MSoakRefTail].Values[TargetFusevol]; ok && out[len(out)-1].Status != Skip {
+		out[len(out)-1].Detail += fmt.Sprintf(" (a native file on the same disk just before: %.1f×)", ref)
+	}
 	single("soak: no fsync > 100 ms during GC", MSoakSlowGC, func(v float64) bool { return v == 0 },
 		"%.0f fsyncs over 100 ms overlapped a GC pass, goal 0")
 	return out

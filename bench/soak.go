@@ -33,6 +33,9 @@ const (
 	MSoakSlow    = "soak_over_100ms"
 	MSoakSlowGC  = "soak_over_100ms_in_gc"
 	MSoakGCPass  = "soak_gc_passes"
+	MSoakRefP50  = "soak_native_p50"
+	MSoakRefP999 = "soak_native_p999"
+	MSoakRefTail = "soak_native_p999_over_p50"
 	soakSlowMark = 100 * time.Millisecond
 )
 
@@ -47,6 +50,9 @@ func soakMetrics() []Metric {
 		{ID: MSoakSlow, Title: "soak: fsyncs over 100 ms", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
 		{ID: MSoakSlowGC, Title: "soak: fsyncs over 100 ms during a GC pass", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
 		{ID: MSoakGCPass, Title: "soak: GC passes of 10 ms or more", Unit: "count", FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakRefP50, Title: "soak reference, native file: fsync p50", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakRefP999, Title: "soak reference, native file: fsync p99.9", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
+		{ID: MSoakRefTail, Title: "soak reference, native file: p99.9 / p50", Unit: "x", Lower: true, FusevolOnly: true, Once: true},
 	}
 }
 
@@ -99,8 +105,13 @@ type soakSample struct {
 	lat time.Duration
 }
 
-// runSoak runs the soak in a volume of its own and records its figures and histogram.
+// runSoak runs the soak in a volume of its own and records its figures and histogram, after a
+// shorter run of the same loop on a file of the disk under the store: the disk's own fsync tail at
+// that moment, the reference for the fusevol figures (these machines are shared and noisy).
 func runSoak(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error {
+	if err := soakReference(ctx, e, filepath.Join(t.work, "soak-native.dat"), rec); err != nil {
+		return err
+	}
 	dir := filepath.Join(t.work, "fv-soak")
 	if err := t.newVolume(ctx, "soak", nil, dir); err != nil {
 		return err
@@ -119,6 +130,33 @@ func runSoak(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error 
 		return err
 	}
 	return recordSoak(e, samples, passes, rec)
+}
+
+// soakReference runs the loop for a fifth of the soak's duration on a native file.
+func soakReference(ctx context.Context, e *env, path string, rec recorder) error {
+	defer os.Remove(path)
+	if _, err := writeSeq(ctx, path, e.cfg.SoakSize, e.pools.randomSource(902)); err != nil {
+		return fmt.Errorf("soak reference: fill %s: %w", path, err)
+	}
+	samples, err := soakLoop(ctx, path, e.cfg.SoakSize, e.cfg.SoakDuration/5, e.pools.randomSource(903))
+	if err != nil {
+		return err
+	}
+	lats := sortedLatencies(samples)
+	p50, p999 := percentile(lats, 50), percentile(lats, 99.9)
+	rec(MSoakRefP50, p50)
+	rec(MSoakRefP999, p999)
+	rec(MSoakRefTail, p999/p50)
+	return nil
+}
+
+func sortedLatencies(samples []soakSample) []float64 {
+	lats := make([]float64, len(samples))
+	for i, s := range samples {
+		lats[i] = float64(s.lat.Nanoseconds()) / 1000
+	}
+	slices.Sort(lats)
+	return lats
 }
 
 // soakLoop overwrites random 4 KiB blocks of path and fsyncs each, until dur has passed.
@@ -189,10 +227,8 @@ func recordSoak(e *env, samples []soakSample, passes []span, rec recorder) error
 	}
 	window := span{samples[0].at, samples[len(samples)-1].at.Add(samples[len(samples)-1].lat)}
 	passes = slices.DeleteFunc(slices.Clone(passes), func(p span) bool { return !p.overlaps(window) })
-	lats := make([]float64, len(samples))
 	slow, slowGC := 0, 0
-	for i, s := range samples {
-		lats[i] = float64(s.lat.Nanoseconds()) / 1000
+	for _, s := range samples {
 		if s.lat <= soakSlowMark {
 			continue
 		}
@@ -202,7 +238,7 @@ func recordSoak(e *env, samples []soakSample, passes []span, rec recorder) error
 		}
 	}
 	elapsed := window.to.Sub(window.from)
-	slices.Sort(lats)
+	lats := sortedLatencies(samples)
 	p50, p999 := percentile(lats, 50), percentile(lats, 99.9)
 	rec(MSoakOps, float64(len(samples))/max(elapsed.Seconds(), 1e-9))
 	rec(MSoakP50, p50)
