@@ -54,7 +54,8 @@ import (
 // Every transaction goes through ready (Store.updateLocked, after fn, before the commit) and
 // fails with ENOSPC when those files cannot be made whole. Room: commits of file data
 // (admitData) need Options.DiskReserve free; other commits need diskFloor free beyond a spare
-// room of 32 MiB the guard holds in a file. Below that, the guard lets the spare room go, so that
+// room of 40 MiB the guard holds in a file. Below that for a second, the guard lets the spare
+// room go (the process that filled the filesystem has had time to finish or fail), so that
 // Badger can finish what it writes on its own (memtable flushes, compactions, the flush of Close
 // and of the next Open), and metadata changes (deleting above all) still commit as long as they
 // cannot make Badger start a new memtable, whose flush would need room: they go to the memtable
@@ -97,13 +98,14 @@ const DefaultDiskReserve = 64 << 20
 const diskFloor = 16 << 20
 
 // The guard also holds spareRoom bytes in a file of the store directory. When the filesystem
-// runs out (another process took it), it lets the file go: that room is then Badger's alone to
+// stays short (another process took the room), it lets the file go: that room is then Badger's to
 // finish what it is writing on its own (a memtable flush, a compaction, the flush of Close and of
 // the next Open), unless the other process takes it too. Commits do not count it as free until
 // the guard holds it again.
 const (
-	spareRoom     = 32 << 20
+	spareRoom     = 40 << 20 // a table of a full memtable (32 MiB and a last batch)
 	spareRoomFile = "fusevol-spare-room"
+	spareDelay    = time.Second // how long the filesystem must stay short before the spare room goes
 )
 
 // Between two looks at the filesystem the guard lets through at most half the spare room it last
@@ -125,12 +127,14 @@ type diskGuard struct {
 	budget  int64 // bytes of file data that may be committed before the next look
 
 	// What ready has made safe: the newest memtable log and value-log file (by ID, -1 for none
-	// yet) are allocated whole and the spare memtable log (memFid+1) is preallocated.
-	memFid, vlogFid int
-	memSize         int64 // apparent size of a memtable log (2 × MemTableSize)
-	memOK, vlogOK   bool
-	held            bool  // the spare-room file holds spareRoom bytes
-	memUsed         int64 // bound on what commits put in the memtable since memFid became current
+	// yet) are allocated whole (memOK, vlogOK), the spare memtable log (memFid+1) is
+	// preallocated (spareOK).
+	memFid, vlogFid        int
+	memSize                int64 // apparent size of a memtable log (2 × MemTableSize)
+	memOK, spareOK, vlogOK bool
+	held                   bool      // the spare-room file holds spareRoom bytes
+	memUsed                int64     // bound on what commits put in the memtable since memFid became current
+	lowSince               time.Time // a commit found the filesystem short of room (zero: not since)
 }
 
 // newDiskGuard returns the guard of a store in dir, or nil (no guard) when reserve is 0 or the
@@ -195,13 +199,20 @@ func (g *diskGuard) ready(txn *badger.Txn) error {
 		g.prepare()
 	}
 	if !g.memOK {
-		return fmt.Errorf("store filesystem of %s has no room for the next memtable log: %w", g.dir, syscall.ENOSPC)
+		return fmt.Errorf("store filesystem of %s has no room for the memtable log: %w", g.dir, syscall.ENOSPC)
 	}
 	if !g.vlogOK && writesValueLog(txn) {
 		return fmt.Errorf("store filesystem of %s has no room for the new value-log file: %w", g.dir, syscall.ENOSPC)
 	}
+	// Badger starts a new memtable before a commit once the current one holds MemTableSize
+	// (half its log's size); memUsed is an upper bound, memMargin leaves room for Badger's own
+	// small writes. A commit that fits needs neither the spare log nor room for a flush.
 	n := memtableBytes(txn)
-	if err := g.room(n); err != nil {
+	fits := g.memUsed+n < g.memSize/2-memMargin
+	if !g.spareOK && !fits {
+		return fmt.Errorf("store filesystem of %s has no room for the next memtable log: %w", g.dir, syscall.ENOSPC)
+	}
+	if err := g.room(fits); err != nil {
 		return err
 	}
 	g.memUsed += n
@@ -209,11 +220,11 @@ func (g *diskGuard) ready(txn *badger.Txn) error {
 }
 
 // room fails with ENOSPC unless the filesystem has the floor free beyond the spare room (held or
-// not), or a commit putting n bytes in the memtable cannot make Badger start a new one (whose
-// flush would need room): below the floor, metadata changes, deleting above all, still commit
-// into the memtable log the store holds already. It takes the spare room back when the floor is
-// there, and lets it go when it is not.
-func (g *diskGuard) room(n int64) error {
+// not), or the commit fits in the current memtable (Badger starts no new one, whose flush would
+// need room): below the floor, metadata changes, deleting above all, still commit into the
+// memtable log the store holds already. It takes the spare room back when the floor is there,
+// and lets it go when it is not.
+func (g *diskGuard) room(fits bool) error {
 	free, err := g.free()
 	if err != nil {
 		return err
@@ -223,20 +234,19 @@ func (g *diskGuard) room(n int64) error {
 		avail += spareRoom
 	}
 	if floor := min(g.reserve, diskFloor); avail < floor+spareRoom {
-		if g.held {
-			g.held = os.Truncate(g.spareRoomPath(), 0) != nil
+		if g.held && g.lowSince.IsZero() {
+			g.lowSince = time.Now()
+			time.AfterFunc(spareDelay, g.releaseIfLow)
 		}
-		// Badger starts a new memtable before a commit once the current one holds
-		// MemTableSize (half its log's size); our count is an upper bound, less a margin for
-		// Badger's own small writes.
-		if g.memUsed+n < g.memSize/2-memMargin {
+		if fits {
 			return nil
 		}
 		return fmt.Errorf("store filesystem of %s has %d bytes free, %d are kept for Badger's flushes: %w",
 			g.dir, free, floor+spareRoom, syscall.ENOSPC)
 	}
+	g.lowSince = time.Time{}
 	if !g.held {
-		if err := g.spare(g.spareRoomPath(), spareRoom, 0); err != nil {
+		if err := g.holdSpareRoom(); err != nil {
 			os.Truncate(g.spareRoomPath(), 0) // an allocation cut short
 			return fmt.Errorf("store filesystem of %s: %w", g.dir, err)
 		}
@@ -247,10 +257,34 @@ func (g *diskGuard) room(n int64) error {
 
 func (g *diskGuard) spareRoomPath() string { return filepath.Join(g.dir, spareRoomFile) }
 
+// releaseIfLow lets the spare room go if the filesystem has stayed short of room since lowSince:
+// the process that filled it has had spareDelay to finish or fail, so the room is more likely
+// to stay Badger's.
+func (g *diskGuard) releaseIfLow() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lowSince.IsZero() || !g.held {
+		return
+	}
+	g.lowSince = time.Time{}
+	if free, err := g.free(); err == nil && free < min(g.reserve, diskFloor) {
+		g.held = os.Truncate(g.spareRoomPath(), 0) != nil
+	}
+}
+
+func (g *diskGuard) holdSpareRoom() error {
+	f, err := os.OpenFile(g.spareRoomPath(), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fallocate(int(f.Fd()), 0, 0, spareRoom)
+}
+
 // changed reports whether Badger made a file since the last prepare or prepare left something
 // undone. Two stats: the spare memtable log is still empty, the next value-log file is absent.
 func (g *diskGuard) changed() bool {
-	if !g.memOK || !g.vlogOK {
+	if !g.memOK || !g.spareOK || !g.vlogOK {
 		return true
 	}
 	var st unix.Stat_t
@@ -269,9 +303,10 @@ func (g *diskGuard) vlogPath(fid int) string {
 }
 
 // prepare finds Badger's newest memtable log and value-log file and allocates them, the spare
-// memtable log and DISCARD; memOK and vlogOK say what it achieved.
+// memtable log and DISCARD (best effort: only Badger's compactions write it); memOK, spareOK
+// and vlogOK say what it achieved.
 func (g *diskGuard) prepare() {
-	g.memOK, g.vlogOK = false, false
+	g.memOK, g.spareOK, g.vlogOK = false, false, false
 	var st unix.Stat_t
 	g.held = unix.Stat(g.spareRoomPath(), &st) == nil && st.Blocks*512 >= spareRoom // from an earlier run
 	ents, err := os.ReadDir(g.dir)
@@ -290,15 +325,14 @@ func (g *diskGuard) prepare() {
 	if mem < 0 || vlog < 0 {
 		return // not a Badger directory (tests of the guard alone): nothing to prepare
 	}
-	memSize, err := allocate(g.memPath(mem))
-	if err == nil {
-		err = errors.Join(g.spare(g.memPath(mem+1), memSize, unix.FALLOC_FL_KEEP_SIZE), allocateIfThere(filepath.Join(g.dir, discardFile)))
-	}
 	if mem != g.memFid {
 		g.memUsed = 0 // a new memtable (Badger starts one at Open too)
 	}
+	memSize, err := g.allocate(g.memPath(mem))
 	g.memFid, g.memSize, g.memOK = mem, memSize, err == nil
-	_, err = allocate(g.vlogPath(vlog))
+	g.spareOK = g.memOK && g.spare(g.memPath(mem+1), memSize) == nil
+	g.allocateIfThere(filepath.Join(g.dir, discardFile))
+	_, err = g.allocate(g.vlogPath(vlog))
 	g.vlogFid, g.vlogOK = vlog, err == nil
 }
 
@@ -319,7 +353,7 @@ func isEmpty(e fs.DirEntry) bool {
 
 // allocate gives every byte of the file at path a block (fallocate mode 0 keeps its data) and
 // returns its size. Files already whole cost one fstat.
-func allocate(path string) (int64, error) {
+func (g *diskGuard) allocate(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -329,32 +363,55 @@ func allocate(path string) (int64, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return 0, err
 	}
-	if st.Blocks*512 >= st.Size {
-		return st.Size, nil
-	}
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, st.Size); err != nil {
-		return 0, fmt.Errorf("allocate %s: %w", path, err)
+	if missing := st.Size - st.Blocks*512; missing > 0 {
+		if err := g.take(f, path, 0, st.Size, missing); err != nil {
+			return 0, err
+		}
 	}
 	return st.Size, nil
 }
 
-func allocateIfThere(path string) error {
-	_, err := allocate(path)
+func (g *diskGuard) allocateIfThere(path string) error {
+	_, err := g.allocate(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	return err
 }
 
-// spare allocates size bytes to the file at path, creating it; with mode FALLOC_FL_KEEP_SIZE
-// they lie beyond its end, so an empty file stays empty. A file that is already there is kept
-// (an earlier attempt may have allocated part of it).
-func (g *diskGuard) spare(path string, size int64, mode uint32) error {
+// spare creates path (or keeps it: an earlier attempt may have allocated part of it) and gives
+// it size bytes of blocks beyond its end, so that it stays empty.
+func (g *diskGuard) spare(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	if missing := size - st.Blocks*512; missing > 0 {
+		return g.take(f, path, unix.FALLOC_FL_KEEP_SIZE, size, missing)
+	}
+	return nil
+}
+
+// take allocates [0, size) of f (missing bytes of it are not yet), unless that would leave less
+// than the floor and the spare room free: a failed fallocate keeps what it allocated, and it
+// must not take the room the spare room left for Badger.
+func (g *diskGuard) take(f *os.File, path string, mode uint32, size, missing int64) error {
+	free, err := g.free()
+	if err != nil {
+		return err
+	}
+	keep := min(g.reserve, diskFloor)
+	if !g.held {
+		keep += spareRoom
+	}
+	if free < missing+keep {
+		return fmt.Errorf("allocate %s: %d bytes missing, %d free, %d kept: %w", path, missing, free, keep, syscall.ENOSPC)
+	}
 	if err := unix.Fallocate(int(f.Fd()), mode, 0, size); err != nil {
 		return fmt.Errorf("allocate %s: %w", path, err)
 	}

@@ -25,8 +25,8 @@ import (
 // memory maps, and a store into a hole of a full filesystem is SIGBUS: before the disk guard
 // covered every transaction, this killed the daemon within a round. Asserted each round: the
 // daemon lives, every operation either worked or failed with ENOSPC, the writers did meet
-// ENOSPC, every fsynced file reads back, fsck is clean, and once dd's file is removed writes
-// work again in the same daemon.
+// ENOSPC, every fsynced file reads back, fsck is clean, the daemon stops on SIGTERM and starts
+// again on the full filesystem, and once dd's file is removed writes work again.
 func TestDiskFilledByAnotherProcess(t *testing.T) {
 	fusetest.Require(t)
 	for _, bin := range []string{"mkfs.ext4", "mount", "dd"} {
@@ -44,51 +44,33 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 	d.mustVolctl("mount", "hogged", mnt)
 
 	sums := map[string][32]byte{}
-	rounds := pick(3, 10)
-	for round := range rounds {
-		w := startWriters(t, mnt, fmt.Sprintf("r%d", round), 2)
-		err := w.waitFiles(100)
-		hog := filepath.Join(disk, "hog")
-		if err == nil {
-			stopHog := startHog(t, hog)
-			err = w.waitAttempts(w.attempts.Load() + pick[int64](1500, 5000))
-			stopHog()
-		}
-		got, werr := w.stop()
-		if err = errors.Join(err, werr); err != nil {
-			select { // a dying daemon fails its mount before it is gone
-			case <-d.proc.Exited():
-			case <-time.After(5 * time.Second):
+	hog := filepath.Join(disk, "hog")
+	for round := range pick(3, 10) {
+		// A hog that keeps taking whatever room comes back.
+		fillWhileWriting(t, d, mnt, fmt.Sprintf("r%da", round), hog, true, pick[int64](1500, 5000), sums)
+		must(t, os.Remove(hog))
+		writeAfterHog(t, mnt, fmt.Sprintf("after%da", round), sums)
+
+		// A hog that fills the disk once and exits; then SIGTERM and a restart with the
+		// filesystem still full (Badger flushes its memtables at both ends), and the volume
+		// mounts again and serves what was fsynced.
+		fillWhileWriting(t, d, mnt, fmt.Sprintf("r%db", round), hog, false, 300, sums)
+		for start := time.Now(); freeBytes(t, disk) < 32<<20; time.Sleep(50 * time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("round %d: the store kept its spare room with the filesystem full", round)
 			}
 		}
-		if !d.alive() {
-			t.Fatalf("round %d: the daemon died while another process filled its disk:\n%s", round, crash(d.log))
+		p := d.proc
+		d.proc = nil
+		d.http.CloseIdleConnections()
+		if !p.Stop(syscall.SIGTERM, 15*time.Second) || !p.Cmd.ProcessState.Success() {
+			t.Fatalf("round %d: SIGTERM on the full filesystem: %v\n%s", round, p.Cmd.ProcessState, crash(d.log))
 		}
-		if err != nil {
-			t.Fatalf("round %d: %v", round, err)
-		}
-		if w.enospc.Load() == 0 {
-			t.Fatalf("round %d: no writer met ENOSPC: the hog did not fill the disk", round)
-		}
-		t.Logf("round %d: %d files fsynced, %d met ENOSPC, %d MiB free under the hog",
-			round, len(got), w.enospc.Load(), freeBytes(t, disk)>>20)
-		for name, sum := range got {
-			sums[name] = sum
-		}
+		d.start()
+		d.mustVolctl("mount", "hogged", mnt)
 		checkSums(t, mnt, sums)
-		if out, err := d.volctl("fsck"); err != nil {
-			t.Fatalf("round %d: fsck of the full store: %v\n%s", round, err, out)
-		}
-
 		must(t, os.Remove(hog))
-		name := fmt.Sprintf("after%d", round)
-		data := make([]byte, 300<<10)
-		rand.Read(data)
-		if err := withinMinutes(t, 2, func() error { return writeSync(filepath.Join(mnt, name), data) }); err != nil {
-			t.Fatalf("round %d: writing once the hog is gone: %v", round, err)
-		}
-		sums[name] = sha256.Sum256(data)
-		checkSums(t, mnt, sums)
+		writeAfterHog(t, mnt, fmt.Sprintf("after%db", round), sums)
 	}
 	d.mustVolctl("unmount", mnt)
 	if out, err := d.volctl("fsck"); err != nil {
@@ -100,14 +82,69 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 	}
 }
 
-// startHog fills the filesystem of path with a dd writing to path until ENOSPC, then keeps
-// taking whatever room comes back (the filesystem's own slack, files the store deletes) with a
-// dd appending to it every 20 ms, until the returned function stops it.
-func startHog(t *testing.T, path string) (stop func()) {
+// fillWhileWriting runs writers on mnt (file names starting with prefix) and, once they have
+// fsynced 100 files, a hog filling the filesystem through path (topping up: see startHog) while
+// they begin n more; it adds what they fsynced to sums and checks that the daemon lives, that
+// every error was ENOSPC and there were some, that sums read back and fsck is clean.
+func fillWhileWriting(t *testing.T, d *daemon, mnt, prefix, path string, topUp bool, n int64, sums map[string][32]byte) {
+	t.Helper()
+	w := startWriters(t, mnt, prefix, 2)
+	err := w.waitFiles(100)
+	if err == nil {
+		stopHog := startHog(t, path, topUp)
+		err = w.waitAttempts(w.attempts.Load() + n)
+		stopHog()
+	}
+	got, werr := w.stop()
+	if err = errors.Join(err, werr); err != nil {
+		select { // a dying daemon fails its mount before it is gone
+		case <-d.proc.Exited():
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if !d.alive() {
+		t.Fatalf("%s: the daemon died while another process filled its disk:\n%s", prefix, crash(d.log))
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", prefix, err)
+	}
+	if w.enospc.Load() == 0 {
+		t.Fatalf("%s: no writer met ENOSPC: the hog did not fill the disk", prefix)
+	}
+	t.Logf("%s: %d files fsynced, %d met ENOSPC, %d MiB free under the hog",
+		prefix, len(got), w.enospc.Load(), freeBytes(t, filepath.Dir(path))>>20)
+	for name, sum := range got {
+		sums[name] = sum
+	}
+	checkSums(t, mnt, sums)
+	if out, err := d.volctl("fsck"); err != nil {
+		t.Fatalf("%s: fsck of the full store: %v\n%s", prefix, err, out)
+	}
+}
+
+// writeAfterHog writes and fsyncs the file name, which must work once the hog is gone.
+func writeAfterHog(t *testing.T, mnt, name string, sums map[string][32]byte) {
+	t.Helper()
+	data := make([]byte, 300<<10)
+	rand.Read(data)
+	if err := withinMinutes(t, 2, func() error { return writeSync(filepath.Join(mnt, name), data) }); err != nil {
+		t.Fatalf("writing %s once the hog is gone: %v", name, err)
+	}
+	sums[name] = sha256.Sum256(data)
+	checkSums(t, mnt, sums)
+}
+
+// startHog fills the filesystem of path with a dd writing to path until ENOSPC; with topUp it
+// then keeps taking whatever room comes back (the filesystem's own slack, the store's spare
+// room) with a dd appending to it every 20 ms, until the returned function stops it.
+func startHog(t *testing.T, path string, topUp bool) (stop func()) {
 	t.Helper()
 	out, err := exec.Command("dd", "if=/dev/zero", "of="+path, "bs=1M").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "No space left") {
 		t.Fatalf("dd was to fill the filesystem: %v\n%s", err, out)
+	}
+	if !topUp {
+		return func() {}
 	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
