@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,8 +32,15 @@ type Options struct {
 	Cache *Cache
 	// CacheBytes bounds the mount's own chunk cache when Cache is nil (0 = DefaultCacheBytes).
 	CacheBytes int64
-	Debug      bool
+	// MaxWrite is the largest FUSE request's payload (0 = DefaultMaxWrite); it also caps read
+	// requests. go-fuse keeps a buffer of this size for each of the mount's 2-3 request
+	// readers, idle or not, so a daemon of many mounts sets it lower.
+	MaxWrite int
+	Debug    bool
 }
+
+// DefaultMaxWrite is Options.MaxWrite's default.
+const DefaultMaxWrite = 1 << 20
 
 func (o Options) cache() *Cache {
 	if o.Cache != nil {
@@ -78,7 +86,7 @@ func Mount(ctx context.Context, dir string, view Volume, opts Options) (*Mounted
 		AllowOther:               true,
 		Options:                  []string{"default_permissions"},
 		MaxBackground:            128,
-		MaxWrite:                 1 << 20,
+		MaxWrite:                 cmp.Or(opts.MaxWrite, DefaultMaxWrite),
 		MaxReadAhead:             1 << 20,
 		FsName:                   "fusevol:" + view.Volume().Name,
 		Name:                     "fusevol",

@@ -129,7 +129,9 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 	if err := cfg.budgets(); err != nil {
 		return nil, err
 	}
-	debug, err := parseDebugAddr(context.Background(), cfg.DebugAddr, net.DefaultResolver.LookupIPAddr)
+	resolve, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	debug, err := parseDebugAddr(resolve, cfg.DebugAddr, net.DefaultResolver.LookupIPAddr)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
