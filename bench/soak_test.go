@@ -54,7 +54,7 @@ func TestRecordSoak(t *testing.T) {
 	ms := time.Millisecond
 	samples := []soakSample{
 		{base, ms},
-		{base.Add(time.Second), 200 * ms},    // overlaps the second pass
+		{base.Add(time.Second), 200 * ms},     // overlaps the second pass
 		{base.Add(3 * time.Second), 120 * ms}, // slow, no GC
 		{base.Add(4 * time.Second), 2 * ms},
 	}
