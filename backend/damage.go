@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,10 +15,12 @@ import (
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/fb"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
 	"github.com/dgraph-io/ristretto/v2/z"
+	"github.com/klauspost/compress/snappy"
 )
 
 // Damage in Badger's files (see README, Guarantees): what the store promises is EIO
@@ -185,6 +188,9 @@ func verifyTable(name string, bo badger.Options, tm badger.TableManifest) (err e
 			err = fmt.Errorf("a block does not match its checksum or cannot be decoded (%v)", p)
 		}
 	}()
+	if err := checkBlockSizes(f.Data, tm.Compression); err != nil {
+		return err
+	}
 	t, err := table.OpenTable(f, table.Options{
 		ReadOnly:    true,
 		ChkMode:     options.OnBlockRead,
@@ -195,4 +201,47 @@ func verifyTable(name string, bo badger.Options, tm badger.TableManifest) (err e
 		return err
 	}
 	return t.VerifyChecksum()
+}
+
+// maxBlockBytes bounds what one table block may decompress to. A block holds entries up to
+// BlockSize, or one bigger entry: values in the LSM tree are below valueThreshold.
+const maxBlockBytes = 4 << 20
+
+// checkBlockSizes reads a table's footer and index (unverified: OpenTable checks the index's
+// checksum next) and refuses a Snappy block whose header claims more than maxBlockBytes, before
+// Badger allocates that much to decompress it (a damaged length asked for gigabytes). Offsets
+// out of the file are refused too; an index that is garbage may panic, which verifyTable
+// recovers.
+func checkBlockSizes(data []byte, compression options.CompressionType) error {
+	n := len(data)
+	if n < 8 {
+		return fmt.Errorf("%d bytes: too short for a table", n)
+	}
+	chkLen := int(binary.BigEndian.Uint32(data[n-4:]))
+	end := n - 4 - chkLen - 4
+	if chkLen > n || end < 0 {
+		return fmt.Errorf("checksum length %d does not fit in the file", chkLen)
+	}
+	start := end - int(binary.BigEndian.Uint32(data[end:]))
+	if start < 0 {
+		return errors.New("index length does not fit in the file")
+	}
+	if compression != options.Snappy {
+		return nil // ZSTD blocks: Badger bounds the buffer itself; None: nothing to allocate
+	}
+	idx := fb.GetRootAsTableIndex(data[start:end], 0)
+	var bo fb.BlockOffset
+	for i := range idx.OffsetsLength() {
+		if !idx.Offsets(&bo, i) {
+			return fmt.Errorf("index entry %d cannot be read", i)
+		}
+		off, l := int(bo.Offset()), int(bo.Len())
+		if l <= 0 || off+l > start {
+			return fmt.Errorf("block %d at %d (%d bytes) lies outside the table's blocks", i, off, l)
+		}
+		if dl, err := snappy.DecodedLen(data[off : off+l]); err == nil && dl > maxBlockBytes {
+			return fmt.Errorf("block %d claims to decompress to %d bytes", i, dl)
+		}
+	}
+	return nil
 }

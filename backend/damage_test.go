@@ -755,3 +755,76 @@ func BenchmarkChecksumCost(b *testing.B) {
 	b.ReportMetric(off, "unchecked-ns/read")
 	b.ReportMetric(on/off, "ratio")
 }
+
+// FuzzVerifyTable: verifyTable on any bytes (a real table, damaged) returns, never panics; and
+// a table it passes opens in Badger and reads without a panic.
+func FuzzVerifyTable(f *testing.F) {
+	dir := f.TempDir()
+	s, err := Open(context.Background(), dir, Options{GCInterval: -1, Logger: quietLog})
+	if err != nil {
+		f.Fatal(err)
+	}
+	v := mustVolume(f, s, "v", nil)
+	for i := range 30 {
+		mustFile(f, v, RootIno, fmt.Sprintf("f%d", i))
+	}
+	if err := s.Close(); err != nil {
+		f.Fatal(err)
+	}
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(ssts) == 0 {
+		f.Fatalf("no table (%v)", err)
+	}
+	seed, err := os.ReadFile(ssts[0])
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add(seed[:len(seed)/2])
+	f.Add([]byte{})
+	bo := badger.DefaultOptions(dir)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name := filepath.Join(t.TempDir(), "000001.sst")
+		if err := os.WriteFile(name, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := verifyTable(name, bo, badger.TableManifest{Compression: bo.Compression}); err != nil {
+			return
+		}
+		if len(b) == 0 {
+			t.Fatal("an empty file passed")
+		}
+	})
+}
+
+// TestVerifyTableRefusesHugeBlock: a block whose (damaged) Snappy header claims gigabytes is
+// refused before anything allocates them (Badger's decompression would).
+func TestVerifyTableRefusesHugeBlock(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{GCInterval: -1, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustVolume(t, s, "v", nil)
+	mustFile(t, v, RootIno, "f")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(ssts) == 0 {
+		t.Fatalf("no table (%v)", err)
+	}
+	b, err := os.ReadFile(ssts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}) // the first block's decoded length: 4 GiB - 1
+	if err := os.WriteFile(ssts[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bo := badger.DefaultOptions(dir)
+	err = verifyTable(ssts[0], bo, badger.TableManifest{Compression: bo.Compression})
+	if err == nil || !strings.Contains(err.Error(), "claims to decompress") {
+		t.Errorf("verifyTable: %v, want the block's claimed size refused", err)
+	}
+}
