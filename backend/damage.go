@@ -115,7 +115,7 @@ func verifyTables(dir string, bo badger.Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	mf, _, err := badger.ReplayManifestFile(fp, bo.ExternalMagicVersion, bo)
+	mf, err := replayManifest(fp, bo)
 	fp.Close()
 	if err != nil {
 		return nil
@@ -148,6 +148,18 @@ func verifyTables(dir string, bo badger.Options, log *slog.Logger) error {
 		return fmt.Errorf("%w: %d damaged table file(s) (restore the store from a backup): %s", ErrCorrupt, len(bad), strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// replayManifest reads the manifest's list of tables; a manifest so damaged that Badger's reader
+// panics is an error (badger.Open meets it next and reports it).
+func replayManifest(fp *os.File, bo badger.Options) (mf badger.Manifest, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("manifest: %v", p)
+		}
+	}()
+	mf, _, err = badger.ReplayManifestFile(fp, bo.ExternalMagicVersion, bo)
+	return mf, err
 }
 
 // checkTables verifies every block of the tables Badger uses now, for fsck: damage since Open
