@@ -11,6 +11,11 @@
 //   - Full disk: with the daemon's root on a small tmpfs, writers get ENOSPC (not EIO, not a
 //     hang, not a dead daemon), fsynced files read back, fsck is clean, and deleting files
 //     then running gc makes room for new writes.
+//   - Disk filled by another process: with the store on a small loop-mounted ext4, a dd fills it
+//     (and keeps taking what comes back, or fills once and exits) while writers create, write and
+//     fsync files: the daemon survives (no SIGBUS in Badger's memory maps), every error is
+//     ENOSPC, fsynced files read back, fsck is clean, SIGTERM and a restart work on the full
+//     filesystem, and writes work again once dd's file is gone.
 //   - Quota: a volume created with size=N fails writes past N with ENOSPC and statfs reports N
 //     as the mount's size.
 //   - Load: concurrent clients of Docker's volume protocol on overlapping names never see a
