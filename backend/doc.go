@@ -119,16 +119,16 @@
 // disk, which writers' fsyncs feel. Idle and explicit passes flush the memtable (which holds
 // writers off for the flush) and compact everything, then rewrite. Stores of format 1 (metadata in the value log) are upgraded at Open.
 //
+// Durability: Badger runs with SyncWrites off; Store.Sync makes everything committed so far
+// durable (and is skipped when nothing was committed since the last one). fsync goes through
+// View.LogWrites: the writes are appended to the intent log (package intentlog) and flushed with
+// one fdatasync shared by concurrent callers; the store is synced as well only when the file's
+// inode changed since the last store sync. intent.go states the rules that make replay safe.
+//
 // # Full disk
 //
 // Badger writes its memtable and value logs through memory maps of sparse files, where a full
 // filesystem means SIGBUS. With Options.DiskReserve, every write transaction passes the disk
 // guard first, which gives those files their blocks before the commit can write into them and
 // refuses the commit (ENOSPC) when it cannot; diskspace.go says how, and what stays open.
-//
-// Durability: Badger runs with SyncWrites off; Store.Sync makes everything committed so far
-// durable (and is skipped when nothing was committed since the last one). fsync goes through
-// View.LogWrites: the writes are appended to the intent log (package intentlog) and flushed with
-// one fdatasync shared by concurrent callers; the store is synced as well only when the file's
-// inode changed since the last store sync. intent.go states the rules that make replay safe.
 package backend
