@@ -208,11 +208,11 @@ func TestDamage(t *testing.T) {
 	t.Logf("%d seeds: %d bytes flipped, %d refused to open, %d file reads checked, %d gave ErrCorrupt", dmgSeeds, flipped, refused, checked, failed)
 }
 
-// damageFile flips 1-10 bytes of one *.sst or *.vlog file of dir (picked by r) and returns how many.
+// damageFile flips 1-10 bytes of one *.sst, *.vlog or MANIFEST file of dir (picked by r) and returns how many.
 func damageFile(t *testing.T, dir string, r *rand.Rand) int {
 	t.Helper()
 	var cands []string
-	for _, pat := range []string{"*.sst", "*.vlog"} {
+	for _, pat := range []string{"*.sst", "*.vlog", "MANIFEST"} {
 		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			t.Fatal(err)
