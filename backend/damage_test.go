@@ -1,7 +1,7 @@
 package backend
 
 // Damage in Badger's files (issue 12 §1): TestDamage builds a store once, then for each seed copies
-// it, flips 1-10 bytes of one *.sst or *.vlog file, reopens it and reads every file. Every read
+// it, flips 1-10 bytes of one *.sst, *.vlog or MANIFEST file, reopens it and reads every file. Every read
 // must give the file's exact bytes or ErrCorrupt, never other bytes, an error of another kind, a
 // panic or a hang; fsck must finish and name exactly the files whose reads failed. Open may refuse
 // a damaged store, but only with ErrCorrupt.
