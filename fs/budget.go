@@ -24,6 +24,11 @@ type WriteBudget struct {
 	used   int64
 	active int // shares holding buffers or waiting for them
 	shares map[*budgetShare]struct{}
+
+	// pools hold the chunk buffers of every mount of the budget (chunk size -> *sync.Pool of
+	// *[]byte), so a buffer one mount frees serves the next: with a pool per mount, writing
+	// 400 MiB into 50 volumes allocated 725 MiB, with shared pools 600-650 MiB (one volume: 550).
+	pools sync.Map
 }
 
 // NewWriteBudget returns a budget of limit bytes (0 or less: DefaultWriteBuffer).
@@ -36,6 +41,16 @@ func NewWriteBudget(limit int64) *WriteBudget {
 
 // Limit is the budget in bytes.
 func (b *WriteBudget) Limit() int64 { return b.limit }
+
+// pool is the budget's pool of chunk buffers of cs bytes. Buffers come back dirty: users write
+// before they read.
+func (b *WriteBudget) pool(cs int) *sync.Pool {
+	if p, ok := b.pools.Load(cs); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := b.pools.LoadOrStore(cs, &sync.Pool{New: func() any { buf := make([]byte, cs); return &buf }})
+	return p.(*sync.Pool)
+}
 
 // budgetShare is one mount's part of a WriteBudget.
 type budgetShare struct {

@@ -80,7 +80,7 @@ type writeback struct {
 	mu    sync.Mutex
 	files map[uint64]*fileState
 
-	bufs sync.Pool // *[]byte chunk buffers
+	bufs *sync.Pool // *[]byte chunk buffers, shared by the mounts of the budget
 	// seq counts commits; attribute readers retry when one lands between their read of the
 	// store and their look at the buffered state (see fsys.settled).
 	seq atomic.Uint64
@@ -192,7 +192,7 @@ func newWriteback(ctx context.Context, log *slog.Logger, cache chunkInvalidator,
 	wb.quota = newQuotaEstimate(ctx, quota, wb.flushAll)
 	wb.share = budget.share(int64(cs), wb.kick)
 	context.AfterFunc(ctx, wb.share.close)
-	wb.bufs.New = func() any { b := make([]byte, wb.cs); return &b }
+	wb.bufs = budget.pool(cs)
 	// Every job holds a chunk of the budget, so this many never block a submitter.
 	wb.hashq = make(chan *commitJob, int(max(budget.limit, wb.share.floor)/int64(max(wb.cs, 1)))+64)
 	for range runtime.GOMAXPROCS(0) {
