@@ -59,8 +59,9 @@ import (
 // Badger can finish what it writes on its own (memtable flushes, compactions, the flush of Close
 // and of the next Open), and metadata changes (deleting above all) still commit as long as they
 // cannot make Badger start a new memtable, whose flush would need room: they go to the memtable
-// log the store already holds (the guard counts what commits put in the memtable). Reads need no
-// room and keep working.
+// log the store already holds (the guard counts what commits put in the memtable). Allocating
+// Badger's files never takes the floor or the spare room (a failed fallocate keeps what it got).
+// Reads need no room and keep working.
 //
 // What stays open, and why (none of it is in a commit of this store's writers):
 //
@@ -93,8 +94,9 @@ const (
 // deleting files still works on a store that filled its disk.
 const DefaultDiskReserve = 64 << 20
 
-// diskFloor is the free space below which every write transaction fails (the reserve when it is
-// smaller): the room kept for memtable flushes and compactions.
+// diskFloor is the free space, beyond the spare room, below which a write transaction fails
+// unless it fits in the current memtable (the reserve when it is smaller): the room kept for
+// memtable flushes and compactions.
 const diskFloor = 16 << 20
 
 // The guard also holds spareRoom bytes in a file of the store directory. When the filesystem
