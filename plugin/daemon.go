@@ -175,7 +175,8 @@ func (d *Daemon) MemoryLimit() int64 {
 
 // Run listens on the socket before opening the store, serves until ctx is cancelled, then shuts
 // down cleanly (stop taking requests, flush, unmount, close the store) and returns nil. It
-// returns an error when the socket cannot be created or the store cannot be opened.
+// returns an error when the socket (or the profiler's listener) cannot be created or the store
+// cannot be opened.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
 	dbg, err := listenDebug(d.debug, d.log)
