@@ -21,7 +21,7 @@ type fsckState struct {
 	bad   map[Hash]string               // chunks missing or not matching their hash
 	dead  map[Hash]bool                 // chunks with a dead-body marker
 	usage map[uint32]Usage              // recomputed usage of each checked node
-	cut   bool                          // a pass stopped early (runStep)
+	cut   bool                          // a pass stopped early (runStep) or a table is damaged
 }
 
 func (f *fsckState) problem(format string, a ...any) {
@@ -85,7 +85,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 		return nil, fmt.Errorf("fsck: %w", err)
 	}
 	if repair && f.cut {
-		f.problem("not repaired: the check did not finish, so its counts cannot be trusted")
+		f.problem("not repaired: a pass did not finish or a table is damaged, so the counts cannot be trusted")
 	} else if repair && !f.rep.Clean() {
 		if err := s.updateLocked(ctx, f.repair); err != nil {
 			return f.rep, fmt.Errorf("fsck repair: %w", err)
@@ -306,6 +306,7 @@ func (f *fsckState) checkViews(t *tx) error {
 func (f *fsckState) checkTables(t *tx) error {
 	for _, bad := range t.s.checkTables() {
 		f.problem("damaged table file %s (restore the store from a backup)", bad)
+		f.cut = true // the scans may have missed its keys: no repair from their counts
 	}
 	return nil
 }
