@@ -25,13 +25,18 @@ func blocksOf(t testing.TB, path string) (size, allocated int64) {
 	return st.Size, st.Blocks * 512
 }
 
-// checkWhole asserts what ready promises once it has run: the newest memtable log and value-log
-// file and DISCARD are allocated whole, the spare memtable log is empty with a log's worth of
-// blocks.
+// checkWhole asserts what ready promises to a small commit: the newest memtable log and value-log
+// file and DISCARD are allocated whole, and the spare memtable log (in place or beside) is empty
+// with a log's worth of blocks.
 func checkWhole(t testing.TB, s *Store) {
 	t.Helper()
 	g := s.guard
-	if err := g.ready(nil); err != nil {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	if err := txn.Set([]byte("Mcheck"), []byte("small")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.ready(txn); err != nil {
 		t.Fatalf("ready: %v", err)
 	}
 	if g.memFid < 0 || g.vlogFid < 0 || !g.memOK || !g.spareOK || !g.vlogOK {
@@ -42,18 +47,32 @@ func checkWhole(t testing.TB, s *Store) {
 			t.Errorf("%s: %d of %d bytes allocated", filepath.Base(p), alloc, size)
 		}
 	}
-	if size, alloc := blocksOf(t, g.memPath(g.memFid+1)); size != 0 || alloc < g.memSize {
-		t.Errorf("spare memtable log: size %d, %d bytes allocated, want 0 and %d", size, alloc, g.memSize)
+	spare := g.spareMemPath()
+	if g.placed {
+		spare = g.memPath(g.memFid + 1)
+	}
+	if size, alloc := blocksOf(t, spare); size != 0 || alloc < g.memSize {
+		t.Errorf("spare memtable log %s: size %d, %d bytes allocated, want 0 and %d", filepath.Base(spare), size, alloc, g.memSize)
 	}
 	if h := g.holes(); h != 0 {
 		t.Errorf("holes = %d after ready", h)
 	}
 }
 
+// fillMemtable makes the guard count the current memtable as full, so the next commit puts the
+// spare memtable log in place.
+func fillMemtable(s *Store) {
+	s.guard.mu.Lock()
+	s.guard.memUsed = s.guard.memSize/2 - memMargin
+	s.guard.mu.Unlock()
+}
+
 // TestDiskGuardKeepsBadgerFilesWhole commits chunk bodies through many value-log rotations
-// (1 MiB files) and memtable rotations (flushMemtableLocked), checking after each commit that
-// the next one would find every file Badger may write allocated; then reopens the store, whose
-// spare memtable log is left behind as a killed process would leave it, and reads everything.
+// (1 MiB files) and memtable rotations (flushMemtableLocked: into the spare, or with the spare
+// beside, into a log Badger makes), checking after each commit that the next one would find
+// every file Badger may write allocated. A closed store has no empty memtable log that Badger
+// would refuse, unless the spare was in place (as a killed process may leave it): the store
+// opens both ways and reads everything.
 func TestDiskGuardKeepsBadgerFilesWhole(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -65,14 +84,20 @@ func TestDiskGuardKeepsBadgerFilesWhole(t *testing.T) {
 	v := mustVolume(t, s, "v", map[string]string{"chunk-size": "256KiB"})
 	file := mustFile(t, v, RootIno, "f")
 	var want []byte
-	vlogs, mems := map[int]bool{}, map[int]bool{}
+	vlogs, mems, placedRotations := map[int]bool{}, map[int]bool{}, 0
 	for i := range 24 {
 		data := bytes.Repeat([]byte{byte(i + 1)}, 256<<10)
+		if i%8 == 6 {
+			fillMemtable(s)
+		}
 		if _, err := v.CommitChunks(ctx, file, []Chunk{v.PrepareChunk(uint64(i), data)}, 0); err != nil {
 			t.Fatalf("commit %d: %v", i, err)
 		}
 		want = append(want, data...)
-		if i%8 == 7 {
+		if i%4 == 3 {
+			if s.guard.placed {
+				placedRotations++
+			}
 			if err := s.compact(true); err != nil { // a memtable rotation outside a commit
 				t.Fatal(err)
 			}
@@ -80,28 +105,37 @@ func TestDiskGuardKeepsBadgerFilesWhole(t *testing.T) {
 		checkWhole(t, s)
 		vlogs[s.guard.vlogFid], mems[s.guard.memFid] = true, true
 	}
-	if len(vlogs) < 4 || len(mems) < 3 {
-		t.Fatalf("only %d value-log files and %d memtable logs were written: the test did not rotate", len(vlogs), len(mems))
+	if len(vlogs) < 4 || len(mems) < 5 || placedRotations < 2 {
+		t.Fatalf("%d value-log files, %d memtable logs, %d rotations into the placed spare: the test did not rotate enough",
+			len(vlogs), len(mems), placedRotations)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	reopen := func(how string) {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s, err = Open(ctx, dir, opts); err != nil {
+			t.Fatalf("reopening %s: %v", how, err)
+		}
+		if v, err = s.OpenVolume(ctx, "v"); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, v, file); !bytes.Equal(got, want) {
+			t.Fatalf("read %d bytes after reopening %s, not the %d committed", len(got), how, len(want))
+		}
+		checkWhole(t, s)
 	}
-	if _, err := os.Stat(s.guard.memPath(s.guard.memFid + 1)); err != nil {
-		t.Fatalf("the spare memtable log should be left behind: %v", err)
+	if s.guard.placed {
+		t.Fatal("the spare memtable log is in place with the memtable far from full")
 	}
-	s, err = Open(ctx, dir, opts)
-	if err != nil {
-		t.Fatalf("reopening with the spare memtable log left behind: %v", err)
+	reopen("with the spare beside")
+	fillMemtable(s)
+	mustFile(t, v, RootIno, "g")
+	if !s.guard.placed {
+		t.Fatal("the spare memtable log is not in place with the memtable full")
 	}
+	reopen("with the spare in place")
 	defer s.Close()
-	v, err = s.OpenVolume(ctx, "v")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, v, file); !bytes.Equal(got, want) {
-		t.Fatalf("read %d bytes after reopening, not the %d committed", len(got), len(want))
-	}
-	checkWhole(t, s)
 }
 
 func TestWritesValueLog(t *testing.T) {

@@ -36,13 +36,16 @@ import (
 //     truncates it to 2 × MemTableSize when it is empty and writes its header at once. It runs in
 //     ensureRoomForWrite, in the middle of a commit (before the commit's entries are written to
 //     the new log), when the current log holds MemTableSize bytes; and in DropPrefix (the
-//     memtable flush of flushMemtableLocked). IDs grow by one. So the guard keeps the next log
-//     file ready: created empty, its blocks preallocated beyond its end (FALLOC_FL_KEEP_SIZE), so
-//     Badger takes it as new and its truncation leaves the blocks in place. After a rotation the
-//     next commit finds the spare taken, preallocates a new one and allocates the current log
-//     whole (it is already, unless Badger made it without the spare). A commit's entries never
-//     fill more than the rest of a log (Badger rotates before a request once MemTableSize is
-//     reached, a request is at most 15% of it, the file is twice it).
+//     memtable flush of flushMemtableLocked). IDs grow by one. So the guard keeps a spare log
+//     ready: an empty file with a log's blocks preallocated beyond its end (FALLOC_FL_KEEP_SIZE),
+//     which Badger takes as new, its truncation leaving the blocks in place. It lies beside under
+//     its own name, and is renamed (RENAME_NOREPLACE) to the next log's name before a commit that
+//     could make Badger start a new memtable: the guard counts what commits put in the memtable.
+//     Beside, it leaves no empty log in a closed store, which Badger would refuse to open. After a
+//     rotation the next commit finds the next log made, allocates it whole (it is already when it
+//     was the spare) and prepares a new spare. A commit's entries never fill more than the rest
+//     of a log (Badger rotates before a request once MemTableSize is reached, a request is at
+//     most 15% of it, the file is twice it).
 //   - Value log: createVlogFile opens the next "%06d.vlog" with O_EXCL, so it cannot be prepared
 //     in advance; Badger creates it (2 × ValueLogFileSize, header written at once) in
 //     valueLog.write right after the request that took the current file past ValueLogFileSize,
@@ -73,12 +76,14 @@ import (
 //     value-log file created at Open, is written before any later commit can allocate the file
 //     (one 4 KiB page each).
 //   - Value-log GC (RunValueLogGC) and DropPrefix write without a commit of ours: a rewrite that
-//     moves into a new value-log file, or a second memtable rotation before the next commit,
-//     writes into holes. vlog.go could call ready(nil) before each of them to close that.
+//     moves into a new value-log file writes into its holes, and DropPrefix starts a memtable log
+//     of Badger's making (header page) unless the spare is in place. vlog.go could call
+//     ready(nil) before each of them (it places the spare) to close that.
 //   - A single commit of more than ValueLogFileSize bytes of bodies (64 chunks of 4 MiB) makes
 //     Badger extend the value-log file past the size that was allocated.
-//   - If the process dies, the spare memtable log is left empty: Badger then refuses the first
-//     badger.Open, Open's retry for empty logs (removeEmptyLogs) opens the store.
+//   - A store closed or killed with the spare in place (the memtable was nearly full) holds an
+//     empty memtable log: Badger refuses it at the first badger.Open; Open's retry for empty logs
+//     (removeEmptyLogs) opens the store, other tools built on Badger do not.
 
 // Badger's files in the store directory, by name. Nothing else in fusevol knows them.
 const (
@@ -107,7 +112,8 @@ const diskFloor = 16 << 20
 const (
 	spareRoom     = 40 << 20 // a table of a full memtable (32 MiB and a last batch)
 	spareRoomFile = "fusevol-spare-room"
-	spareDelay    = time.Second // how long the filesystem must stay short before the spare room goes
+	spareDelay    = time.Second                  // how long the filesystem must stay short before the spare room goes
+	spareMemFile  = "fusevol-spare-memtable-log" // no ".mem": Badger does not take it for a log
 )
 
 // Between two looks at the filesystem the guard lets through at most half the spare room it last
@@ -134,6 +140,7 @@ type diskGuard struct {
 	memFid, vlogFid        int
 	memSize                int64 // apparent size of a memtable log (2 × MemTableSize)
 	memOK, spareOK, vlogOK bool
+	placed                 bool      // the spare memtable log is at memFid+1, where Badger takes it
 	held                   bool      // the spare-room file holds spareRoom bytes
 	memUsed                int64     // bound on what commits put in the memtable since memFid became current
 	lowSince               time.Time // a commit found the filesystem short of room (zero: not since)
@@ -211,8 +218,10 @@ func (g *diskGuard) ready(txn *badger.Txn) error {
 	// small writes. A commit that fits needs neither the spare log nor room for a flush.
 	n := memtableBytes(txn)
 	fits := g.memUsed+n < g.memSize/2-memMargin
-	if !g.spareOK && !fits {
-		return fmt.Errorf("store filesystem of %s has no room for the next memtable log: %w", g.dir, syscall.ENOSPC)
+	if !fits {
+		if err := g.placeSpare(); err != nil {
+			return err
+		}
 	}
 	if err := g.room(fits); err != nil {
 		return err
@@ -284,17 +293,43 @@ func (g *diskGuard) holdSpareRoom() error {
 }
 
 // changed reports whether Badger made a file since the last prepare or prepare left something
-// undone. Two stats: the spare memtable log is still empty, the next value-log file is absent.
+// undone. Two stats: the next memtable log is absent (or our spare, still empty), the next
+// value-log file is absent.
 func (g *diskGuard) changed() bool {
 	if !g.memOK || !g.spareOK || !g.vlogOK {
 		return true
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(g.memPath(g.memFid+1), &st); err != nil || st.Size != 0 {
+	if err := unix.Stat(g.memPath(g.memFid+1), &st); err == nil {
+		if st.Size != 0 || !g.placed {
+			return true
+		}
+	} else if g.placed {
 		return true
 	}
 	return unix.Stat(g.vlogPath(g.vlogFid+1), &st) == nil
 }
+
+// placeSpare puts the spare memtable log where Badger will look for its next one, unless it is
+// there already; Badger then takes it. It stays beside under its own name until a commit could
+// make Badger start a new memtable, so that a closed store holds no empty log, which Badger
+// refuses to open (Open retries without it; other tools do not).
+func (g *diskGuard) placeSpare() error {
+	if g.placed {
+		return nil
+	}
+	var err error = syscall.ENOSPC
+	if g.spareOK { // never over a file Badger made
+		err = unix.Renameat2(unix.AT_FDCWD, g.spareMemPath(), unix.AT_FDCWD, g.memPath(g.memFid+1), unix.RENAME_NOREPLACE)
+	}
+	if err != nil {
+		return fmt.Errorf("store filesystem of %s has no room for the next memtable log: %w", g.dir, err)
+	}
+	g.placed = true
+	return nil
+}
+
+func (g *diskGuard) spareMemPath() string { return filepath.Join(g.dir, spareMemFile) }
 
 func (g *diskGuard) memPath(fid int) string {
 	return filepath.Join(g.dir, fmt.Sprintf("%05d%s", fid, memExt))
@@ -332,7 +367,9 @@ func (g *diskGuard) prepare() {
 	}
 	memSize, err := g.allocate(g.memPath(mem))
 	g.memFid, g.memSize, g.memOK = mem, memSize, err == nil
-	g.spareOK = g.memOK && g.spare(g.memPath(mem+1), memSize) == nil
+	// The spare is in place (an earlier placeSpare) or beside, under its own name.
+	g.placed = unix.Stat(g.memPath(mem+1), &st) == nil && st.Size == 0 && st.Blocks*512 >= memSize
+	g.spareOK = g.memOK && (g.placed || g.spare(g.spareMemPath(), memSize) == nil)
 	g.allocateIfThere(filepath.Join(g.dir, discardFile))
 	_, err = g.allocate(g.vlogPath(vlog))
 	g.vlogFid, g.vlogOK = vlog, err == nil
