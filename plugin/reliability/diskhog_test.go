@@ -19,9 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestDiskFilledByAnotherProcess puts the store on a small loop-mounted ext4 and, round after
-// round, lets a dd of another process fill that filesystem while writers create small and
-// medium files in a mounted volume, write and fsync them. Badger writes its logs through
+// TestDiskFilledByAnotherProcess puts the store on a small loop-mounted ext4 (512 MiB, 1 GiB in
+// long mode) and, round after round, lets a dd of another process fill that filesystem while
+// writers create small and medium files in a mounted volume, write and fsync them. Badger writes its logs through
 // memory maps, and a store into a hole of a full filesystem is SIGBUS: before the disk guard
 // covered every transaction, this killed the daemon within a round. Asserted each round: the
 // daemon lives, every operation either worked or failed with ENOSPC, the writers did meet
@@ -35,9 +35,10 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 		}
 	}
 	base := fusetest.TempRoot(t, "fvrel-")
-	disk := loopExt4(t, base, 512<<20)
+	disk := loopExt4(t, base, pick[int64](512<<20, 1<<30)) // what the rounds store must fit
 	root := filepath.Join(base, "daemon")
-	bindStore(t, filepath.Join(disk, "store"), filepath.Join(root, "store"))
+	store := filepath.Join(disk, "store")
+	bindStore(t, store, filepath.Join(root, "store"))
 	d := newDaemon(t, root)
 	mnt := subdir(base, "mnt")
 	d.mustVolctl("volume", "create", "hogged")
@@ -49,7 +50,7 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 		// A hog that keeps taking whatever room comes back.
 		fillWhileWriting(t, d, mnt, fmt.Sprintf("r%da", round), hog, true, pick[int64](1500, 5000), sums)
 		must(t, os.Remove(hog))
-		writeAfterHog(t, mnt, fmt.Sprintf("after%da", round), sums)
+		writeAfterHog(t, mnt, store, fmt.Sprintf("after%da", round), sums)
 
 		// A hog that fills the disk once and exits; then SIGTERM and a restart with the
 		// filesystem still full (Badger flushes its memtables at both ends), and the volume
@@ -70,7 +71,7 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 		d.mustVolctl("mount", "hogged", mnt)
 		checkSums(t, mnt, sums)
 		must(t, os.Remove(hog))
-		writeAfterHog(t, mnt, fmt.Sprintf("after%db", round), sums)
+		writeAfterHog(t, mnt, store, fmt.Sprintf("after%db", round), sums)
 	}
 	d.mustVolctl("unmount", mnt)
 	if out, err := d.volctl("fsck"); err != nil {
@@ -123,12 +124,12 @@ func fillWhileWriting(t *testing.T, d *daemon, mnt, prefix, path string, topUp b
 }
 
 // writeAfterHog writes and fsyncs the file name, which must work once the hog is gone.
-func writeAfterHog(t *testing.T, mnt, name string, sums map[string][32]byte) {
+func writeAfterHog(t *testing.T, mnt, store, name string, sums map[string][32]byte) {
 	t.Helper()
 	data := make([]byte, 300<<10)
 	rand.Read(data)
 	if err := withinMinutes(t, 2, func() error { return writeSync(filepath.Join(mnt, name), data) }); err != nil {
-		t.Fatalf("writing %s once the hog is gone: %v", name, err)
+		t.Fatalf("writing %s once the hog is gone: %v\n%s", name, err, storeFiles(store))
 	}
 	sums[name] = sha256.Sum256(data)
 	checkSums(t, mnt, sums)
@@ -197,6 +198,24 @@ func bindStore(t *testing.T, src, dst string) {
 	t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
 }
 
+// storeFiles lists the store's files with their allocated sizes and the filesystem's free space
+// (for a failure's message).
+func storeFiles(dir string) string {
+	var b strings.Builder
+	ents, _ := os.ReadDir(dir)
+	var st unix.Stat_t
+	for _, e := range ents {
+		if unix.Stat(filepath.Join(dir, e.Name()), &st) == nil {
+			fmt.Fprintf(&b, "%s: %d bytes, %d allocated\n", e.Name(), st.Size, st.Blocks*512)
+		}
+	}
+	var fs unix.Statfs_t
+	if unix.Statfs(dir, &fs) == nil {
+		fmt.Fprintf(&b, "free: %d bytes\n", int64(fs.Bavail)*fs.Bsize)
+	}
+	return b.String()
+}
+
 func freeBytes(t *testing.T, dir string) int64 {
 	var st unix.Statfs_t
 	must(t, unix.Statfs(dir, &st))
@@ -206,11 +225,11 @@ func freeBytes(t *testing.T, dir string) int64 {
 // writers create files in a directory, each written whole and fsynced, until stopped. Every
 // error must be ENOSPC; a file whose write, fsync or close failed is removed if it can be.
 type writers struct {
-	stopped atomic.Bool
+	stopped  atomic.Bool
 	files    atomic.Int64 // files fsynced
 	enospc   atomic.Int64 // files that met ENOSPC
 	attempts atomic.Int64 // files begun
-	wg      sync.WaitGroup
+	wg       sync.WaitGroup
 
 	mu   sync.Mutex
 	sums map[string][32]byte
