@@ -86,7 +86,8 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 // fillWhileWriting runs writers on mnt (file names starting with prefix) and, once they have
 // fsynced 100 files, a hog filling the filesystem through path (topping up: see startHog) while
 // they begin n more; it adds what they fsynced to sums and checks that the daemon lives, that
-// every error was ENOSPC and there were some, that sums read back and fsck is clean.
+// every error was ENOSPC (and with topUp that there were some), that sums read back and fsck is
+// clean.
 func fillWhileWriting(t *testing.T, d *daemon, mnt, prefix, path string, topUp bool, n int64, sums map[string][32]byte) {
 	t.Helper()
 	w := startWriters(t, mnt, prefix, 2)
@@ -109,7 +110,7 @@ func fillWhileWriting(t *testing.T, d *daemon, mnt, prefix, path string, topUp b
 	if err != nil {
 		t.Fatalf("%s: %v", prefix, err)
 	}
-	if w.enospc.Load() == 0 {
+	if topUp && w.enospc.Load() == 0 { // a one-shot hog may leave them the room the store holds
 		t.Fatalf("%s: no writer met ENOSPC: the hog did not fill the disk", prefix)
 	}
 	t.Logf("%s: %d files fsynced, %d met ENOSPC, %d MiB free under the hog",
