@@ -119,7 +119,7 @@ func (v *View) PrepareChunk(index uint64, data []byte) Chunk {
 		c.zero = true
 		return c
 	}
-	c.body, c.hash = v.s.codecs.encode(v.info.Options.Compression, data)
+	c.body, c.hash = v.s.codecs.encode(v.options().Compression, data)
 	return c
 }
 
@@ -225,7 +225,7 @@ func (v *View) commit(t *tx, n *inode, chunks []Chunk, minSize uint64) error {
 
 // checkQuota fails with ErrNoSpace when growing by delta allocated bytes would pass the quota.
 func (v *View) checkQuota(t *tx, delta int64) error {
-	limit := v.info.Options.Size
+	limit := v.QuotaLimit()
 	if limit <= 0 || delta <= 0 {
 		return nil
 	}
@@ -556,7 +556,7 @@ func (v *View) Fallocate(ctx context.Context, ino Ino, off, length int64, mode u
 			}
 		}
 		if mode&FallocKeepSize == 0 && end > n.Size {
-			if limit := v.info.Options.Size; limit > 0 {
+			if limit := v.QuotaLimit(); limit > 0 {
 				u, err := t.getUsage(t.node)
 				if err != nil {
 					return err

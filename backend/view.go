@@ -49,9 +49,32 @@ func (s *Store) OpenSnapshot(ctx context.Context, volume, snapshot string) (*Vie
 	return &View{s: s, info: rec.info(), tree: rec.Tree, snapNode: snap.Node, snapName: snapshot}, nil
 }
 
-func (v *View) ReadOnly() bool     { return v.snapNode != 0 }
-func (v *View) ChunkSize() int     { return v.info.Options.ChunkSize }
-func (v *View) Volume() VolumeInfo { return v.info }
+func (v *View) ReadOnly() bool { return v.snapNode != 0 }
+func (v *View) ChunkSize() int { return v.info.Options.ChunkSize }
+
+// Volume is the volume as it is now (its settable options may have changed since the view was
+// opened).
+func (v *View) Volume() VolumeInfo {
+	info := v.info
+	info.Options = v.options()
+	return info
+}
+
+// options are the volume's options as they are now: SetVolumeOptions changes the quota and the
+// compression of volumes in use, and a live view must enforce and report the new ones at once.
+// They come from the in-memory record, which commits update under s.mu. A snapshot's view keeps
+// the options it was opened with.
+func (v *View) options() VolumeOptions {
+	if v.snapNode != 0 {
+		return v.info.Options
+	}
+	v.s.mu.RLock()
+	defer v.s.mu.RUnlock()
+	if rec, ok := v.s.vols[v.info.Name]; ok && rec.ID == v.info.ID {
+		return rec.Options
+	}
+	return v.info.Options
+}
 
 // Sync makes everything committed so far durable.
 func (v *View) Sync(ctx context.Context) error { return v.s.Sync(ctx) }
@@ -109,8 +132,12 @@ func (v *View) Quota(ctx context.Context) (limit int64, used Usage, err error) {
 		used, err = t.getUsage(t.node)
 		return err
 	})
-	return v.info.Options.Size, used, err
+	return v.QuotaLimit(), used, err
 }
+
+// QuotaLimit is the volume's size limit in bytes (0 = none), as it is now; it reads no
+// transaction, so callers may ask on every write.
+func (v *View) QuotaLimit() int64 { return v.options().Size }
 
 func checkName(name string) error {
 	switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -356,4 +357,116 @@ func (s *Store) Usage(ctx context.Context, volume string) (Usage, error) {
 		return err
 	})
 	return u, err
+}
+
+// settableOptions are the options SetVolumeOptions changes on an existing volume. The others
+// cannot change: the chunk size is the unit of every chunk map the volume holds, uid, gid and
+// mode only seeded the root directory (chown and chmod change it), from is the volume's origin.
+var settableOptions = map[string]func(*VolumeOptions, string) error{
+	"size": func(o *VolumeOptions, v string) error {
+		if v == "none" {
+			o.Size = 0
+			return nil
+		}
+		if err := optionParsers["size"](o, v); err != nil {
+			return fmt.Errorf("%v, or none for no quota", err)
+		}
+		return nil
+	},
+	// Applies to chunks written from now on: each chunk's body says its own codec.
+	"compression": optionParsers["compression"],
+}
+
+// SetVolumeOptions changes settable options of a volume (size: a quota in bytes or "none";
+// compression) in one transaction, and returns the volume as it is then. Open views of the
+// volume see the change at once (View.options): the next quota check, statfs and chunk use it.
+// A quota below the volume's usage is refused (ErrInvalid, the message giving the usage), and
+// so are unknown or unsettable options; a snapshot or a removed volume's record is not a volume.
+func (s *Store) SetVolumeOptions(ctx context.Context, name string, opts map[string]string) (VolumeInfo, error) {
+	if vol, snap, ok := strings.Cut(name, "@"); ok {
+		return VolumeInfo{}, fmt.Errorf("%w: %s@%s is a snapshot; snapshots are read-only and their options cannot be set", ErrInvalid, vol, snap)
+	}
+	if IsRemovedName(name) {
+		return VolumeInfo{}, fmt.Errorf("volume %q (a removed volume's record): %w", name, ErrNotFound)
+	}
+	if err := ValidateName(name); err != nil {
+		return VolumeInfo{}, err
+	}
+	if len(opts) == 0 {
+		return VolumeInfo{}, fmt.Errorf("%w: no option given; settable options: %s", ErrInvalid, settableNames())
+	}
+	// Writes fsynced to the intent log count in the usage only once settled.
+	if err := s.settleVolume(ctx, s.volumeID(name)); err != nil {
+		return VolumeInfo{}, fmt.Errorf("volume %q: apply logged writes: %w", name, err)
+	}
+	var rec volRec
+	err := s.update(ctx, func(t *tx) error {
+		if err := t.getJSON(volumeKey(name), &rec); err != nil {
+			return fmt.Errorf("volume %q: %w", name, err)
+		}
+		next, err := setOptions(rec.Options, opts)
+		if err != nil {
+			return fmt.Errorf("volume %q: %w", name, err)
+		}
+		if next.Size > 0 && next.Size != rec.Options.Size {
+			u, err := t.getUsage(rec.Head)
+			if err != nil {
+				return err
+			}
+			if u.Bytes > next.Size {
+				return fmt.Errorf("%w: volume %q uses %d bytes (%s); a quota of %d bytes (%s) would be below that",
+					ErrInvalid, name, u.Bytes, iec(u.Bytes), next.Size, iec(next.Size))
+			}
+		}
+		rec.Options = next
+		return s.putVolume(t, &rec)
+	})
+	if err != nil {
+		return VolumeInfo{}, err
+	}
+	return rec.info(), nil
+}
+
+// setOptions returns o with opts applied, in key order so that errors are stable.
+func setOptions(o VolumeOptions, opts map[string]string) (VolumeOptions, error) {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		set, ok := settableOptions[k]
+		switch {
+		case !ok && optionParsers[k] != nil:
+			return o, fmt.Errorf("%w: option %s is not settable on an existing volume; settable options: %s", ErrInvalid, k, settableNames())
+		case !ok:
+			return o, fmt.Errorf("%w: unknown option %q; settable options: %s", ErrInvalid, k, settableNames())
+		}
+		if err := set(&o, strings.TrimSpace(opts[k])); err != nil {
+			return o, fmt.Errorf("%w: option %s=%q: %v", ErrInvalid, k, opts[k], err)
+		}
+	}
+	return o, nil
+}
+
+func settableNames() string {
+	names := make([]string, 0, len(settableOptions))
+	for k := range settableOptions {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// iec formats a byte count for a message: 1.5 MiB.
+func iec(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for ; f >= 1024 && i < len(units)-1; i++ {
+		f /= 1024
+	}
+	return fmt.Sprintf("%.1f %ciB", f, units[i])
 }

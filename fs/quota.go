@@ -10,8 +10,11 @@ import (
 )
 
 // quotaSource reports a volume's quota and usage (quota.go: the estimate; dirs.go: statfs).
+// QuotaLimit is the quota alone, cheap enough to ask on every write: it changes while the
+// volume is mounted (volctl volume set -o size=...).
 type quotaSource interface {
 	Quota(ctx context.Context) (limit int64, used backend.Usage, err error)
+	QuotaLimit() int64
 }
 
 var _ quotaSource = (*backend.View)(nil)
@@ -57,6 +60,8 @@ func (q *quotaEstimate) reserve(need int64) (int64, error) {
 			return 0, err
 		}
 	}
+	// A new quota applies to the next write; the usage estimate stays what it was.
+	q.limit = q.src.QuotaLimit()
 	if q.limit <= 0 || q.used+need <= q.limit {
 		q.used += need
 		return need, nil
