@@ -43,6 +43,8 @@ func daemonCommand() *ucli.Command {
 				Usage: "buffered write data of all volumes together (at least 8MiB)"},
 			&ucli.StringFlag{Name: "debug-addr", EnvVars: []string{"FUSEVOL_DEBUG_ADDR"},
 				Usage: "serve net/http/pprof on a loopback HOST:PORT or a unix socket path (default: off)"},
+			&ucli.BoolFlag{Name: "allow-new-store", EnvVars: []string{"FUSEVOL_ALLOW_NEW_STORE"},
+				Usage: "start on a new, empty store although this mount root's marker says a store was served before"},
 		},
 		Action: runDaemon,
 	}
@@ -65,15 +67,16 @@ func runDaemon(c *ucli.Context) error {
 		return err
 	}
 	d, err := plugin.NewDaemon(plugin.Config{
-		Root:        c.String("root"),
-		Socket:      daemonSocket(c),
-		MountRoot:   c.String("mount-root"),
-		Group:       c.String("group"),
-		Logger:      logger,
-		Version:     Version,
-		CacheSize:   cacheSize,
-		WriteBuffer: writeBuffer,
-		DebugAddr:   c.String("debug-addr"),
+		Root:          c.String("root"),
+		Socket:        daemonSocket(c),
+		MountRoot:     c.String("mount-root"),
+		Group:         c.String("group"),
+		Logger:        logger,
+		Version:       Version,
+		CacheSize:     cacheSize,
+		WriteBuffer:   writeBuffer,
+		DebugAddr:     c.String("debug-addr"),
+		AllowNewStore: c.Bool("allow-new-store"),
 	})
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)

@@ -13,6 +13,8 @@
 //     mounts its predecessor left under MountRoot, and treats Unmount of an unknown ID as done.
 //   - All mounts share one chunk cache and one write-buffer budget (Config.CacheSize,
 //     Config.WriteBuffer), so memory does not grow with the number of volumes.
+//   - A daemon that has served a store does not start on a new, empty one (its location was
+//     reset, as docker plugin upgrade does) unless Config.AllowNewStore: see marker.go.
 //   - The profiler (Config.DebugAddr, off by default) is reachable from this host only: loopback
 //     TCP or a unix socket of mode 0600 serving the daemon's own user, on a mux of its own.
 //
@@ -53,6 +55,9 @@ type Config struct {
 	// DebugAddr, when set, serves net/http/pprof: a loopback HOST:PORT or a unix socket path
 	// (debug.go).
 	DebugAddr string
+	// AllowNewStore lets the daemon start on a new, empty store although the marker in
+	// MountRoot says it has served one before (marker.go).
+	AllowNewStore bool
 }
 
 // Defaults for Config.
@@ -226,9 +231,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return runErr
 }
 
-// open recovers stale mounts, opens the store and releases waiting requests.
+// open checks the served-before marker, recovers stale mounts, opens the store, marks it served
+// and releases waiting requests.
 func (d *Daemon) open(ctx context.Context) {
 	defer close(d.ready)
+	dir := filepath.Join(d.cfg.Root, "store")
+	if err := checkMarker(d.cfg.MountRoot, dir, d.cfg.AllowNewStore); err != nil {
+		d.openErr = err
+		d.log.Error("store not opened", "err", err, "setting", "state.source (managed plugin), --root or FUSEVOL_ROOT",
+			"override", "--allow-new-store or FUSEVOL_ALLOW_NEW_STORE=true")
+		return
+	}
 	if err := os.MkdirAll(d.cfg.Root, 0o700); err != nil {
 		d.openErr = fmt.Errorf("create root: %w", err)
 		return
@@ -239,14 +252,19 @@ func (d *Daemon) open(ctx context.Context) {
 	}
 	d.mounts.cleanStale()
 	start := time.Now()
-	st, err := backend.Open(ctx, filepath.Join(d.cfg.Root, "store"), backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve})
+	st, err := backend.Open(ctx, dir, backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve})
 	if err != nil {
 		d.openErr = fmt.Errorf("open store in %s: %w", d.cfg.Root, err)
 		d.log.Error("store did not open", "err", err)
 		return
 	}
+	if err := writeMarker(d.cfg.MountRoot, dir, d.cfg.Version); err != nil {
+		// Serving matters more than the guard, and the store exists now: the next start passes
+		// the check whatever the marker says, and writes it again.
+		d.log.Warn("store served without its marker", "err", err)
+	}
 	d.store = st
-	d.log.Info("store open", "dir", filepath.Join(d.cfg.Root, "store"), "took", time.Since(start).Round(time.Millisecond))
+	d.log.Info("store open", "dir", dir, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // shutdown stops taking requests, waits briefly for in-flight ones, unmounts every volume and
