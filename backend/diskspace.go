@@ -75,10 +75,9 @@ import (
 //   - The header page of a value-log file created by a commit, and of the memtable log and
 //     value-log file created at Open, is written before any later commit can allocate the file
 //     (one 4 KiB page each).
-//   - Value-log GC (RunValueLogGC) and DropPrefix write without a commit of ours: a rewrite that
-//     moves into a new value-log file writes into its holes, and DropPrefix starts a memtable log
-//     of Badger's making (header page) unless the spare is in place. vlog.go could call
-//     ready(nil) before each of them (it places the spare) to close that.
+//   - Value-log GC (RunValueLogGC) and DropPrefix write without a commit of ours: vlog.go calls
+//     ready(nil) before each (allocating the files and placing the spare), but a rewrite that
+//     moves into a value-log file it starts itself still writes into that file's holes.
 //   - A single commit of more than ValueLogFileSize bytes of bodies (64 chunks of 4 MiB) makes
 //     Badger extend the value-log file past the size that was allocated.
 //   - A store closed or killed with the spare in place (the memtable was nearly full) holds an

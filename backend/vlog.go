@@ -157,6 +157,9 @@ const flushPrefix = "\xffflush"
 // memtable, but only when some key has the prefix, hence the marker key. Badger refuses writes
 // while it drops (ErrBlockedWrites), so the caller holds the write lock.
 func (s *Store) flushMemtableLocked() error {
+	if err := s.guard.ready(nil); err != nil {
+		return err
+	}
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(flushPrefix), nil) })
 	if err == nil {
 		err = s.db.DropPrefix([]byte(flushPrefix))
@@ -177,6 +180,11 @@ func (s *Store) rewriteValueLog(ctx context.Context, max int, paced bool) error 
 			if err := sleepCtx(ctx, took); err != nil {
 				return err
 			}
+		}
+		// Badger writes the rewrite's entries outside our commits: the guard allocates its
+		// files first, as it does before a commit (diskspace.go).
+		if err := s.guard.ready(nil); err != nil {
+			return err
 		}
 		start := time.Now()
 		err := s.db.RunValueLogGC(0.3)
