@@ -25,7 +25,7 @@ func snapshotCommand() *ucli.Command {
 			{
 				Name:         "ls",
 				Aliases:      []string{"list"},
-				Usage:        "list the snapshots of one volume, or of every volume",
+				Usage:        "list the snapshots of one volume, or of every volume (a removed volume's kept ones included)",
 				ArgsUsage:    "[VOLUME]",
 				Flags:        []ucli.Flag{formatFlag()},
 				Action:       snapshotList,
@@ -98,9 +98,19 @@ func snapshotList(c *ucli.Context) error {
 	now := time.Now()
 	tw := table(c.App.Writer, "VOLUME", "NAME", "CREATED")
 	for _, s := range snaps {
-		row(tw, s.Volume, s.Name, ago(s.CreatedAt, now))
+		row(tw, snapshotVolume(s), s.Name, ago(s.CreatedAt, now))
 	}
 	return tw.Flush()
+}
+
+// snapshotVolume is the VOLUME column: a removed volume's kept snapshots show its record's name
+// (NAME~ID8, which snapshot rm and -o from= take) marked as removed; the name stays the first
+// word, for scripts that cut the column.
+func snapshotVolume(s api.Snapshot) string {
+	if s.RemovedAt != nil {
+		return s.Volume + " (removed)"
+	}
+	return s.Volume
 }
 
 func snapshotRemove(c *ucli.Context) error {
