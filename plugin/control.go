@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
@@ -21,6 +22,7 @@ func (d *Daemon) registerControl(mux *http.ServeMux) {
 		api.RouteVolumeCreate:    d.ctlVolumeCreate,
 		api.RouteVolumeInspect:   d.ctlVolumeInspect,
 		api.RouteVolumeRemove:    d.ctlVolumeRemove,
+		api.RouteVolumeSet:       d.ctlVolumeSet,
 		api.RouteSnapshotList:    d.ctlSnapshotList,
 		api.RouteSnapshotCreate:  d.ctlSnapshotCreate,
 		api.RouteSnapshotRemove:  d.ctlSnapshotRemove,
@@ -198,6 +200,36 @@ func (d *Daemon) ctlVolumeRemove(ctx context.Context, r *http.Request) (any, err
 		return nil, err
 	}
 	return noContent{}, nil
+}
+
+// ctlVolumeSet changes a volume's options, mounted or not. Under the volume's lock, its mount's
+// buffered writes are committed first, so the usage a smaller quota is checked against holds
+// what applications wrote; the mount reads the new options from the store on its next write
+// and statfs (backend.View).
+func (d *Daemon) ctlVolumeSet(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	req, err := body[api.SetVolumeRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	if vol, snap, ok := strings.Cut(name, "@"); ok {
+		return nil, invalid("%s@%s is a snapshot; snapshots are read-only and their options cannot be set", vol, snap)
+	}
+	st, err := d.checkedStore(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	v := d.mounts.lock(name)
+	defer d.mounts.unlock(name, v)
+	if err := d.mounts.flushLive(ctx, name, v); err != nil {
+		return nil, err
+	}
+	info, err := st.SetVolumeOptions(ctx, name, req.Options)
+	if err != nil {
+		return nil, fmt.Errorf("set options of volume %s: %w", name, err)
+	}
+	d.log.Info("volume options set", "volume", name, "options", req.Options)
+	return d.apiVolume(info), nil
 }
 
 // createVolume creates a volume. For Docker (existingOK) the name of an existing volume succeeds

@@ -26,6 +26,7 @@ const (
 	RouteVolumeCreate    = "POST " + Prefix + "/volumes"                                     // CreateVolumeRequest -> Volume
 	RouteVolumeInspect   = "GET " + Prefix + "/volumes/{name}"                               // -> Volume
 	RouteVolumeRemove    = "DELETE " + Prefix + "/volumes/{name}"                            // ?force=true&snapshots=true -> 204
+	RouteVolumeSet       = "PATCH " + Prefix + "/volumes/{name}"                             // SetVolumeRequest -> Volume
 	RouteSnapshotList    = "GET " + Prefix + "/snapshots"                                    // ?volume=V -> []Snapshot
 	RouteSnapshotCreate  = "POST " + Prefix + "/volumes/{name}/snapshots"                    // CreateSnapshotRequest -> Snapshot
 	RouteSnapshotRemove  = "DELETE " + Prefix + "/volumes/{name}/snapshots/{snapshot}"       // -> 204
@@ -122,6 +123,13 @@ type Volume struct {
 type CreateVolumeRequest struct {
 	Name    string            `json:"name"`
 	Options map[string]string `json:"options,omitempty"`
+}
+
+// SetVolumeRequest changes options of an existing volume, mounted or not: size (a quota such as
+// 20GiB, or none) and compression (none, s2, zstd; for data written from then on). A quota below
+// the volume's usage is refused (CodeInvalid), and so is any other option.
+type SetVolumeRequest struct {
+	Options map[string]string `json:"options"`
 }
 
 // Snapshot is one read-only snapshot of a volume.

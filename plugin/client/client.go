@@ -74,6 +74,14 @@ func (c *Client) InspectVolume(ctx context.Context, name string) (api.Volume, er
 	return out, err
 }
 
+// SetVolumeOptions changes a volume's settable options (api.SetVolumeRequest) and returns the
+// volume as it is then; a mounted volume sees the change at once.
+func (c *Client) SetVolumeOptions(ctx context.Context, name string, options map[string]string) (api.Volume, error) {
+	var out api.Volume
+	err := c.do(ctx, http.MethodPatch, "/volumes/"+url.PathEscape(name), nil, api.SetVolumeRequest{Options: options}, &out)
+	return out, err
+}
+
 // RemoveVolume deletes a volume; its snapshots are kept (as NAME~ID8@SNAP, listed with
 // RemovedAt) until removed. A mounted volume is refused (api.CodeInUse) unless force is set, in
 // which case its mounts are dropped first.
