@@ -17,7 +17,7 @@ import (
 func volumeCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "volume",
-		Usage: "create, list, inspect and remove volumes",
+		Usage: "create, list, inspect, change and remove volumes",
 		Subcommands: []*ucli.Command{
 			{
 				Name:      "create",
@@ -51,6 +51,20 @@ func volumeCommand() *ucli.Command {
 				BashComplete: completeArgs(true, argVolume),
 			},
 			{
+				Name:      "set",
+				Usage:     "change a volume's quota or compression, mounted or not",
+				ArgsUsage: "NAME",
+				Description: "Settable options: size (quota, e.g. 20GiB, or none) and compression (none, s2,\n" +
+					"zstd; applies to data written from then on). A mounted volume sees the change at\n" +
+					"once (df inside a container shows the new size); a size below the volume's usage\n" +
+					"is refused. Example: volctl volume set -o size=20GiB data",
+				Flags: []ucli.Flag{
+					&ucli.StringSliceFlag{Name: "opt", Aliases: []string{"o"}, Usage: "option KEY=VALUE to set (repeatable)"},
+				},
+				Action:       volumeSet,
+				BashComplete: completeArgs(false, argVolume),
+			},
+			{
 				Name:      "rm",
 				Aliases:   []string{"remove"},
 				Usage:     "remove volumes; their snapshots are kept (as NAME@SNAP of a removed volume) unless --with-snapshots",
@@ -80,6 +94,26 @@ func volumeCreate(c *ucli.Context) error {
 		return failure(fmt.Sprintf("create volume %q", name), err)
 	}
 	_, err = fmt.Fprintln(c.App.Writer, v.Name)
+	return err
+}
+
+func volumeSet(c *ucli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf(c, "volume set needs exactly one NAME, got %d arguments", c.NArg())
+	}
+	opts, err := parseOptions(c.StringSlice("opt"))
+	if err != nil {
+		return usageErrorf(c, "%v", err)
+	}
+	if len(opts) == 0 {
+		return usageErrorf(c, "volume set needs at least one -o KEY=VALUE (size, compression)")
+	}
+	name := c.Args().First()
+	v, err := daemonClient(c).SetVolumeOptions(c.Context, name, opts)
+	if err != nil {
+		return failure(fmt.Sprintf("set options of volume %q", name), err)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "%s: quota %s, compression %s\n", v.Name, quota(v.Options.Size), v.Options.Compression)
 	return err
 }
 

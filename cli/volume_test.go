@@ -2,9 +2,13 @@ package cli
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin/api"
 )
 
@@ -91,5 +95,48 @@ func TestBadNames(t *testing.T) {
 	}
 	if r := td.run(t, "snapshot", "ls", "--format", "json").ok(t); r.stdout != "[]\n" {
 		t.Errorf("bad names created snapshots: %q", r.stdout)
+	}
+}
+
+// volume set changes a mounted volume's quota: statfs of the mount shows it at once; a size
+// below the usage is refused naming the usage; bad options are one clear line.
+func TestVolumeSet(t *testing.T) {
+	fusetest.Require(t)
+	td := startDaemon(t)
+	td.run(t, "volume", "create", "-o", "size=1MiB", "v").ok(t)
+	dir := td.mountVolume(t, "v", "mnt")
+	writeFile(t, filepath.Join(dir, "f"), strings.Repeat("x", 600<<10))
+	total := func() int64 {
+		t.Helper()
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Blocks) * st.Bsize
+	}
+	if got := total(); got != 1<<20 {
+		t.Fatalf("statfs total %d before, want 1 MiB", got)
+	}
+	if r := td.run(t, "volume", "set", "-o", "size=2GiB", "v").ok(t); r.stdout != "v: quota 2 GiB, compression none\n" {
+		t.Errorf("set printed %q", r.stdout)
+	}
+	if got := total(); got != 2<<30 {
+		t.Fatalf("statfs total %d after set size=2GiB, want 2 GiB", got)
+	}
+	if r := td.run(t, "volume", "inspect", "v").ok(t); !strings.Contains(r.stdout, "2 GiB") {
+		t.Errorf("inspect after set:\n%s", r.stdout)
+	}
+	td.run(t, "volume", "set", "-o", "size=100KiB", "v").fails(t, 1, "uses 614400 bytes (600.0 KiB)", "below")
+	td.run(t, "volume", "set", "-o", "colour=red", "v").fails(t, 1, `unknown option "colour"`, "compression, size")
+	td.run(t, "volume", "set", "-o", "chunk-size=1MiB", "v").fails(t, 1, "chunk-size is not settable")
+	td.run(t, "volume", "set", "-o", "size=1GiB", "v@s").fails(t, 1, "snapshots are read-only")
+	td.run(t, "volume", "set", "-o", "size=1GiB", "nosuch").fails(t, 1, "nosuch", "not found")
+	td.run(t, "volume", "set", "v").fails(t, 2, "at least one -o")
+	td.run(t, "volume", "set", "-o", "size=1GiB", "v", "w").fails(t, 2, "exactly one NAME")
+	if got := total(); got != 2<<30 {
+		t.Fatalf("statfs total %d after refused sets, want 2 GiB", got)
+	}
+	if r := td.run(t, "volume", "set", "-o", "size=none", "-o", "compression=zstd", "v").ok(t); r.stdout != "v: quota none, compression zstd\n" {
+		t.Errorf("set printed %q", r.stdout)
 	}
 }
