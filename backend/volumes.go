@@ -414,8 +414,8 @@ func (s *Store) SetVolumeOptions(ctx context.Context, name string, opts map[stri
 				return err
 			}
 			if u.Bytes > next.Size {
-				return fmt.Errorf("%w: volume %q uses %d bytes (%s); a quota of %d bytes (%s) would be below that",
-					ErrInvalid, name, u.Bytes, iec(u.Bytes), next.Size, iec(next.Size))
+				return fmt.Errorf("volume %q: %w: it uses %d bytes (%s), more than a quota of %d bytes (%s)",
+					name, ErrInvalid, u.Bytes, iec(u.Bytes), next.Size, iec(next.Size))
 			}
 		}
 		rec.Options = next

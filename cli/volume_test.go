@@ -126,7 +126,7 @@ func TestVolumeSet(t *testing.T) {
 	if r := td.run(t, "volume", "inspect", "v").ok(t); !strings.Contains(r.stdout, "2 GiB") {
 		t.Errorf("inspect after set:\n%s", r.stdout)
 	}
-	td.run(t, "volume", "set", "-o", "size=100KiB", "v").fails(t, 1, "uses 614400 bytes (600.0 KiB)", "below")
+	td.run(t, "volume", "set", "-o", "size=100KiB", "v").fails(t, 1, "uses 614400 bytes (600.0 KiB), more than a quota of 102400 bytes")
 	td.run(t, "volume", "set", "-o", "colour=red", "v").fails(t, 1, `unknown option "colour"`, "compression, size")
 	td.run(t, "volume", "set", "-o", "chunk-size=1MiB", "v").fails(t, 1, "chunk-size is not settable")
 	td.run(t, "volume", "set", "-o", "size=1GiB", "v@s").fails(t, 1, "snapshots are read-only")

@@ -226,7 +226,7 @@ func (d *Daemon) ctlVolumeSet(ctx context.Context, r *http.Request) (any, error)
 	}
 	info, err := st.SetVolumeOptions(ctx, name, req.Options)
 	if err != nil {
-		return nil, fmt.Errorf("set options of volume %s: %w", name, err)
+		return nil, fmt.Errorf("set options: %w", err) // the store's error names the volume
 	}
 	d.log.Info("volume options set", "volume", name, "options", req.Options)
 	return d.apiVolume(info), nil
