@@ -126,6 +126,19 @@ func (v *View) PrepareChunk(index uint64, data []byte) Chunk {
 // CommitChunks replaces whole chunks of ino in one transaction. The file grows to at least
 // minSize (pass 0 to keep the size unless a chunk extends past it); mtime and ctime are set to now.
 func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSize uint64) (Attr, error) {
+	return v.commitChunks(ctx, ino, chunks, minSize, false)
+}
+
+// CommitLoggedChunks is CommitChunks for chunks whose every byte is in the store already or in
+// the intent log (an fsync logged it, LogWrites): a crash before the next store sync loses
+// nothing the log does not replay, so the commit does not count as a change of ino that the
+// file's next fsync would have to sync the store for. The caller vouches for that; claiming it
+// for bytes no fsync logged would make a later fsync return before they are durable.
+func (v *View) CommitLoggedChunks(ctx context.Context, ino Ino, chunks []Chunk, minSize uint64) (Attr, error) {
+	return v.commitChunks(ctx, ino, chunks, minSize, true)
+}
+
+func (v *View) commitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSize uint64, logged bool) (Attr, error) {
 	cs := v.ChunkSize()
 	for i := range chunks {
 		if c := &chunks[i]; c.end() > cs || c.off < 0 {
@@ -150,6 +163,9 @@ func (v *View) CommitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 		}
 		if err := v.commit(t, n, chunks, minSize); err != nil {
 			return err
+		}
+		if logged {
+			t.untouch(ino)
 		}
 		a = n.Attr
 		return nil

@@ -462,6 +462,12 @@ func (s *Store) appendIntents(vol string, ino Ino, size uint64, mtime int64, ws 
 // touch records that t changed ino (made durable only by the next Sync).
 func (t *tx) touch(ino Ino) { t.touched = append(t.touched, touchKey{t.tree, ino}) }
 
+// untouch takes back t's changes of ino (the intent log holds them: CommitLoggedChunks). Changes
+// of earlier, unsynced commits still count.
+func (t *tx) untouch(ino Ino) {
+	t.touched = slices.DeleteFunc(t.touched, func(k touchKey) bool { return k == touchKey{t.tree, ino} })
+}
+
 func (s *Store) noteCommit(t *tx) {
 	seq := s.commitSeq.Add(1)
 	if len(t.touched) == 0 {

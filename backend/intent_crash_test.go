@@ -3,7 +3,8 @@ package backend_test
 // Crash consistency of the intent log: TestCrashIntentLog re-executes its test binary as a child
 // that plays the fs on one file: random writes buffered in memory, fsyncs that log what was written
 // since the last one (backend.View.LogWrites), chunk commits of newer data (CommitChunks, as at
-// close or under memory pressure) and truncations. The log is small, so segments fill, switch and
+// close or under memory pressure), commits of chunks holding only logged or stored data
+// (CommitLoggedChunks, which leave the next fsync to the log alone) and truncations. The log is small, so segments fill, switch and
 // are checkpointed while the child runs. Before each operation that changes what the store holds,
 // the child writes the digest of the file's content after it to a side file; after an fsync it
 // writes "ack". The parent SIGKILLs the child at a random moment, and in every other round also
@@ -195,6 +196,22 @@ func (c *intentChild) commit(idxs []int) error {
 	return nil
 }
 
+// commitLogged commits, as CommitLoggedChunks, a chunk that no pending range falls in: every byte
+// of it is in the log or the store already (as when the fs commits buffers of a file whose writes
+// an fsync logged), so it changes no candidate, and the next fsync must not need a store sync for it.
+func (c *intentChild) commitLogged() error {
+	if len(c.durable) == 0 {
+		return nil
+	}
+	i := c.r.IntN((len(c.durable) + iChunk - 1) / iChunk)
+	if slices.Contains(c.touched(), i) {
+		return nil
+	}
+	lo, hi := i*iChunk, min((i+1)*iChunk, len(c.durable))
+	_, err := c.v.CommitLoggedChunks(c.ctx, c.ino, []backend.Chunk{c.v.PrepareChunk(uint64(i), c.logical[lo:hi])}, uint64(len(c.durable)))
+	return err
+}
+
 // dropPending removes the parts of pending ranges inside chunks idxs (committed: not re-logged).
 func (c *intentChild) dropPending(idxs []int) {
 	var out [][2]int
@@ -256,10 +273,12 @@ func runIntentChild(dir, side string, seed uint64, openOnly bool) error {
 			c.write()
 		case p < 85:
 			err = c.fsync(k)
-		case p < 96:
+		case p < 91:
 			if idxs := c.touched(); len(idxs) > 0 {
 				err = c.commit(idxs[:1+c.r.IntN(len(idxs))])
 			}
+		case p < 96:
+			err = c.commitLogged()
 		default:
 			err = c.truncate()
 		}

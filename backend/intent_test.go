@@ -250,3 +250,37 @@ func TestTouchedInodesStayBounded(t *testing.T) {
 		t.Fatal("still counted as changed after a sync")
 	}
 }
+
+// A commit of logged data leaves the file's next fsync to the log alone; a commit of data no fsync
+// logged makes it sync the store. Either way the data is there after a restart that replays the log.
+func TestCommitOfLoggedDataNeedsNoStoreSync(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		commit   func(v *View, ino Ino, c []Chunk, size uint64) (Attr, error)
+		wantSync bool
+	}{
+		{"logged", func(v *View, ino Ino, c []Chunk, size uint64) (Attr, error) {
+			return v.CommitLoggedChunks(ctx, ino, c, size)
+		}, false},
+		{"not logged", func(v *View, ino Ino, c []Chunk, size uint64) (Attr, error) {
+			return v.CommitChunks(ctx, ino, c, size)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newIntentFixture(t)
+			data := randBytes(64 << 10)
+			f.log(0, data, uint64(len(data)))
+			if _, err := tc.commit(f.v, f.ino, []Chunk{f.v.PrepareChunk(0, data)}, uint64(len(data))); err != nil {
+				t.Fatal(err)
+			}
+			syncs := f.s.syncedSeq
+			f.log(uint64(len(data)), []byte("tail"), uint64(len(data))+4)
+			if synced := f.s.syncedSeq != syncs; synced != tc.wantSync {
+				t.Fatalf("fsync after the commit synced the store: %v, want %v", synced, tc.wantSync)
+			}
+			f.reopen()
+			f.want(append(data, "tail"...))
+		})
+	}
+}

@@ -25,6 +25,8 @@ type fileData interface {
 	PrepareChunk(index uint64, data []byte) backend.Chunk
 	PrepareExtent(index uint64, off int, data []byte) backend.Chunk
 	CommitChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
+	// CommitLoggedChunks commits chunks holding only data that is stored or in the intent log.
+	CommitLoggedChunks(ctx context.Context, ino backend.Ino, chunks []backend.Chunk, minSize uint64) (backend.Attr, error)
 	// LogWrites makes buffered writes durable through the store's intent log (fsync).
 	LogWrites(ctx context.Context, ino backend.Ino, size uint64, mtime int64, ws []backend.Write) (bool, error)
 	// Settle applies the file's logged writes to the store (a commit of logged data failed).
@@ -596,7 +598,11 @@ func (st *fileState) commitLoop() {
 			chunks = append(chunks, j.chunks...)
 			end = max(end, j.idx*uint64(st.wb.cs)+uint64(j.end))
 		}
-		a, err := st.vol.CommitChunks(st.wb.ctx, st.ino, chunks, end)
+		commit := st.vol.CommitChunks
+		if !slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return !j.logged }) {
+			commit = st.vol.CommitLoggedChunks // the next fsync need not sync the store for it
+		}
+		a, err := commit(st.wb.ctx, st.ino, chunks, end)
 		settled := false
 		if err != nil && slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return j.logged }) {
 			// The intent log has those jobs' data (fsync said so): settling it needs no room the
