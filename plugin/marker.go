@@ -55,11 +55,16 @@ func checkMarker(mountRoot, storeDir string, allowNew bool) error {
 	if _, err := os.Stat(filepath.Join(storeDir, "MANIFEST")); !errors.Is(err, os.ErrNotExist) {
 		return nil // an existing store (or one Stat cannot tell about: Open will say)
 	}
+	served := m.Store
+	if served == storeDir {
+		// The managed plugin sees its store at one path whatever the mount source behind it.
+		served = "this path (then backed by another directory)"
+	}
 	return fmt.Errorf("%w in %s: %s says this installation has served volumes from %s since %s; "+
 		"the store's location was probably reset (docker plugin upgrade resets the managed plugin's "+
 		"state.source; volctl daemon takes --root or FUSEVOL_ROOT): set it back, or start once with "+
 		"--allow-new-store (FUSEVOL_ALLOW_NEW_STORE=true) to begin with an empty store",
-		errNewStore, storeDir, filepath.Join(mountRoot, markerName), m.Store, m.Since.Format(time.RFC3339))
+		errNewStore, storeDir, filepath.Join(mountRoot, markerName), served, m.Since.Format(time.RFC3339))
 }
 
 // readMarker returns the marker in mountRoot, nil when there is none.
