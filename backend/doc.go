@@ -115,7 +115,7 @@
 // value-log rewrite): so no delete ever runs during a rewrite, which is what makes Badger's
 // rewrite resurrect deleted keys (badger#2286), and the rewrite runs with writers going on.
 // Busy background passes (the store was written since the last one) do not compact at all and
-// pace their rewrites (half the time resting): a full compaction takes seconds of the CPUs and the
+// rewrite at most one value-log file, one at least half garbage: a full compaction takes seconds of the CPUs and the
 // disk, which writers' fsyncs feel. Idle and explicit passes flush the memtable (which holds
 // writers off for the flush) and compact everything, then rewrite. Stores of format 1 (metadata in the value log) are upgraded at Open.
 //

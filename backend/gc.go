@@ -190,10 +190,15 @@ const (
 )
 
 // Value-log files one GC pass rewrites at most: background passes stay short, an explicit GC runs
-// until Badger finds nothing left.
+// until Badger finds nothing left. A busy pass rewrites one file, and only one that is at least half
+// garbage: each rewrite writes up to a whole value-log file through Badger beside the writers, and
+// the fsync soak saw most of its slowest fsyncs during the four rewrites busy passes used to make.
 const (
+	busyRewrites       = 1
+	busyRewriteRatio   = 0.5
 	backgroundRewrites = 4
 	explicitRewrites   = 100
+	rewriteRatio       = 0.3
 )
 
 // gc collects dead snapshot nodes, sweeps dead bodies and runs the value-log part (vlogGC).
@@ -268,10 +273,13 @@ func (s *Store) vlogGC(ctx context.Context, mode gcMode) error {
 			return err
 		}
 	}
-	if mode == gcExplicit {
-		return s.rewriteValueLog(ctx, explicitRewrites, false)
+	switch mode {
+	case gcExplicit:
+		return s.rewriteValueLog(ctx, explicitRewrites, rewriteRatio)
+	case gcIdle:
+		return s.rewriteValueLog(ctx, backgroundRewrites, rewriteRatio)
 	}
-	return s.rewriteValueLog(ctx, backgroundRewrites, mode == gcBusy)
+	return s.rewriteValueLog(ctx, busyRewrites, busyRewriteRatio)
 }
 
 // referencedNodes returns the nodes that volumes and snapshots point at.

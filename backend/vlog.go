@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -170,25 +169,16 @@ func (s *Store) flushMemtableLocked() error {
 	return nil
 }
 
-// rewriteValueLog lets Badger rewrite up to max value-log files that are at least 30% garbage.
-// Paced, it rests after each rewrite as long as the rewrite took, so that writers sharing the disk
-// and the CPUs with it get at least half of both.
-func (s *Store) rewriteValueLog(ctx context.Context, max int, paced bool) error {
-	var took time.Duration
+// rewriteValueLog lets Badger rewrite up to max value-log files, each at least ratio garbage
+// (a rewrite moves the rest of the file: the higher the ratio, the less it writes per byte freed).
+func (s *Store) rewriteValueLog(ctx context.Context, max int, ratio float64) error {
 	for i := 0; i < max && ctx.Err() == nil; i++ {
-		if i > 0 && paced {
-			if err := sleepCtx(ctx, took); err != nil {
-				return err
-			}
-		}
 		// Badger writes the rewrite's entries outside our commits: the guard allocates its
 		// files first, as it does before a commit (diskspace.go).
 		if err := s.guard.ready(nil); err != nil {
 			return err
 		}
-		start := time.Now()
-		err := s.db.RunValueLogGC(0.3)
-		took = time.Since(start)
+		err := s.db.RunValueLogGC(ratio)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			return nil
 		}
@@ -225,7 +215,7 @@ func (s *Store) legacyVlogGC(ctx context.Context, mode gcMode) error {
 	if err := s.flatten(); err != nil {
 		return err
 	}
-	return s.rewriteValueLog(ctx, explicitRewrites, false)
+	return s.rewriteValueLog(ctx, explicitRewrites, rewriteRatio)
 }
 
 // upgradeFormat moves a format-1 store's metadata values out of the value log by writing each
@@ -346,16 +336,4 @@ func scanPrefixUntil(txn *badger.Txn, prefix []byte, limit int, fn func(k, v []b
 		return nil
 	}
 	return err
-}
-
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
