@@ -31,69 +31,91 @@ const sweepBatch = 256
 func be64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
 // sweepDead deletes the bodies of chunks that lost their last reference. Only GC calls it, under
-// gcMu, never while a value-log rewrite runs.
+// gcMu, never while a value-log rewrite runs. The markers are found by a read transaction, batch by
+// batch from where the last one ended: the prefix holds the tombstones of every marker swept since
+// the last compaction, and scanning them under the write lock held writers off for seconds.
 func (s *Store) sweepDead(ctx context.Context) error {
+	from := []byte{pDead}
 	for {
-		n := 0
-		err := s.update(ctx, func(t *tx) error {
+		var keys [][]byte
+		if err := s.view(func(t *tx) error {
 			var err error
-			n, err = t.sweepBatch(sweepBatch)
+			keys, from, err = deadMarkers(t.txn, from, sweepBatch)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return fmt.Errorf("sweep dead chunk bodies: %w", err)
 		}
-		if n < sweepBatch {
+		if len(keys) > 0 {
+			if err := s.update(ctx, func(t *tx) error { return t.sweep(keys) }); err != nil {
+				return fmt.Errorf("sweep dead chunk bodies: %w", err)
+			}
+		}
+		if from == nil {
 			return nil
 		}
 	}
 }
 
-// sweepBatch deletes up to limit dead bodies with their markers and returns how many markers it
-// handled. A marker whose chunk has a refcount again (which reviveOrStore prevents) loses only the
-// marker.
-func (t *tx) sweepBatch(limit int) (int, error) {
-	type dead struct {
-		key    []byte
-		stored uint32
+// deadMarkers returns up to limit dead-body markers at or after from and the key to continue at
+// (nil when done).
+func deadMarkers(txn *badger.Txn, from []byte, limit int) ([][]byte, []byte, error) {
+	o := badger.DefaultIteratorOptions
+	o.Prefix, o.PrefetchValues = []byte{pDead}, false
+	it := txn.NewIterator(o)
+	defer it.Close()
+	var keys [][]byte
+	for it.Seek(from); it.Valid(); it.Next() {
+		k := it.Item().KeyCopy(nil)
+		if len(keys) == limit {
+			return keys, k, nil
+		}
+		keys = append(keys, k)
 	}
-	var batch []dead
-	err := scanPrefixUntil(t.txn, []byte{pDead}, limit, func(k, v []byte) error {
+	return keys, nil, nil
+}
+
+// sweep deletes the bodies that the markers keys name, with the markers. A marker gone since it was
+// found (the body was revived) is skipped; one whose chunk has a refcount again (which
+// reviveOrStore prevents) loses only the marker.
+func (t *tx) sweep(keys [][]byte) error {
+	var swept uint64
+	for _, k := range keys {
+		item, err := t.txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
 		if len(k) != 1+HashSize || len(v) != 4 {
 			return fmt.Errorf("%w: dead-body marker %x", ErrCorrupt, k)
 		}
-		batch = append(batch, dead{k, binary.BigEndian.Uint32(v)})
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	var swept uint64
-	for _, d := range batch {
 		var h Hash
-		copy(h[:], d.key[1:])
+		copy(h[:], k[1:])
 		if _, live, err := t.getRef(h); err != nil {
-			return 0, err
+			return err
 		} else if !live {
 			if err := t.deleteKey(bodyKey(h)); err != nil {
-				return 0, err
+				return err
 			}
-			swept += uint64(d.stored)
+			swept += uint64(binary.BigEndian.Uint32(v))
 		}
-		if err := t.delete(d.key); err != nil {
-			return 0, err
-		}
-	}
-	if swept > 0 {
-		prev, err := getUint64(t.txn, sweptKey)
-		if err != nil {
-			return 0, err
-		}
-		if err := t.set(sweptKey, be64(prev+swept)); err != nil {
-			return 0, err
+		if err := t.delete(k); err != nil {
+			return err
 		}
 	}
-	return len(batch), nil
+	if swept == 0 {
+		return nil
+	}
+	prev, err := getUint64(t.txn, sweptKey)
+	if err != nil {
+		return err
+	}
+	return t.set(sweptKey, be64(prev+swept))
 }
 
 // sweptBytes is how many body bytes were swept since the last full compaction.
@@ -317,23 +339,4 @@ func largeValueKeys(txn *badger.Txn, from []byte, limit int) ([][]byte, []byte, 
 		keys = append(keys, item.KeyCopy(nil))
 	}
 	return keys, nil, nil
-}
-
-// errBatchFull stops a scan once a batch is full.
-var errBatchFull = errors.New("batch full")
-
-// scanPrefixUntil is scanPrefix with values, stopping after limit keys.
-func scanPrefixUntil(txn *badger.Txn, prefix []byte, limit int, fn func(k, v []byte) error) error {
-	n := 0
-	err := scanPrefix(txn, prefix, true, func(k, v []byte) error {
-		if n == limit {
-			return errBatchFull
-		}
-		n++
-		return fn(k, v)
-	})
-	if errors.Is(err, errBatchFull) {
-		return nil
-	}
-	return err
 }
