@@ -20,39 +20,14 @@ import (
 func TestDockerPluginStateReset(t *testing.T) {
 	e := newE2E(t)
 	name := "fusevol-reset:test"
-	dir := filepath.Join(e.work, "reset-plugin")
-	for _, d := range []string{"run/docker/plugins", "mnt/volumes", "mnt/state", "tmp", "dev", "proc", "sys", "etc"} {
-		if err := os.MkdirAll(filepath.Join(dir, "rootfs", d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fusetest.BuildVolctl(t, filepath.Join(dir, "rootfs"))
-	cfg, err := os.ReadFile("config.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	custom, empty := filepath.Join(e.work, "state-custom"), filepath.Join(e.work, "state-empty")
-	for _, d := range []string{custom, empty} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := pluginDir(t, e, "reset-plugin")
+	custom, empty := stateDir(t, e, "state-custom"), stateDir(t, e, "state-empty")
 	e.mustDocker("plugin", "create", name, dir)
 	e.mustDocker("plugin", "set", name, "state.source="+custom)
 	e.mustDocker("plugin", "enable", name)
 	e.mustDocker("volume", "create", "-d", name, "kept")
 	id := e.mustDocker("plugin", "inspect", "-f", "{{.Id}}", name)
-	volumes := func() string {
-		t.Helper()
-		out, err := fusetest.Volctl{Bin: e.bin, Socket: e.managedSocket(t, id)}.Run("volume", "ls", "-q")
-		if err != nil {
-			t.Fatalf("volctl volume ls through the plugin: %v\n%s", err, out)
-		}
-		return strings.TrimSpace(out)
-	}
+	volumes := func() string { t.Helper(); return managedVolumes(t, e, id) }
 	if got := volumes(); got != "kept" {
 		t.Fatalf("volumes before the reset: %q", got)
 	}
@@ -105,4 +80,45 @@ func TestDockerPluginStateReset(t *testing.T) {
 	e.mustDocker("volume", "rm", "kept")
 	e.mustDocker("plugin", "disable", "-f", name) // -f: Docker holds the volume's reference
 	e.mustDocker("plugin", "rm", name)
+}
+
+// pluginDir lays out a managed plugin as make plugin does (plugin/config.json and a rootfs with
+// the volctl binary) in the work directory's subdirectory name.
+func pluginDir(t *testing.T, e *e2eEnv, name string) string {
+	t.Helper()
+	dir := filepath.Join(e.work, name)
+	for _, d := range []string{"run/docker/plugins", "mnt/volumes", "mnt/state", "tmp", "dev", "proc", "sys", "etc"} {
+		if err := os.MkdirAll(filepath.Join(dir, "rootfs", d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fusetest.BuildVolctl(t, filepath.Join(dir, "rootfs"))
+	cfg, err := os.ReadFile("config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// stateDir makes a directory for a plugin's state.source in the work directory.
+func stateDir(t *testing.T, e *e2eEnv, name string) string {
+	t.Helper()
+	dir := filepath.Join(e.work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// managedVolumes lists the volumes of the managed plugin with ID id through volctl.
+func managedVolumes(t *testing.T, e *e2eEnv, id string) string {
+	t.Helper()
+	out, err := fusetest.Volctl{Bin: e.bin, Socket: e.managedSocket(t, id)}.Run("volume", "ls", "-q")
+	if err != nil {
+		t.Fatalf("volctl volume ls through the plugin: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(out)
 }
