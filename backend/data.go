@@ -154,10 +154,7 @@ func (v *View) commitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 	}
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
-		if err := v.settleIn(t, ino); err != nil {
-			return err
-		}
-		n, err := t.regular(ino)
+		n, err := v.settled(t, ino)
 		if err != nil {
 			return err
 		}
@@ -180,17 +177,21 @@ func (v *View) commitChunks(ctx context.Context, ino Ino, chunks []Chunk, minSiz
 func (v *View) Settle(ctx context.Context, ino Ino) (Attr, error) {
 	var a Attr
 	err := v.write(ctx, func(t *tx) error {
-		if err := v.settleIn(t, ino); err != nil {
-			return err
+		n, err := v.settled(t, ino)
+		if err == nil {
+			a = n.Attr
 		}
-		n, err := t.regular(ino)
-		if err != nil {
-			return err
-		}
-		a = n.Attr
-		return nil
+		return err
 	})
 	return a, err
+}
+
+// settled applies the intent-log records of the regular file ino in t and returns its inode.
+func (v *View) settled(t *tx, ino Ino) (*inode, error) {
+	if err := v.settleIn(t, ino); err != nil {
+		return nil, err
+	}
+	return t.regular(ino)
 }
 
 // regular returns a regular file's inode.
