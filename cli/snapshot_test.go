@@ -87,6 +87,7 @@ func TestSnapshotListRemoved(t *testing.T) {
 		{nil, [][]string{{"data", "after"}, {kept, "(removed)", "before"}, {"logs", "daily"}}},
 		{[]string{"data"}, [][]string{{"data", "after"}, {kept, "(removed)", "before"}}},
 		{[]string{"logs"}, [][]string{{"logs", "daily"}}},
+		{[]string{kept}, [][]string{{kept, "(removed)", "before"}}},
 	}
 	for _, tt := range tests {
 		r := td.run(t, append([]string{"snapshot", "ls"}, tt.args...)...).ok(t)

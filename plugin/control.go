@@ -329,7 +329,8 @@ func (d *Daemon) ctlSnapshotList(ctx context.Context, r *http.Request) (any, err
 	vol := r.URL.Query().Get("volume")
 	var st *backend.Store
 	var err error
-	if vol == "" {
+	// A removed volume's record (NAME~ID8) holds its kept snapshots: listable by that name too.
+	if vol == "" || backend.IsRemovedName(vol) {
 		st, err = d.storeFor(ctx)
 	} else {
 		st, err = d.checkedStore(ctx, vol)
