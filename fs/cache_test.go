@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs/fusetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -191,24 +191,6 @@ func TestCacheEvictedWhileRead(t *testing.T) {
 	c.release(e)
 }
 
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestFuseLogFilter(t *testing.T) {
 	for _, tc := range []struct {
 		line string
@@ -217,7 +199,7 @@ func TestFuseLogFilter(t *testing.T) {
 		{"trySplice: max pipe size 1048576", false},
 		{"Failed to read from fuse conn: bad file descriptor", true},
 	} {
-		var buf syncBuffer
+		var buf fusetest.SyncBuffer
 		fuseLogger(slog.New(slog.NewTextHandler(&buf, nil)), false).Println(tc.line)
 		if got := strings.Contains(buf.String(), tc.line); got != tc.kept {
 			t.Errorf("%q: in the log = %v, want %v (log: %q)", tc.line, got, tc.kept, buf.String())
@@ -228,7 +210,7 @@ func TestFuseLogFilter(t *testing.T) {
 // Reading 1 MiB blocks (replies larger than a pipe) must not log go-fuse's trySplice line, in
 // the mount's logger or in the process's standard log.
 func TestMountLogNoSplice(t *testing.T) {
-	var buf syncBuffer
+	var buf fusetest.SyncBuffer
 	stdlog.SetOutput(&buf)
 	t.Cleanup(func() { stdlog.SetOutput(os.Stderr) })
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))

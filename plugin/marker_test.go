@@ -1,14 +1,12 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,7 +78,7 @@ func TestServedMarkerDamaged(t *testing.T) {
 // runRefused runs a daemon that must stop by itself at start-up and returns its error and log.
 func runRefused(t *testing.T, cfg Config) (string, error) {
 	t.Helper()
-	var logs syncBuffer
+	var logs fusetest.SyncBuffer
 	cfg.Socket = filepath.Join(t.TempDir(), "s.sock")
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	d, err := NewDaemon(cfg)
@@ -94,21 +92,4 @@ func runRefused(t *testing.T, cfg Config) (string, error) {
 		t.Fatalf("the daemon did not stop by itself: %v", err)
 	}
 	return logs.String(), err
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -10,6 +10,7 @@
 //     signal and a grace; WaitReady and WaitUntil wait for it to answer.
 //   - StartDaemon, Go: a daemon's Run in this process, stopped by cancelling its context.
 //   - WaitSocket, WaitReady, UnixHTTP: waiting for a daemon's socket and talking HTTP over it.
+//   - SyncBuffer: a log sink that concurrent writers and the test may share.
 //   - CopySelf, StatusAnswer: a copy of the test binary other users can run as a helper, and
 //     what such a helper reports of the daemon's status.
 //
