@@ -99,7 +99,8 @@ inode caches were dropped first; the fusevol daemon's own chunk and Badger cache
 The loopback target is go-fuse's loopback filesystem with the same transport settings as fusevol
 (1 MiB writes and read-ahead). Data is incompressible and never repeats, except in the
 compressible and dedup workloads. The SQLite and pgbench figures come from fewer repetitions
-(see db_reps in results.json); fsync latencies are fio's (fsync alone, not the write before it).`
+(see db_reps in results.json); fsync latencies are fio's (fsync alone, not the write before it),
+the soak's those of the harness's own loop (fsync alone too).`
 
 // WriteTable writes an aligned (Markdown) table: one row per figure, each target's value, then
 // every target's ratio to native and to loopback (above 1 means better than the reference).
