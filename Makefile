@@ -26,13 +26,24 @@ test: lint
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
 
-# A short run of every fuzz target.
+# A short run of every fuzz target. Go 1.26's fuzz coordinator can fail a target with a bare
+# "context deadline exceeded" when -fuzztime ends while a worker is mid-call (golang/go#75804,
+# fixed in Go 1.27): such a run, with no failing input written and no panic, is run once more;
+# anything else fails at once.
 FUZZTIME ?= 10s
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    for try in 1 2; do \
+	      echo "fuzz $$pkg $$f"; \
+	      if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then \
+	        cat $$log; break; fi; \
+	      cat $$log; \
+	      if [ $$try = 2 ] || ! grep -q 'context deadline exceeded' $$log || \
+	         grep -qE 'Failing input written|panic:|_test.go:[0-9]+:' $$log; then exit 1; fi; \
+	      echo "fuzz $$f: Go's fuzztime deadline race (golang/go#75804), running it again"; \
+	    done; \
 	  done; \
 	done
 
