@@ -195,6 +195,9 @@ func verifyTable(name string, bo badger.Options, tm badger.TableManifest) (err e
 	// OpenTable closes f only on errors of its own checks at open, which OnBlockRead skips; and
 	// never DecrRef the table: dropping the last reference deletes the file.
 	defer f.Close(-1)
+	// A table shorter than its map (cut short on disk) faults on read: SIGBUS, which would kill
+	// the process; with panic-on-fault it is a panic, recovered below as damage.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("a block does not match its checksum or cannot be decoded (%v)", p)
