@@ -174,11 +174,22 @@ func (s *Store) checkTables() []string {
 	for _, ti := range s.db.Tables() {
 		name := table.NewFilename(ti.ID, bo.Dir)
 		err := verifyTable(name, bo, badger.TableManifest{Compression: bo.Compression})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && s.hasTable(ti.ID) {
 			bad = append(bad, fmt.Sprintf("%s: %v", filepath.Base(name), err))
 		}
 	}
 	return bad
+}
+
+// hasTable reports whether Badger still uses table id: a compaction that replaced it while fsck
+// read it (the file cut short or gone under the map) is not damage.
+func (s *Store) hasTable(id uint64) bool {
+	for _, ti := range s.db.Tables() {
+		if ti.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyTable opens one table read-only and checks its index and every block. Badger's table
