@@ -51,6 +51,12 @@ func FuzzRequestBodies(f *testing.F) {
 	f.Cleanup(func() { os.RemoveAll(base) })
 	fusetest.StartDaemon(f, d.Socket(), 15*time.Second, d.Run)
 	c := fusetest.UnixHTTP(d.Socket())
+	// The socket answers before the store is open, and open writes the served-before marker
+	// (via a temporary file) into the mount root: wait for it, so that the entries checked
+	// below are the fuzzed request's doing. List waits for the store.
+	if r, err := postDocker(c, "VolumeDriver.List", []byte("{}")); err != nil || r.Status != http.StatusOK {
+		f.Fatalf("List before fuzzing: %+v, %v", r, err)
+	}
 
 	f.Fuzz(func(t *testing.T, ep uint8, body []byte) {
 		endpoint := fuzzEndpoints[int(ep)%len(fuzzEndpoints)]
