@@ -182,7 +182,9 @@ func (s *Store) checkTables() []string {
 }
 
 // hasTable reports whether Badger still uses table id: a compaction that replaced it while fsck
-// read it (the file cut short or gone under the map) is not damage.
+// read it is not damage. Badger deletes a table by truncating its file to 0 before removing it
+// (z.MmapFile.Delete), so our map of it faults; it does so only once the table has left every
+// level and its last reference is gone, so a table that faulted is no longer listed.
 func (s *Store) hasTable(id uint64) bool {
 	for _, ti := range s.db.Tables() {
 		if ti.ID == id {
