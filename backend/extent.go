@@ -12,8 +12,9 @@ import (
 //
 // A partial-chunk commit (PrepareExtent) stores the written bytes as an extent of the chunk, a
 // metadata version M tree 'e' ino index seq node; reads lay a chunk's visible extents over its
-// chunk-map content in seq order. Any other change of the chunk (a whole-chunk commit, truncation,
-// punch or zero range, a replayed intent) drops them in its transaction. An extent that would make
+// chunk-map content in seq order. A settled intent-log record adds its pieces as extents the
+// same way. Any other change of the chunk (a whole-chunk commit, truncation, punch or zero range)
+// drops them in its transaction. An extent that would make
 // the chunk hold more than maxExtents extents, or more than a quarter of a chunk of extent bytes,
 // compacts instead: the chunk and its extents are merged and committed as one content-addressed
 // chunk in the same transaction.

@@ -24,7 +24,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -346,42 +345,30 @@ func (v *View) settleIn(t *tx, ino Ino) error {
 	return t.set(logMarkKey(k), binary.BigEndian.AppendUint64(nil, last))
 }
 
-// applyRecords writes the records' data into n's chunks (each touched chunk read and rewritten once,
-// dropping its extents). Writing a chunk's small share as extents instead was measured slower for
-// random 4 KiB write+fsync (more bytes per settled chunk, and compactions at the next commits).
+// applyRecords writes the records' data into n's chunks as extents, in LSN order so that later
+// records win; addExtent compacts a chunk whose extents pass their limits. Rewriting each touched
+// chunk whole instead made every settled 4 KiB record cost a 256 KiB chunk body: 236 KB written
+// to the store per random 4 KiB write+fsync against 22 KB now, and 2.8x the time per op
+// (BenchmarkRandWriteFsync4K in fs). A record's piece of a chunk is one extent.
 func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 	cs := uint64(v.ChunkSize())
-	bufs := map[uint64][]byte{}
-	lens := map[uint64]uint64{}
 	size := n.Size
+	var delta int64
 	for _, r := range recs {
 		end := r.Off + uint64(len(r.Data))
 		for pos := r.Off; pos < end; {
 			idx, within := pos/cs, pos%cs
-			b, ok := bufs[idx]
-			if !ok {
-				b = make([]byte, cs)
-				got, err := v.readChunk(t, n, idx, b)
-				if err != nil {
-					return err
-				}
-				bufs[idx], lens[idx] = b, uint64(got)
+			k := min(cs-within, end-pos)
+			c := v.PrepareExtent(idx, int(within), r.Data[pos-r.Off:pos-r.Off+k])
+			d, err := v.addExtent(t, n, &c)
+			if err != nil {
+				return err
 			}
-			k := uint64(copy(b[within:], r.Data[pos-r.Off:]))
-			lens[idx] = max(lens[idx], within+k)
+			delta += d
 			pos += k
 		}
 		size = max(size, r.Size, end)
 		n.Mtime, n.Ctime = r.Mtime, r.Mtime
-	}
-	var delta int64
-	for _, idx := range slices.Sorted(maps.Keys(bufs)) {
-		c := v.PrepareChunk(idx, bufs[idx][:lens[idx]])
-		d, err := t.setChunk(n, idx, &c)
-		if err != nil {
-			return err
-		}
-		delta += d
 	}
 	n.Size = size
 	return t.account(n, delta)
