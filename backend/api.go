@@ -96,6 +96,7 @@ type SnapshotInfo struct {
 	Name      string
 	CreatedAt time.Time
 	RemovedAt time.Time // when the snapshot's volume was removed; zero while it exists
+	Auto      bool      // taken by the volume's schedule (schedule.go)
 }
 
 // Usage is what one volume (or snapshot) holds, before dedup.

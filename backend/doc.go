@@ -18,6 +18,7 @@
 //	B hash                        chunk body: codec byte + payload, see Chunks (the value log when 65 KiB or more)
 //	D hash                        dead body: refcount reached 0, body to be deleted by GC (vlog.go)
 //	L volumeID 0x00 ino           intent-log mark: the highest LSN applied to the file (intent.go)
+//	P volume                      snapshot schedule policy of a live volume (binary, schedule.go)
 //
 // Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
 // 'c' chunk-map entry (suffix: chunk index), 'e' extent (suffix: chunk index, 32-bit extent seq),
@@ -107,6 +108,7 @@
 //     of extents visible with it.
 //   - Node parents exist and have larger IDs; volume live nodes are leaves.
 //   - Every intent-log mark is below the log's next LSN.
+//   - Every schedule policy decodes to a valid policy and belongs to a live volume.
 //
 // # GC without pauses
 //

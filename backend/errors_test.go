@@ -69,7 +69,7 @@ func TestParseVolumeOptions(t *testing.T) {
 		{map[string]string{"mode": "999"}, nil, "octal"},
 		{map[string]string{"from": "vol"}, nil, "VOLUME@SNAPSHOT"},
 		{map[string]string{"from": "../x@y"}, nil, "VOLUME@SNAPSHOT"},
-		{map[string]string{"colour": "red"}, nil, `unknown option "colour"; accepted options: chunk-size, compression, from, gid, mode, size, uid`},
+		{map[string]string{"colour": "red"}, nil, `unknown option "colour"; accepted options: chunk-size, compression, from, gid, mode, size, snapshot-every, snapshot-keep, snapshot-keep-daily, snapshot-keep-hourly, snapshot-keep-monthly, snapshot-keep-weekly, uid`},
 	} {
 		o, err := ParseVolumeOptions(tc.in)
 		if tc.err != "" {

@@ -22,6 +22,8 @@ type fsckState struct {
 	dead  map[Hash]bool                 // chunks with a dead-body marker
 	usage map[uint32]Usage              // recomputed usage of each checked node
 	cut   bool                          // a pass stopped early (runStep) or a table is damaged
+	// strays are schedule keys of volumes that do not exist, which repair deletes.
+	strays [][]byte
 }
 
 func (f *fsckState) problem(format string, a ...any) {
@@ -71,7 +73,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 		run  func(*tx) error
 	}{{"records", f.loadRecords}, {"snapshot tree", f.checkTree}, {"references", f.countRefs},
 		{"chunks", f.checkChunks}, {"volumes", f.checkViews}, {"intent-log marks", s.checkLogMarks(f)},
-		{"tables", f.checkTables}}
+		{"schedules", f.checkSchedules}, {"tables", f.checkTables}}
 	err := s.view(func(t *tx) error {
 		for _, st := range steps {
 			if err := ctx.Err(); err != nil {
@@ -528,8 +530,35 @@ func (f *fsckState) checkFileChunks(t *tx, v volRec, label, path string, n *inod
 	return nil
 }
 
-// repair fixes what can be fixed without guessing: refcounts, unreferenced bodies, usage counters.
+// checkSchedules checks that every schedule policy decodes to a valid one and belongs to a live
+// volume (not a removed volume's record).
+func (f *fsckState) checkSchedules(t *tx) error {
+	live := map[string]bool{}
+	for _, v := range f.vols {
+		live[v.Name] = !IsRemovedName(v.Name)
+	}
+	return scanPrefix(t.txn, []byte{pSchedule}, true, func(k, v []byte) error {
+		vol := string(k[1:])
+		if _, err := decodeSchedule(v); err != nil {
+			f.problem("schedule of volume %q: %v", vol, err)
+		}
+		if !live[vol] {
+			f.problem("schedule of volume %q, which does not exist", vol)
+			f.strays = append(f.strays, slices.Clone(k))
+		}
+		return nil
+	})
+}
+
+// repair fixes what can be fixed without guessing: refcounts, unreferenced bodies, usage
+// counters, schedules of volumes that are gone.
 func (f *fsckState) repair(t *tx) error {
+	for _, k := range f.strays {
+		if err := t.delete(k); err != nil {
+			return err
+		}
+		f.rep.Repaired = append(f.rep.Repaired, fmt.Sprintf("schedule of volume %q, which does not exist, deleted", k[1:]))
+	}
 	err := scanPrefix(t.txn, []byte{pRef}, true, func(k, v []byte) error {
 		var h Hash
 		copy(h[:], k[1:])

@@ -55,7 +55,7 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
-var optionKeys = []string{"size", "chunk-size", "compression", "uid", "gid", "mode", "from"}
+var optionKeys = append([]string{"size", "chunk-size", "compression", "uid", "gid", "mode", "from"}, scheduleOptionKeys...)
 
 // formatOptions is the -o map that should parse back to o.
 func formatOptions(o VolumeOptions) map[string]string {
@@ -72,6 +72,12 @@ func formatOptions(o VolumeOptions) map[string]string {
 	if o.From != "" {
 		m["from"] = o.From
 	}
+	if p := o.Schedule; !p.IsZero() {
+		m["snapshot-every"] = FormatEvery(p.Every)
+		for _, k := range p.keeps() {
+			m["snapshot-"+k.name] = strconv.Itoa(*k.n)
+		}
+	}
 	return m
 }
 
@@ -84,6 +90,8 @@ func FuzzParseVolumeOptions(f *testing.F) {
 	f.Add("chunk-size", "3MiB", "compression", "lz4")
 	f.Add("bogus", "1", "uid", "-1")
 	f.Add("mode", "10000", "chunk-size", "4M")
+	f.Add("snapshot-every", "1h", "snapshot-keep", "24")
+	f.Add("snapshot-every", "1d", "snapshot-keep-weekly", "x")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		in := map[string]string{k1: v1, k2: v2}
 		o, err := ParseVolumeOptions(in)

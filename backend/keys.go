@@ -19,6 +19,7 @@ const (
 	pBody     = 'B'
 	pLogMark  = 'L'
 	pDead     = 'D'
+	pSchedule = 'P'
 )
 
 // Metadata kinds.
@@ -50,6 +51,8 @@ func snapshotPrefix(volume string) []byte {
 }
 
 func snapshotKey(volume, name string) []byte { return append(snapshotPrefix(volume), name...) }
+
+func scheduleKey(volume string) []byte { return append([]byte{pSchedule}, volume...) }
 
 func nodeKey(id uint32) []byte { return binary.BigEndian.AppendUint32([]byte{pNode}, id) }
 

@@ -26,6 +26,9 @@ type VolumeOptions struct {
 	GID         uint32 `json:"gid"`
 	Mode        uint32 `json:"mode"`           // permission bits of the root directory, 1 to 07777
 	From        string `json:"from,omitempty"` // "VOLUME@SNAPSHOT" for a clone
+	// Schedule is given with the snapshot-* options; CreateVolume stores it under its own key
+	// (schedule.go), not in the volume record, so it is never part of the stored options.
+	Schedule SchedulePolicy `json:"-"`
 }
 
 // ValidateName checks a volume or snapshot name: 1–255 bytes of [A-Za-z0-9][A-Za-z0-9_.-]*.
@@ -104,6 +107,12 @@ var optionParsers = map[string]func(*VolumeOptions, string) error{
 		o.From = v
 		return nil
 	},
+	"snapshot-every":        scheduleOption("snapshot-every"),
+	"snapshot-keep":         scheduleOption("snapshot-keep"),
+	"snapshot-keep-hourly":  scheduleOption("snapshot-keep-hourly"),
+	"snapshot-keep-daily":   scheduleOption("snapshot-keep-daily"),
+	"snapshot-keep-weekly":  scheduleOption("snapshot-keep-weekly"),
+	"snapshot-keep-monthly": scheduleOption("snapshot-keep-monthly"),
 }
 
 func parseUint32(s string, base int, dst *uint32) error {
@@ -152,6 +161,11 @@ func ParseVolumeOptions(opts map[string]string) (VolumeOptions, error) {
 		}
 		if err := parse(&o, strings.TrimSpace(opts[k])); err != nil {
 			return o, fmt.Errorf("%w: option %s=%q: %v", ErrInvalid, k, opts[k], err)
+		}
+	}
+	if !o.Schedule.IsZero() {
+		if err := o.Schedule.Validate(); err != nil {
+			return o, fmt.Errorf("options %s: %w", strings.Join(scheduleOptionKeys, ", "), err)
 		}
 	}
 	return o.withDefaults(), nil

@@ -139,9 +139,13 @@ func (s *Store) putRemoved(t *tx, r *removedRec, newest snapRec) error {
 	return nil
 }
 
-// deleteVolumeIn deletes a volume's record; its snapshot records must be gone or moved.
+// deleteVolumeIn deletes a volume's record and its schedule; its snapshot records must be gone
+// or moved.
 func (s *Store) deleteVolumeIn(t *tx, name string) error {
 	if err := t.delete(volumeKey(name)); err != nil {
+		return err
+	}
+	if err := t.delete(scheduleKey(name)); err != nil {
 		return err
 	}
 	t.onCommit(func() { delete(s.vols, name) })

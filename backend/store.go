@@ -108,6 +108,7 @@ func (v *volRec) info() VolumeInfo {
 type snapRec struct {
 	CreatedAt time.Time `json:"created_at"`
 	Node      uint32    `json:"node"`
+	Auto      bool      `json:"auto,omitempty"` // taken by the scheduler: the only kind pruned (schedule.go)
 }
 
 // Open opens (creating if needed) the store in dir and reclaims orphaned inodes left by a dead process.

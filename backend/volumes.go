@@ -17,10 +17,16 @@ import (
 // its data (the clone's chunk size is the origin's, and so is its quota unless opts.Size is set).
 // VOL@SNAP may name a snapshot of a removed volume (removed.go); a clone of one into the removed
 // volume's own name takes back all of its snapshots. Zero options take their defaults
-// (DefaultVolumeOptions). ErrExists if the name is taken.
+// (DefaultVolumeOptions). ErrExists if the name is taken. A non-zero opts.Schedule becomes the
+// volume's schedule (schedule.go) in the same transaction; a clone has none unless given one.
 func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOptions) (VolumeInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
+	}
+	if !opts.Schedule.IsZero() {
+		if err := opts.Schedule.Validate(); err != nil {
+			return VolumeInfo{}, fmt.Errorf("volume %q: %w", name, err)
+		}
 	}
 	opts = opts.withDefaults()
 	rec := &volRec{Name: name, ID: uuid.NewString(), CreatedAt: time.Now().UTC(), Options: opts}
@@ -30,6 +36,11 @@ func (s *Store) CreateVolume(ctx context.Context, name string, opts VolumeOption
 			return fmt.Errorf("volume %q: %w", name, ErrExists)
 		} else if err != ErrNotFound {
 			return err
+		}
+		if !opts.Schedule.IsZero() {
+			if err := t.set(scheduleKey(name), encodeSchedule(opts.Schedule)); err != nil {
+				return err
+			}
 		}
 		if opts.From != "" {
 			return s.initClone(t, rec)
@@ -184,12 +195,20 @@ func (s *Store) DeleteVolume(ctx context.Context, name string) error {
 }
 
 // CreateSnapshot takes a read-only snapshot of the volume's committed state in constant time: the
-// live node is frozen as the snapshot and the volume continues in a new child of it.
+// live node is frozen as the snapshot and the volume continues in a new child of it. Names
+// starting with AutoPrefix are the scheduler's (CreateAutoSnapshot) and refused here.
 func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (SnapshotInfo, error) {
+	if strings.HasPrefix(name, AutoPrefix) {
+		return SnapshotInfo{}, fmt.Errorf("%w: snapshot name %q: names starting with %q are reserved for scheduled snapshots (volctl snapshot schedule)", ErrInvalid, name, AutoPrefix)
+	}
+	return s.createSnapshot(ctx, volume, name, snapRec{CreatedAt: time.Now().UTC()})
+}
+
+// createSnapshot takes the snapshot volume@name with the record's time and flag.
+func (s *Store) createSnapshot(ctx context.Context, volume, name string, snap snapRec) (SnapshotInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return SnapshotInfo{}, err
 	}
-	snap := snapRec{CreatedAt: time.Now().UTC()}
 	if err := s.settleVolume(ctx, s.volumeID(volume)); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: apply logged writes: %w", volume, name, err)
 	}
@@ -220,7 +239,7 @@ func (s *Store) CreateSnapshot(ctx context.Context, volume, name string) (Snapsh
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	return SnapshotInfo{Volume: volume, Name: name, CreatedAt: snap.CreatedAt}, nil
+	return SnapshotInfo{Volume: volume, Name: name, CreatedAt: snap.CreatedAt, Auto: snap.Auto}, nil
 }
 
 // ListSnapshots returns a volume's snapshots, oldest first (volume "" lists all volumes'). Kept
@@ -242,7 +261,7 @@ func (s *Store) ListSnapshots(ctx context.Context, volume string) ([]SnapshotInf
 				if err := json.Unmarshal(v, &r); err != nil {
 					return fmt.Errorf("%w: snapshot record %q: %v", ErrCorrupt, k[1:], err)
 				}
-				info := SnapshotInfo{Volume: vol, Name: name, CreatedAt: r.CreatedAt}
+				info := SnapshotInfo{Volume: vol, Name: name, CreatedAt: r.CreatedAt, Auto: r.Auto}
 				if IsRemovedName(vol) {
 					at, ok := removed[vol]
 					if !ok {
@@ -437,6 +456,8 @@ func setOptions(o VolumeOptions, opts map[string]string) (VolumeOptions, error) 
 	for _, k := range keys {
 		set, ok := settableOptions[k]
 		switch {
+		case !ok && strings.HasPrefix(k, "snapshot-"):
+			return o, fmt.Errorf("%w: option %s: a volume's snapshot schedule is set with volctl snapshot schedule", ErrInvalid, k)
 		case !ok && optionParsers[k] != nil:
 			return o, fmt.Errorf("%w: option %s is not settable on an existing volume; settable options: %s", ErrInvalid, k, settableNames())
 		case !ok:
