@@ -77,8 +77,8 @@
 // A checksum mismatch is ErrCorrupt, never data. The inode counts the extents its node sees (in a
 // 32-bit slot older inodes hold as zero), so reads of files without extents never look for them.
 //
-// Every other change of a chunk (a whole-chunk commit, truncation, punch or zero range, a settled
-// intent-log record) drops its extents in the same transaction; an extent that a new one covers is
+// A settled intent-log record is laid over its chunks as extents too. Every other change of a chunk
+// (a whole-chunk commit, truncation, punch or zero range) drops its extents in the same transaction; an extent that a new one covers is
 // dropped by it. An extent that would give its chunk more than 16 extents, or more extent bytes than
 // a quarter of a chunk or 64 KiB, whichever is less, compacts instead: chunk and extents are merged and committed as one
 // content-addressed chunk (deduplicated and hash-checked like any other) in the same transaction.
