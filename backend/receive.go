@@ -1,0 +1,587 @@
+package backend
+
+// Receive builds what a sendstream holds (send.go says what that is) without side effects
+// until the stream checked out:
+//
+//   - A full stream is written into a new volume under a hidden name, NAME~receive-RAND (a
+//     removed volume's kind of name: ListVolumes and GetVolume hide it, the plugin mounts no
+//     name with '~', GC and fsck see a volume like any other). The final transaction renames
+//     it to NAME and takes the snapshot the stream was sent from (same name, same time).
+//   - An incremental stream needs a volume NAME holding the stream's base (by identity, see
+//     send.go); it is written into a hidden clone of that snapshot, and the final transaction
+//     makes the clone's node the new snapshot and rolls NAME's live state forward to it,
+//     dropping what NAME's live state changed since (zfs receive -F). The caller makes sure
+//     NAME is not mounted.
+//
+// Records are read in batches outside the store's write lock (bodies are hashed and encoded
+// then), and each batch is one bounded transaction. On any error, the trailer's included, the
+// hidden volume is deleted and GC gives back what it held: no volume, no reference, no body.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/zeebo/blake3"
+
+	"github.com/fusevol/fusevol/backend/sendstream"
+)
+
+// ReceiveStats is what Receive built.
+type ReceiveStats struct {
+	Volume, Snapshot string
+	Incremental      bool
+	Inodes           int64 // inode records applied
+	Chunks           int64 // chunk-map entries applied
+	Bodies           int64 // chunk bodies written
+	BodyBytes        int64 // plain bytes of those
+	Skipped          int64 // chunk bodies in the stream that the store already held (not written again)
+	Bytes            int64 // stream bytes
+}
+
+// Batch bounds: a transaction stays well below Badger's limits (bodies under the value
+// threshold count in full).
+const (
+	recvBatchRecords = 512
+	recvBatchBytes   = 2 << 20
+)
+
+// receiveSep separates a volume's name from the suffix of a receive's hidden volume.
+const receiveSep = removedSep + "receive-"
+
+// Receive reads a sendstream from r and builds volume (full stream) or a new snapshot of it
+// (incremental stream), with the snapshot named as in the stream. Damaged, truncated or
+// foreign streams are ErrInvalid; an incremental stream whose base volume does not hold is
+// ErrInvalid too (ErrNotFound without the volume).
+func (s *Store) Receive(ctx context.Context, r io.Reader, volume string) (ReceiveStats, error) {
+	st := ReceiveStats{Volume: volume}
+	if err := ValidateName(volume); err != nil {
+		return st, err
+	}
+	dec, err := sendstream.NewDecoder(r)
+	if err != nil {
+		return st, fmt.Errorf("receive %s: %w: %w", volume, ErrInvalid, err)
+	}
+	h := dec.Header()
+	st.Snapshot, st.Incremental = h.Snapshot, h.Incremental
+	if err := ValidateName(h.Snapshot); err != nil {
+		return st, fmt.Errorf("receive %s: stream's snapshot name: %w", volume, err)
+	}
+	rc := &receiver{s: s, h: h, dec: dec, stats: &st}
+	if err := rc.begin(ctx, volume); err != nil {
+		return st, fmt.Errorf("receive %s@%s: %w", volume, h.Snapshot, err)
+	}
+	err = rc.run(ctx)
+	if err == nil {
+		err = rc.finish(ctx, volume)
+	}
+	st.Bytes = int64(dec.Counts().Bytes)
+	if err != nil {
+		// Not ctx: a cancelled receive must still leave nothing behind.
+		if derr := s.DeleteVolume(context.Background(), rc.hidden); derr != nil {
+			s.log.Error("receive: could not delete its hidden volume", "volume", rc.hidden, "err", derr)
+		}
+		if errors.Is(err, sendstream.ErrFormat) && !errors.Is(err, ErrInvalid) {
+			err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		return st, fmt.Errorf("receive %s@%s: %w", volume, h.Snapshot, err)
+	}
+	return st, nil
+}
+
+// receiver is one Receive.
+type receiver struct {
+	s      *Store
+	h      sendstream.Header
+	dec    *sendstream.Decoder
+	stats  *ReceiveStats
+	hidden string
+	view   *View  // the hidden volume
+	base   uint32 // incremental: the base snapshot's node
+	// pending is a body read and not yet used: the chunk record after it uses it.
+	pending *Chunk
+}
+
+func hiddenName(volume string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return volume + receiveSep + hex.EncodeToString(b[:])
+}
+
+// begin creates the hidden volume.
+func (rc *receiver) begin(ctx context.Context, volume string) error {
+	s, h := rc.s, rc.h
+	rc.hidden = hiddenName(volume)
+	rec := &volRec{Name: rc.hidden, ID: uuid.NewString(), CreatedAt: time.Now().UTC()}
+	err := s.update(ctx, func(t *tx) error {
+		var vol volRec
+		err := t.getJSON(volumeKey(volume), &vol)
+		switch {
+		case err != nil && err != ErrNotFound:
+			return err
+		case !h.Incremental && err == nil:
+			return fmt.Errorf("volume %q: %w (a full stream makes a new volume)", volume, ErrExists)
+		case h.Incremental && err == ErrNotFound:
+			return fmt.Errorf("volume %q: %w (an incremental stream needs the volume holding its base %s)", volume, ErrNotFound, h.BaseName)
+		case !h.Incremental:
+			opts, err := streamOptions(h)
+			if err != nil {
+				return err
+			}
+			rec.Options = opts
+			return s.initVolume(t, rec)
+		}
+		base, err := findBase(t, vol, h)
+		if err != nil {
+			return err
+		}
+		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
+			return err
+		}
+		if uint32(vol.Options.ChunkSize) != h.ChunkSize {
+			return fmt.Errorf("%w: the stream's chunk size %d is not volume %q's %d", ErrInvalid, h.ChunkSize, volume, vol.Options.ChunkSize)
+		}
+		rc.base = base
+		rec.Options, rec.Tree = vol.Options, vol.Tree
+		head, err := t.newNode(vol.Tree, base)
+		if err != nil {
+			return err
+		}
+		rec.Head = head
+		if err := copyUsage(t, base, head); err != nil {
+			return err
+		}
+		return s.putVolume(t, rec)
+	})
+	if err != nil {
+		return err
+	}
+	rc.view = &View{s: s, info: rec.info(), tree: rec.Tree}
+	return nil
+}
+
+// streamOptions are the options of a volume received from h: the sender's.
+func streamOptions(h sendstream.Header) (VolumeOptions, error) {
+	opts := map[string]string{"chunk-size": strconv.Itoa(int(h.ChunkSize)), "uid": strconv.Itoa(int(h.UID)),
+		"gid": strconv.Itoa(int(h.GID)), "mode": strconv.FormatUint(uint64(h.Mode), 8)}
+	if h.Compression != "" {
+		opts["compression"] = h.Compression
+	}
+	if h.Quota > 0 {
+		opts["size"] = strconv.FormatUint(h.Quota, 10)
+	}
+	o, err := ParseVolumeOptions(opts)
+	if err != nil {
+		return o, fmt.Errorf("stream's volume options: %w", err)
+	}
+	return o.withDefaults(), nil
+}
+
+// findBase returns the node of the snapshot of vol whose identity is the stream's base.
+func findBase(t *tx, vol volRec, h sendstream.Header) (uint32, error) {
+	snaps, err := snapshotsIn(t, vol.Name)
+	if err != nil {
+		return 0, err
+	}
+	for _, sn := range snaps {
+		id, err := snapshotID(t, vol, sn.name, &snapRec{})
+		if err != nil {
+			return 0, err
+		}
+		if id == h.BaseID {
+			return sn.Node, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: volume %q holds no snapshot the stream was sent from (%s@%s, id %s): receive that one first",
+		ErrInvalid, vol.Name, h.Volume, h.BaseName, h.BaseID)
+}
+
+func snapshotFree(t *tx, volume, name string) error {
+	var existing snapRec
+	if err := t.getJSON(snapshotKey(volume, name), &existing); err == nil {
+		return fmt.Errorf("snapshot %s@%s: %w", volume, name, ErrExists)
+	} else if err != ErrNotFound {
+		return err
+	}
+	return nil
+}
+
+// run applies the stream batch by batch until its trailer checked out.
+func (rc *receiver) run(ctx context.Context) error {
+	for {
+		batch, done, err := rc.readBatch()
+		if err != nil {
+			return err
+		}
+		if err := rc.apply(ctx, batch); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// item is one record to apply; chunk records carry their prepared chunk.
+type item struct {
+	rec   sendstream.Record
+	chunk *Chunk
+}
+
+// readBatch reads up to a batch of records, preparing chunk bodies (hash check, encoding)
+// outside any transaction.
+func (rc *receiver) readBatch() ([]item, bool, error) {
+	var batch []item
+	bytes := 0
+	cs := uint64(rc.h.ChunkSize)
+	for len(batch) < recvBatchRecords && bytes < recvBatchBytes {
+		rec, err := rc.dec.Next()
+		if err == io.EOF {
+			if rc.pending != nil {
+				return nil, false, fmt.Errorf("%w: the stream's last body is used by no chunk", ErrInvalid)
+			}
+			return batch, true, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if rc.pending != nil && rec.Type != sendstream.TChunk {
+			return nil, false, fmt.Errorf("%w: a body not followed by its chunk record", ErrInvalid)
+		}
+		it := item{rec: rec}
+		switch rec.Type {
+		case sendstream.TBody:
+			if len(rec.Data) > int(cs) {
+				return nil, false, fmt.Errorf("%w: a body of %d bytes in a stream of %d-byte chunks", ErrInvalid, len(rec.Data), cs)
+			}
+			c, err := rc.prepare(rec)
+			if err != nil {
+				return nil, false, err
+			}
+			rc.pending = c
+			bytes += len(rec.Data)
+			continue
+		case sendstream.TChunk:
+			if rec.Length == 0 || uint64(rec.Length) > cs || rec.Index > (1<<62)/cs {
+				return nil, false, fmt.Errorf("%w: chunk %d of %d bytes of inode %d", ErrInvalid, rec.Index, rec.Length, rec.Ino)
+			}
+			c := &Chunk{Index: rec.Index, hash: rec.Hash, n: int(rec.Length)}
+			if p := rc.pending; p != nil {
+				if p.hash != rec.Hash || p.n != c.n {
+					return nil, false, fmt.Errorf("%w: a chunk record that does not use the body before it", ErrInvalid)
+				}
+				c.body = p.body // nil: the store holds it
+				rc.pending = nil
+			}
+			it.chunk = c
+		case sendstream.TXattr:
+			it.rec.Data = append([]byte{}, rec.Data...)
+			bytes += len(rec.Data)
+		}
+		batch = append(batch, it)
+	}
+	return batch, false, nil
+}
+
+// prepare checks a body against its hash and encodes it as the volume stores chunks, unless
+// the store holds the chunk already (then it is only checked, and skipped).
+func (rc *receiver) prepare(rec sendstream.Record) (*Chunk, error) {
+	c := &Chunk{hash: rec.Hash, n: len(rec.Data)}
+	var held bool
+	if err := rc.s.view(func(t *tx) error {
+		_, ok, err := t.getRef(rec.Hash)
+		held = ok
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if held {
+		if blake3.Sum256(rec.Data) != rec.Hash {
+			return nil, fmt.Errorf("%w: a chunk body that does not match its hash %x", ErrInvalid, rec.Hash[:8])
+		}
+		rc.stats.Skipped++
+		return c, nil
+	}
+	body, hash := rc.s.codecs.encode(rc.view.options().Compression, rec.Data)
+	if hash != rec.Hash {
+		return nil, fmt.Errorf("%w: a chunk body that does not match its hash %x", ErrInvalid, rec.Hash[:8])
+	}
+	c.body = bytes.Clone(body)
+	return c, nil
+}
+
+// apply writes one batch in one transaction of the hidden volume, past the disk guard for
+// the bodies it stores.
+func (rc *receiver) apply(ctx context.Context, batch []item) error {
+	var data int64
+	for _, it := range batch {
+		if it.chunk != nil && it.chunk.body != nil {
+			data += int64(it.chunk.n)
+		}
+	}
+	if err := rc.view.admitData(data); err != nil {
+		return err
+	}
+	var st ReceiveStats
+	err := rc.view.write(ctx, func(t *tx) error {
+		st = ReceiveStats{}
+		for _, it := range batch {
+			if err := rc.applyOne(t, it, &st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		rc.stats.Inodes += st.Inodes
+		rc.stats.Chunks += st.Chunks
+		rc.stats.Bodies += st.Bodies
+		rc.stats.BodyBytes += st.BodyBytes
+	}
+	return err
+}
+
+func (rc *receiver) applyOne(t *tx, it item, st *ReceiveStats) error {
+	r := it.rec
+	switch r.Type {
+	case sendstream.TInode:
+		st.Inodes++
+		return rc.putInode(t, r.Inode)
+	case sendstream.TDirent:
+		if err := checkName(r.Name); err != nil {
+			return err
+		}
+		if r.Ino == 0 || r.Dir == 0 || !validType(r.Kind) {
+			return fmt.Errorf("%w: directory entry %q of inode %d", ErrInvalid, r.Name, r.Dir)
+		}
+		return t.put(direntLKey(t.tree, Ino(r.Dir), r.Name), encodeDirent(Ino(r.Ino), r.Kind&syscall.S_IFMT))
+	case sendstream.TXattr:
+		if _, err := t.getInode(Ino(r.Ino)); err != nil {
+			return err
+		}
+		return t.put(xattrLKey(t.tree, Ino(r.Ino), r.Name), append([]byte{tagLive}, r.Data...))
+	case sendstream.TChunk:
+		st.Chunks++
+		if it.chunk.body != nil {
+			st.Bodies++
+			st.BodyBytes += int64(it.chunk.n)
+		}
+		return rc.setChunk(t, Ino(r.Ino), it.chunk)
+	case sendstream.THole:
+		return rc.setChunk(t, Ino(r.Ino), &Chunk{Index: r.Index, zero: true})
+	case sendstream.TUnlink:
+		return t.remove(direntLKey(t.tree, Ino(r.Dir), r.Name))
+	case sendstream.TRemoveXattr:
+		return t.remove(xattrLKey(t.tree, Ino(r.Ino), r.Name))
+	case sendstream.TRemoveInode:
+		return rc.removeInode(t, Ino(r.Ino))
+	}
+	return fmt.Errorf("%w: unexpected %s record", ErrInvalid, r.Type)
+}
+
+func validType(mode uint32) bool {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+		return true
+	}
+	return false
+}
+
+// putInode writes an inode's attributes, keeping what the store accounts itself (allocation,
+// extents: received files have none).
+func (rc *receiver) putInode(t *tx, in sendstream.Inode) error {
+	if in.Ino == 0 || !validType(in.Mode) || in.Nlink == 0 {
+		return fmt.Errorf("%w: inode %d of mode %o and %d links", ErrInvalid, in.Ino, in.Mode, in.Nlink)
+	}
+	if in.Ino == uint64(RootIno) && !isDir(in.Mode) {
+		return fmt.Errorf("%w: a root that is not a directory", ErrInvalid)
+	}
+	isLink := in.Mode&syscall.S_IFMT == syscall.S_IFLNK
+	if isLink != (in.Target != "") {
+		return fmt.Errorf("%w: inode %d of mode %o with a %d-byte target", ErrInvalid, in.Ino, in.Mode, len(in.Target))
+	}
+	n := &inode{Attr: Attr{Ino: Ino(in.Ino), Mode: in.Mode, UID: in.UID, GID: in.GID, Size: in.Size, Nlink: in.Nlink,
+		Rdev: in.Rdev, Atime: in.Atime, Mtime: in.Mtime, Ctime: in.Ctime, Gen: in.Gen}, parent: Ino(in.Parent), target: in.Target}
+	old, err := t.getInode(n.Ino)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if err := t.addUsage(t.node, 0, 1); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		if old.Mode&syscall.S_IFMT != n.Mode&syscall.S_IFMT {
+			return fmt.Errorf("%w: inode %d changes type", ErrInvalid, n.Ino)
+		}
+		n.alloc, n.extents = old.alloc, old.extents
+	}
+	return t.putInode(n)
+}
+
+// setChunk points a chunk of a regular file at c (zero: a hole), with refcounts, allocation
+// and the volume's quota kept. A chunk without a body must be one the store holds.
+func (rc *receiver) setChunk(t *tx, ino Ino, c *Chunk) error {
+	n, err := t.regular(ino)
+	if err != nil {
+		return err
+	}
+	if !c.zero && c.body == nil {
+		r, ok, err := t.getRef(c.hash)
+		if err != nil {
+			return err
+		}
+		if !ok || int(r.plain) != c.n {
+			return fmt.Errorf("%w: the stream uses chunk %x, which neither it nor this store holds", ErrInvalid, c.hash[:8])
+		}
+	}
+	delta, err := t.setChunk(n, c.Index, c)
+	if err != nil {
+		return err
+	}
+	if err := rc.view.checkQuota(t, delta); err != nil {
+		return err
+	}
+	return t.account(n, delta)
+}
+
+// removeInode drops an inode and everything the hidden volume sees of it.
+func (rc *receiver) removeInode(t *tx, ino Ino) error {
+	n, err := t.getInode(ino)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil || ino == RootIno {
+		return cmpErr(err, fmt.Errorf("%w: removal of the root", ErrInvalid))
+	}
+	var delta int64
+	var chunks []uint64
+	if err := t.scanVisible(metaKind(t.tree, kChunk, ino), func(lkey []byte, ver version) error {
+		if ver.live() {
+			chunks = append(chunks, beUint64(lkey[len(lkey)-8:]))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, idx := range chunks {
+		d, err := t.setChunk(n, idx, nil)
+		if err != nil {
+			return err
+		}
+		delta += d
+	}
+	for _, kind := range []byte{kXattr, kDirent} {
+		var keys [][]byte
+		if err := t.scanVisible(metaKind(t.tree, kind, ino), func(lkey []byte, ver version) error {
+			if ver.live() {
+				keys = append(keys, lkey)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := t.remove(k); err != nil {
+				return err
+			}
+		}
+	}
+	if err := t.account(n, delta); err != nil {
+		return err
+	}
+	if err := t.remove(inodeLKey(t.tree, ino)); err != nil {
+		return err
+	}
+	return t.addUsage(t.node, -int64(n.alloc), -1)
+}
+
+func cmpErr(err, fallback error) error {
+	if err != nil {
+		return err
+	}
+	return fallback
+}
+
+// finish makes the received snapshot visible in one transaction.
+func (rc *receiver) finish(ctx context.Context, volume string) error {
+	s, h := rc.s, rc.h
+	return s.update(ctx, func(t *tx) error {
+		var hid volRec
+		if err := t.getJSON(volumeKey(rc.hidden), &hid); err != nil {
+			return fmt.Errorf("hidden volume %q: %w", rc.hidden, err)
+		}
+		if err := rc.raiseInodeCounter(t, hid.Tree); err != nil {
+			return err
+		}
+		snap := snapRec{CreatedAt: time.Unix(0, h.Created).UTC(), Node: hid.Head}
+		rec := hid
+		if h.Incremental {
+			if err := t.getJSON(volumeKey(volume), &rec); err != nil {
+				return fmt.Errorf("volume %q: %w", volume, err)
+			}
+			if base, err := findBase(t, rec, h); err != nil || base != rc.base {
+				return cmpErr(err, fmt.Errorf("%w: volume %q's base snapshot changed during the receive", ErrInvalid, volume))
+			}
+			if err := s.voidVolumeIn(t, rec.ID); err != nil {
+				return err
+			}
+		} else {
+			var existing volRec
+			if err := t.getJSON(volumeKey(volume), &existing); err == nil {
+				return fmt.Errorf("volume %q: %w", volume, ErrExists)
+			} else if err != ErrNotFound {
+				return err
+			}
+			rec.Name = volume
+		}
+		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
+			return err
+		}
+		if err := t.setJSON(snapshotKey(volume, h.Snapshot), snap); err != nil {
+			return err
+		}
+		if err := t.set(sendIDKey(hid.Head), []byte(h.SnapshotID)); err != nil {
+			return err
+		}
+		head, err := t.newNode(hid.Tree, hid.Head)
+		if err != nil {
+			return err
+		}
+		if err := copyUsage(t, hid.Head, head); err != nil {
+			return err
+		}
+		rec.Head = head
+		if err := s.deleteVolumeIn(t, rc.hidden); err != nil {
+			return err
+		}
+		return s.putVolume(t, &rec)
+	})
+}
+
+// raiseInodeCounter makes the tree allocate above every inode number of the stream.
+func (rc *receiver) raiseInodeCounter(t *tx, tree uint32) error {
+	item, err := t.txn.Get(treeKey(tree))
+	if err != nil {
+		return fmt.Errorf("inode counter of tree %d: %w", tree, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil || len(v) != 8 {
+		return cmpErr(err, fmt.Errorf("%w: bad inode counter", ErrCorrupt))
+	}
+	if beUint64(v) >= rc.h.NextIno {
+		return nil
+	}
+	return t.set(treeKey(tree), beAppend64(nil, rc.h.NextIno))
+}
