@@ -411,6 +411,16 @@ func (s *Store) CreateAutoSnapshot(ctx context.Context, volume, name string, at 
 	return s.createSnapshot(ctx, volume, name, snapRec{CreatedAt: at.UTC(), Auto: true})
 }
 
+// mustBeScheduled refuses an automatic snapshot of a volume without a schedule: the schedule
+// may have been turned off after the scheduler read it.
+func mustBeScheduled(t *tx, volume string) error {
+	_, err := t.txn.Get(scheduleKey(volume))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%w: volume %q has no snapshot schedule (any more)", ErrInvalid, volume)
+	}
+	return err
+}
+
 // PruneSnapshots deletes, in one transaction, the automatic snapshots of volume that its
 // schedule no longer keeps, except those busy reports (mounted ones: they go at a later prune).
 // It returns their names; none when the volume has no schedule.

@@ -223,6 +223,11 @@ func (s *Store) createSnapshot(ctx context.Context, volume, name string, snap sn
 		} else if err != ErrNotFound {
 			return err
 		}
+		if snap.Auto {
+			if err := mustBeScheduled(t, volume); err != nil {
+				return err
+			}
+		}
 		head, err := t.newNode(rec.Tree, rec.Head)
 		if err != nil {
 			return err

@@ -28,6 +28,9 @@ func (d *Daemon) registerControl(mux *http.ServeMux) {
 		api.RouteSnapshotRemove:  d.ctlSnapshotRemove,
 		api.RouteSnapshotRestore: d.ctlSnapshotRestore,
 		api.RouteSnapshotDiff:    d.ctlSnapshotDiff,
+		api.RouteScheduleGet:     d.ctlScheduleGet,
+		api.RouteScheduleSet:     d.ctlScheduleSet,
+		api.RouteScheduleRemove:  d.ctlScheduleRemove,
 		api.RouteDF:              d.ctlDF,
 		api.RouteGC:              d.ctlGC,
 		api.RouteFsck:            d.ctlFsck,
@@ -253,6 +256,10 @@ func (d *Daemon) createVolume(ctx context.Context, name string, opts map[string]
 		return backend.VolumeInfo{}, fmt.Errorf("create volume %s: %w", name, err)
 	}
 	d.log.Info("volume created", "volume", name, "from", vo.From)
+	if !vo.Schedule.IsZero() {
+		d.log.Info("snapshot schedule set", "volume", name, "schedule", vo.Schedule.String())
+		d.pokeScheduler()
+	}
 	return info, nil
 }
 
@@ -316,7 +323,7 @@ func apiOptions(o backend.VolumeOptions) api.VolumeOptions {
 func apiSnapshots(snaps []backend.SnapshotInfo) []api.Snapshot {
 	out := make([]api.Snapshot, 0, len(snaps))
 	for _, s := range snaps {
-		a := api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt}
+		a := api.Snapshot{Volume: s.Volume, Name: s.Name, CreatedAt: s.CreatedAt, Auto: s.Auto}
 		if !s.RemovedAt.IsZero() {
 			a.RemovedAt = &s.RemovedAt
 		}

@@ -15,6 +15,8 @@
 //     Config.WriteBuffer), so memory does not grow with the number of volumes.
 //   - A daemon that has served a store does not start on a new, empty one (its location was
 //     reset, as docker plugin upgrade does) unless Config.AllowNewStore: see marker.go.
+//   - Automatic snapshots are taken by one scheduler goroutine (schedule.go) that runs while
+//     the store is open; it takes them like volctl's snapshots, under the volume's lock.
 //   - The profiler (Config.DebugAddr, off by default) is reachable from this host only: loopback
 //     TCP or a unix socket of mode 0600 serving the daemon's own user, on a mux of its own.
 //
@@ -58,6 +60,9 @@ type Config struct {
 	// AllowNewStore lets the daemon start on a new, empty store although the marker in
 	// MountRoot says it has served one before (marker.go).
 	AllowNewStore bool
+	// ScheduleEvery, when set, replaces the interval of every snapshot schedule (which the
+	// store keeps at 1m or more, schedule.go). For end-to-end tests only: no flag sets it.
+	ScheduleEvery time.Duration
 }
 
 // Defaults for Config.
@@ -101,6 +106,9 @@ type Daemon struct {
 	mounts *mountTable // volume mounts and their references
 	debug  debugAddr
 	dbg    atomic.Pointer[debugServer] // set by Run before the socket listens
+
+	wake      chan struct{} // pokes the snapshot scheduler (schedule.go)
+	schedStop func()        // set before opened closes when the scheduler runs
 }
 
 // NewDaemon checks cfg and fills in defaults; nothing is opened or listened on until Run.
@@ -146,6 +154,7 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		gid:    gid,
 		ready:  make(chan struct{}),
 		stop:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 		mounts: newMountTable(cfg.MountRoot, newSysMounter(cfg.CacheSize, cfg.WriteBuffer), cfg.Logger),
 		debug:  debug,
 	}, nil
@@ -209,6 +218,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() {
 		defer close(opened)
 		d.open(ctx)
+		if d.openErr == nil {
+			d.startScheduler(ctx)
+		}
 	}()
 
 	var runErr error
@@ -279,6 +291,7 @@ func (d *Daemon) shutdown(srv *http.Server, opened <-chan struct{}) {
 	}
 	cancel()
 	<-opened
+	d.stopScheduler()
 	ctx, cancel := context.WithTimeout(context.Background(), unmountTimeout)
 	defer cancel()
 	d.mounts.unmountAll(ctx)

@@ -32,6 +32,9 @@ const (
 	RouteSnapshotRemove  = "DELETE " + Prefix + "/volumes/{name}/snapshots/{snapshot}"       // -> 204
 	RouteSnapshotRestore = "POST " + Prefix + "/volumes/{name}/snapshots/{snapshot}/restore" // -> 204
 	RouteSnapshotDiff    = "GET " + Prefix + "/volumes/{name}/diff"                          // ?from=SNAP&to=SNAP (to empty = live) -> Diff
+	RouteScheduleGet     = "GET " + Prefix + "/volumes/{name}/schedule"                      // -> Schedule
+	RouteScheduleSet     = "POST " + Prefix + "/volumes/{name}/schedule"                     // Schedule -> Schedule
+	RouteScheduleRemove  = "DELETE " + Prefix + "/volumes/{name}/schedule"                   // -> 204
 	RouteDF              = "GET " + Prefix + "/df"                                           // -> DF
 	RouteGC              = "POST " + Prefix + "/gc"                                          // -> GCResult
 	RouteFsck            = "POST " + Prefix + "/fsck"                                        // FsckRequest -> FsckReport
@@ -119,7 +122,8 @@ type Volume struct {
 }
 
 // CreateVolumeRequest creates a volume; Options takes the same keys as `docker volume create -o`
-// (size, from, chunk-size, compression, uid, gid, mode).
+// (size, from, chunk-size, compression, uid, gid, mode, and a schedule's snapshot-every,
+// snapshot-keep, snapshot-keep-hourly, -daily, -weekly, -monthly).
 type CreateVolumeRequest struct {
 	Name    string            `json:"name"`
 	Options map[string]string `json:"options,omitempty"`
@@ -139,6 +143,27 @@ type Snapshot struct {
 	CreatedAt time.Time `json:"created_at"`
 	// RemovedAt is set on the kept snapshots of a removed volume: when the volume was removed.
 	RemovedAt *time.Time `json:"removed_at,omitempty"`
+	// Auto is set on snapshots the volume's schedule took (named auto-...); only those are
+	// ever pruned.
+	Auto bool `json:"auto"`
+}
+
+// Schedule is a volume's snapshot schedule: a snapshot every Every, and the automatic ones
+// pruned to those the keep rules keep (restic forget semantics: Keep the newest N, KeepHourly
+// the newest of each of the N most recent hours with one, and so on, UTC; kept by any rule
+// means kept). Every is empty when the volume has none. As a request (set), Volume, Last and
+// Next are ignored.
+type Schedule struct {
+	Volume      string `json:"volume"`
+	Every       string `json:"every"` // 15m, 1h, 1d: at least 1m
+	Keep        int    `json:"keep,omitempty"`
+	KeepHourly  int    `json:"keep_hourly,omitempty"`
+	KeepDaily   int    `json:"keep_daily,omitempty"`
+	KeepWeekly  int    `json:"keep_weekly,omitempty"`
+	KeepMonthly int    `json:"keep_monthly,omitempty"`
+	// Last is when the newest automatic snapshot was taken, Next when the next one is due.
+	Last *time.Time `json:"last,omitempty"`
+	Next *time.Time `json:"next,omitempty"`
 }
 
 // CreateSnapshotRequest names the new snapshot.

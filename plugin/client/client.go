@@ -187,6 +187,28 @@ func (c *Client) Unmount(ctx context.Context, dir string) error {
 	return c.do(ctx, http.MethodPost, "/unmount", nil, api.UnmountRequest{Dir: dir}, nil)
 }
 
+// Schedule returns a volume's snapshot schedule (Every empty when it has none).
+func (c *Client) Schedule(ctx context.Context, volume string) (api.Schedule, error) {
+	var out api.Schedule
+	err := c.do(ctx, http.MethodGet, schedPath(volume), nil, nil, &out)
+	return out, err
+}
+
+// SetSchedule gives a volume a snapshot schedule, replacing any it had; automatic snapshots
+// the new rules do not keep are pruned at once.
+func (c *Client) SetSchedule(ctx context.Context, volume string, s api.Schedule) (api.Schedule, error) {
+	var out api.Schedule
+	err := c.do(ctx, http.MethodPost, schedPath(volume), nil, s, &out)
+	return out, err
+}
+
+// RemoveSchedule turns a volume's schedule off; its automatic snapshots stay.
+func (c *Client) RemoveSchedule(ctx context.Context, volume string) error {
+	return c.do(ctx, http.MethodDelete, schedPath(volume), nil, nil, nil)
+}
+
+func schedPath(volume string) string { return "/volumes/" + url.PathEscape(volume) + "/schedule" }
+
 func snapPath(volume, name string) string {
 	return "/volumes/" + url.PathEscape(volume) + "/snapshots/" + url.PathEscape(name)
 }

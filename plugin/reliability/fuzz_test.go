@@ -22,6 +22,7 @@ var fuzzEndpoints = []string{
 	"Plugin.Activate", "VolumeDriver.Capabilities", "VolumeDriver.Create", "VolumeDriver.Remove",
 	"VolumeDriver.Get", "VolumeDriver.List", "VolumeDriver.Path", "VolumeDriver.Unmount",
 	"fusevol/v1/volumes", "fusevol/v1/volumes/fz/snapshots", "fusevol/v1/unmount",
+	"fusevol/v1/volumes/fz/schedule",
 }
 
 // FuzzRequestBodies sends arbitrary bodies to every endpoint of a daemon running in this process
@@ -35,6 +36,8 @@ func FuzzRequestBodies(f *testing.F) {
 			`{"Name":"fz","Opts":{"size":"1GiB","mode":"0700"}}`, `{"Name":"../x"}`, `{"Name":"a\u0000b"}`,
 			`{"Name":"fz","ID":"abc"}`, `{"Name":1}`, `{"name":"fz","options":{"from":"fz@s"}}`,
 			`{"Name":"fz","Opts":{"from":"../../etc@x"}}`, `{"dir":"/"}`, `{"dir":"../.."}`,
+			`{"Name":"fz","Opts":{"snapshot-every":"1m","snapshot-keep":"1"}}`, `{"every":"1h","keep":2}`,
+			`{"every":"1s","keep":1}`, `{"every":"1h","keep":-1,"keep_daily":1e9}`,
 		} {
 			f.Add(uint8(i), []byte(body))
 		}
