@@ -49,6 +49,8 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			daemonCommand(),
 			volumeCommand(),
 			snapshotCommand(),
+			sendCommand(),
+			receiveCommand(),
 			dfCommand(),
 			gcCommand(),
 			fsckCommand(),

@@ -22,6 +22,7 @@ func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	d.registerDocker(mux)
 	d.registerControl(mux)
+	d.registerSendReceive(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		msg := fmt.Sprintf("unknown endpoint %s %s", r.Method, r.URL.Path)
 		if isControl(r) {
