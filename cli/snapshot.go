@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"sort"
+	"strings"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -56,6 +58,7 @@ func snapshotCommand() *ucli.Command {
 				Action:       snapshotDiff,
 				BashComplete: completeArgs(false, argVolume, argSnapshot, argSnapshot),
 			},
+			scheduleCommand(),
 		},
 	}
 }
@@ -96,9 +99,9 @@ func snapshotList(c *ucli.Context) error {
 		return writeJSON(c.App.Writer, snaps)
 	}
 	now := time.Now()
-	tw := table(c.App.Writer, "VOLUME", "NAME", "CREATED")
+	tw := table(c.App.Writer, "VOLUME", "NAME", "AUTO", "CREATED")
 	for _, s := range snaps {
-		row(tw, snapshotVolume(s), s.Name, ago(s.CreatedAt, now))
+		row(tw, snapshotVolume(s), s.Name, map[bool]string{true: "yes", false: "no"}[s.Auto], ago(s.CreatedAt, now))
 	}
 	return tw.Flush()
 }
@@ -176,4 +179,110 @@ func snapshotDiff(c *ucli.Context) error {
 		fmt.Fprintf(c.App.Writer, "%s %s\n", ch.kind, ch.path)
 	}
 	return nil
+}
+
+// keepFlags are the retention flags of snapshot schedule, in the order they print.
+var keepFlags = []struct{ name, usage string }{
+	{"keep", "keep the newest N automatic snapshots"},
+	{"keep-hourly", "keep the newest automatic snapshot of each of the last N hours that have one"},
+	{"keep-daily", "... of each of the last N days (UTC)"},
+	{"keep-weekly", "... of each of the last N weeks (ISO weeks, Monday to Sunday)"},
+	{"keep-monthly", "... of each of the last N months"},
+}
+
+func scheduleCommand() *ucli.Command {
+	flags := []ucli.Flag{
+		&ucli.StringFlag{Name: "every", Usage: "take an automatic snapshot every `DURATION` (at least 1m: 15m, 1h, 1d)"},
+		&ucli.BoolFlag{Name: "off", Usage: "turn the schedule off (its automatic snapshots stay)"},
+		formatFlag(),
+	}
+	for _, k := range keepFlags {
+		flags = append(flags, &ucli.IntFlag{Name: k.name, Usage: k.usage, DefaultText: "0"})
+	}
+	return &ucli.Command{
+		Name:      "schedule",
+		Usage:     "show, set or turn off a volume's snapshot schedule",
+		ArgsUsage: "VOLUME",
+		Description: "Without flags it shows the schedule. --every with at least one --keep* flag sets it,\n" +
+			"replacing the one the volume had: the daemon snapshots the volume every DURATION (at the\n" +
+			"multiples of DURATION, UTC), names the snapshots auto-YYYY-MM-DDTHHMMZ and removes the\n" +
+			"automatic snapshots no --keep* rule keeps (a snapshot kept by any rule stays; snapshots\n" +
+			"you named are never removed). After downtime it takes one snapshot, not one per missed\n" +
+			"interval. docker volume create -o snapshot-every=1h -o snapshot-keep=24 does the same.",
+		Flags:        flags,
+		Action:       snapshotSchedule,
+		BashComplete: completeArgs(false, argVolume),
+	}
+}
+
+func snapshotSchedule(c *ucli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf(c, "snapshot schedule needs one VOLUME, got %d arguments", c.NArg())
+	}
+	asJSON, err := wantJSON(c)
+	if err != nil {
+		return err
+	}
+	vol := c.Args().First()
+	setting := c.IsSet("every")
+	for _, k := range keepFlags {
+		setting = setting || c.IsSet(k.name)
+	}
+	cl := daemonClient(c)
+	var sc api.Schedule
+	switch {
+	case c.Bool("off") && setting:
+		return usageErrorf(c, "--off turns the schedule off: give it without --every and --keep*")
+	case c.Bool("off"):
+		if err := cl.RemoveSchedule(c.Context, vol); err != nil {
+			return failure(fmt.Sprintf("turn off the schedule of %s", vol), err)
+		}
+		sc = api.Schedule{Volume: vol}
+	case setting:
+		req := api.Schedule{Every: c.String("every"), Keep: c.Int("keep"), KeepHourly: c.Int("keep-hourly"),
+			KeepDaily: c.Int("keep-daily"), KeepWeekly: c.Int("keep-weekly"), KeepMonthly: c.Int("keep-monthly")}
+		if sc, err = cl.SetSchedule(c.Context, vol, req); err != nil {
+			return failure(fmt.Sprintf("set the schedule of %s", vol), err)
+		}
+	default:
+		if sc, err = cl.Schedule(c.Context, vol); err != nil {
+			return failure(fmt.Sprintf("show the schedule of %s", vol), err)
+		}
+	}
+	if asJSON {
+		return writeJSON(c.App.Writer, sc)
+	}
+	return printSchedule(c.App.Writer, sc, time.Now())
+}
+
+// printSchedule prints a schedule as lines of "key: value".
+func printSchedule(w io.Writer, sc api.Schedule, now time.Time) error {
+	if sc.Every == "" {
+		_, err := fmt.Fprintf(w, "%s: no snapshot schedule\n", sc.Volume)
+		return err
+	}
+	var keep []string
+	for _, k := range []struct {
+		n    int
+		unit string
+	}{{sc.Keep, "last"}, {sc.KeepHourly, "hourly"}, {sc.KeepDaily, "daily"}, {sc.KeepWeekly, "weekly"}, {sc.KeepMonthly, "monthly"}} {
+		if k.n > 0 {
+			keep = append(keep, fmt.Sprintf("%d %s", k.n, k.unit))
+		}
+	}
+	last, next := "-", "-"
+	if sc.Last != nil {
+		last = timestamp(*sc.Last, now)
+	}
+	if sc.Next != nil {
+		next = sc.Next.UTC().Format(time.RFC3339)
+		if d := sc.Next.Sub(now); d > 0 {
+			next += " (in " + strings.TrimSuffix(ago(now.Add(-d), now), " ago") + ")"
+		} else {
+			next += " (due now)"
+		}
+	}
+	_, err := fmt.Fprintf(w, "volume:  %s\nevery:   %s\nkeep:    %s\nlast:    %s\nnext:    %s\n",
+		sc.Volume, sc.Every, strings.Join(keep, ", "), last, next)
+	return err
 }

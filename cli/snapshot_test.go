@@ -84,16 +84,16 @@ func TestSnapshotListRemoved(t *testing.T) {
 		args []string
 		want [][]string // fields of each row after the header
 	}{
-		{nil, [][]string{{"data", "after"}, {kept, "(removed)", "before"}, {"logs", "daily"}}},
-		{[]string{"data"}, [][]string{{"data", "after"}, {kept, "(removed)", "before"}}},
-		{[]string{"logs"}, [][]string{{"logs", "daily"}}},
-		{[]string{kept}, [][]string{{kept, "(removed)", "before"}}},
+		{nil, [][]string{{"data", "after", "no"}, {kept, "(removed)", "before", "no"}, {"logs", "daily", "no"}}},
+		{[]string{"data"}, [][]string{{"data", "after", "no"}, {kept, "(removed)", "before", "no"}}},
+		{[]string{"logs"}, [][]string{{"logs", "daily", "no"}}},
+		{[]string{kept}, [][]string{{kept, "(removed)", "before", "no"}}},
 	}
 	for _, tt := range tests {
 		r := td.run(t, append([]string{"snapshot", "ls"}, tt.args...)...).ok(t)
 		columnsAligned(t, r.stdout)
 		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
-		if strings.Join(strings.Fields(lines[0]), " ") != "VOLUME NAME CREATED" {
+		if strings.Join(strings.Fields(lines[0]), " ") != "VOLUME NAME AUTO CREATED" {
 			t.Errorf("snapshot ls %v: header %q", tt.args, lines[0])
 		}
 		var got [][]string

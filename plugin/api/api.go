@@ -145,7 +145,7 @@ type Snapshot struct {
 	RemovedAt *time.Time `json:"removed_at,omitempty"`
 	// Auto is set on snapshots the volume's schedule took (named auto-...); only those are
 	// ever pruned.
-	Auto bool `json:"auto"`
+	Auto bool `json:"auto,omitempty"`
 }
 
 // Schedule is a volume's snapshot schedule: a snapshot every Every, and the automatic ones
