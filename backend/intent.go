@@ -24,6 +24,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -345,33 +346,91 @@ func (v *View) settleIn(t *tx, ino Ino) error {
 	return t.set(logMarkKey(k), binary.BigEndian.AppendUint64(nil, last))
 }
 
-// applyRecords writes the records' data into n's chunks as extents, in LSN order so that later
-// records win; addExtent compacts a chunk whose extents pass their limits. Rewriting each touched
-// chunk whole instead made every settled 4 KiB record cost a 256 KiB chunk body: 236 KB written
-// to the store per random 4 KiB write+fsync against 22 KB now, and 2.8x the time per op
-// (BenchmarkRandWriteFsync4K in fs). A record's piece of a chunk is one extent.
+// maxSettleExtentBytes bounds the extent bytes one settle adds to its transaction. Extents are
+// stored in the LSM tree, and Badger refuses a transaction over 15% of a memtable (4.8 MiB), of
+// which a commit's own chunks may take 4 MiB (fs batches up to 64 partial chunks of at most
+// 64 KiB of extents): chunks beyond the bound are rewritten whole instead, their bodies going to
+// the value log, so a file with thousands of live records still settles in one transaction.
+const maxSettleExtentBytes = 256 << 10
+
+// piece is the part of a record that falls into one chunk.
+type piece struct {
+	off  int
+	data []byte
+}
+
+// applyRecords writes the records' data into n's chunks, in LSN order within each chunk so that
+// later records win: as extents while they fit maxSettleExtentBytes (addExtent compacts a chunk
+// whose extents pass their limits), else merged into the rewritten chunk. Rewriting every touched
+// chunk whole made each settled 4 KiB record cost a 256 KiB body: 236 KB written to the store per
+// random 4 KiB write+fsync against 22 KB with extents, and 2.8x the time per op
+// (BenchmarkRandWriteFsync4K in fs).
 func (v *View) applyRecords(t *tx, n *inode, recs []intentlog.Record) error {
 	cs := uint64(v.ChunkSize())
+	pieces := map[uint64][]piece{}
 	size := n.Size
-	var delta int64
 	for _, r := range recs {
 		end := r.Off + uint64(len(r.Data))
 		for pos := r.Off; pos < end; {
 			idx, within := pos/cs, pos%cs
 			k := min(cs-within, end-pos)
-			c := v.PrepareExtent(idx, int(within), r.Data[pos-r.Off:pos-r.Off+k])
-			d, err := v.addExtent(t, n, &c)
-			if err != nil {
-				return err
-			}
-			delta += d
+			pieces[idx] = append(pieces[idx], piece{int(within), r.Data[pos-r.Off : pos-r.Off+k]})
 			pos += k
 		}
 		size = max(size, r.Size, end)
 		n.Mtime, n.Ctime = r.Mtime, r.Mtime
 	}
+	budget := maxSettleExtentBytes
+	var delta int64
+	for _, idx := range slices.Sorted(maps.Keys(pieces)) {
+		ps := pieces[idx]
+		total := 0
+		for _, p := range ps {
+			total += len(p.data)
+		}
+		var d int64
+		var err error
+		if total <= budget {
+			budget -= total
+			d, err = v.settleExtents(t, n, idx, ps)
+		} else {
+			d, err = v.settleChunk(t, n, idx, ps)
+		}
+		if err != nil {
+			return err
+		}
+		delta += d
+	}
 	n.Size = size
 	return t.account(n, delta)
+}
+
+// settleExtents lays pieces over chunk idx as extents, in order.
+func (v *View) settleExtents(t *tx, n *inode, idx uint64, ps []piece) (int64, error) {
+	var delta int64
+	for _, p := range ps {
+		c := v.PrepareExtent(idx, p.off, p.data)
+		d, err := v.addExtent(t, n, &c)
+		if err != nil {
+			return 0, err
+		}
+		delta += d
+	}
+	return delta, nil
+}
+
+// settleChunk merges pieces, in order, into chunk idx and commits it whole.
+func (v *View) settleChunk(t *tx, n *inode, idx uint64, ps []piece) (int64, error) {
+	buf := make([]byte, v.ChunkSize())
+	got, err := v.readChunk(t, n, idx, buf)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range ps {
+		got = max(got, p.off+copy(buf[p.off:], p.data))
+	}
+	c := v.PrepareChunk(idx, buf[:got])
+	return t.setChunk(n, idx, &c)
 }
 
 // LogWrites makes writes to ino durable through the intent log; size and mtime are the file's

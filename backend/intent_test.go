@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -282,5 +283,53 @@ func TestCommitOfLoggedDataNeedsNoStoreSync(t *testing.T) {
 			f.reopen()
 			f.want(append(data, "tail"...))
 		})
+	}
+}
+
+// TestSettleManyRecordsOfOneFile replays more records of one file than Badger takes in one
+// transaction as extents (over 15% of a memtable): the settle must still fit, and every record
+// must read back.
+func TestSettleManyRecordsOfOneFile(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{GCInterval: -1, IntentLogSize: 16 << 20}
+	s, err := Open(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustVolume(t, s, "vol", nil)
+	ino := mustFile(t, v, RootIno, "db")
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const size = 16 << 20
+	want := make([]byte, size)
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1500 { // 6 MB of records
+		off := uint64(r.IntN(size/4096)) * 4096
+		d := make([]byte, 4096)
+		for j := range d {
+			d[j] = byte(r.Uint32())
+		}
+		copy(want[off:], d)
+		logged, err := v.LogWrites(context.Background(), ino, size, time.Now().UnixNano(), []Write{{off, d}})
+		if err != nil || !logged {
+			t.Fatalf("LogWrites: logged=%v err=%v", logged, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(context.Background(), dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := len(s.intents.live); n != 0 {
+		t.Fatalf("%d files still have live records after replay", n)
+	}
+	if v, err = s.OpenVolume(context.Background(), "vol"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, v, ino); !bytes.Equal(got, want) {
+		t.Fatalf("file reads back %d bytes, not the %d logged ones", len(got), len(want))
 	}
 }
