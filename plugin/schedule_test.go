@@ -434,3 +434,24 @@ func TestScheduleFlushesMount(t *testing.T) {
 		t.Fatalf("v@%s:/f = %q, %v", auto, b, err)
 	}
 }
+
+// TestDockerCreateSchedule: docker volume create -o snapshot-every=... -o snapshot-keep=...
+// (VolumeDriver.Create) sets the schedule; bad values are refused with the option named.
+func TestDockerCreateSchedule(t *testing.T) {
+	td := startDaemon(t, "")
+	td.ok(t, "VolumeDriver.Create", `{"Name":"data","Opts":{"snapshot-every":"1h","snapshot-keep":"24","snapshot-keep-daily":"7"}}`)
+	sc, err := client.New(td.sock).Schedule(context.Background(), "data")
+	if err != nil || sc.Every != "1h" || sc.Keep != 24 || sc.KeepDaily != 7 {
+		t.Fatalf("schedule of a volume docker created %+v, %v", sc, err)
+	}
+	for _, tt := range []struct{ opts, want string }{
+		{`{"snapshot-every":"1h"}`, "at least one of keep"},
+		{`{"snapshot-every":"10s","snapshot-keep":"1"}`, "every must be from 1m"},
+		{`{"snapshot-every":"hourly","snapshot-keep":"1"}`, `snapshot-every="hourly"`},
+		{`{"snapshot-every":"1h","snapshot-keep":"many"}`, `snapshot-keep="many"`},
+		{`{"snapshot-keep-yearly":"1"}`, `unknown option "snapshot-keep-yearly"`},
+	} {
+		td.fails(t, "VolumeDriver.Create", `{"Name":"bad","Opts":`+tt.opts+`}`, tt.want)
+	}
+	td.fails(t, "VolumeDriver.Get", `{"Name":"bad"}`, "not found")
+}
