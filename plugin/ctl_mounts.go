@@ -71,7 +71,7 @@ func (d *Daemon) ctlUnmount(ctx context.Context, r *http.Request) (any, error) {
 }
 
 func (d *Daemon) ctlMountList(ctx context.Context, r *http.Request) (any, error) {
-	return d.mounts.list(), nil
+	return d.mounts.list(ctx), nil
 }
 
 // volctl mount targets. The daemon mounts as root for callers that may not be: a member of

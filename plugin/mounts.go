@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin/api"
 )
 
@@ -310,6 +311,7 @@ func (t *mountTable) liveMounts() int {
 
 // mountAt mounts volume vol (snap == "") or its snapshot snap on the volctl directory dir.
 func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, dir string) error {
+	t.reconcile(ctx)
 	v := t.lock(vol)
 	defer t.unlock(vol, v)
 	if !t.claimDir(dir, vol) {
@@ -376,6 +378,7 @@ var errNotVolctlMount = errors.New("not a volctl mount")
 // daemon did not mount is errNotVolctlMount, unless it holds a dead mount of an earlier daemon,
 // which is detached.
 func (t *mountTable) unmountAt(ctx context.Context, dir string) error {
+	t.reconcile(ctx)
 	t.mu.Lock()
 	vol, ok := t.dirs[dir]
 	t.mu.Unlock()
@@ -438,7 +441,8 @@ func (t *mountTable) dropAll(ctx context.Context, name string, v *volState) erro
 }
 
 // list is every volctl mount, sorted by directory.
-func (t *mountTable) list() []api.Mount {
+func (t *mountTable) list(ctx context.Context) []api.Mount {
+	t.reconcile(ctx)
 	t.mu.Lock()
 	out := []api.Mount{}
 	for dir, vol := range t.dirs {
@@ -455,4 +459,72 @@ func (t *mountTable) list() []api.Mount {
 	t.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Dir < out[j].Dir })
 	return out
+}
+
+// A volctl mount can be removed behind the daemon's back: `umount DIR` (as mount(8)'s helper,
+// mount.fuse.fusevol, invites) is the kernel's alone. Until the table notices, it would refuse
+// the next mount on DIR and keep the volume's live mount referenced, so every operation on
+// volctl mounts first forgets the ones the mount table no longer shows.
+
+// reconcile forgets the volctl mounts whose directory no longer holds a fusevol mount, releasing
+// the live mount's reference of a bind and stopping the server of a snapshot mount. Failures are
+// logged: the caller's own operation reports what matters to it.
+func (t *mountTable) reconcile(ctx context.Context) {
+	table, err := t.sys.Mounts()
+	if err != nil {
+		t.log.Warn("cannot read the mount table; volctl mounts not reconciled", "err", err)
+		return
+	}
+	t.mu.Lock()
+	var gone []string
+	for dir := range t.dirs {
+		if !fusevolMountOn(table, dir) {
+			gone = append(gone, dir)
+		}
+	}
+	t.mu.Unlock()
+	for _, dir := range gone {
+		if err := t.forgetGone(ctx, dir); err != nil {
+			t.log.Warn("reconciling a volctl mount removed outside the daemon", "dir", dir, "err", err)
+		}
+	}
+}
+
+// forgetGone forgets the volctl mount on dir if, checked again under its volume's lock, the
+// mount table still does not show it (a mount made meanwhile stays).
+func (t *mountTable) forgetGone(ctx context.Context, dir string) error {
+	t.mu.Lock()
+	vol, ok := t.dirs[dir]
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	v := t.lock(vol)
+	defer t.unlock(vol, v)
+	table, err := t.sys.Mounts()
+	if err != nil || fusevolMountOn(table, dir) {
+		return err
+	}
+	if s, ok := v.snaps[dir]; ok {
+		t.update(func() { delete(v.snaps, dir); delete(t.dirs, dir) })
+		t.log.Info("snapshot mount removed outside the daemon; forgotten", "volume", vol, "snapshot", s.snapshot, "dir", dir)
+		// Its server stops once the kernel drops the connection; Unmount waits for that.
+		return s.mnt.Unmount(ctx)
+	}
+	if !v.binds[dir] {
+		return nil
+	}
+	t.update(func() { delete(v.binds, dir); delete(t.dirs, dir) })
+	t.log.Info("volume mount removed outside the daemon; forgotten", "volume", vol, "dir", dir)
+	return t.releaseLive(ctx, vol, v)
+}
+
+// fusevolMountOn reports whether table holds a fusevol mount on dir, stacked under others or not.
+func fusevolMountOn(table mountinfo.Table, dir string) bool {
+	for _, e := range table {
+		if e.Dir == dir && e.FSType == "fuse.fusevol" {
+			return true
+		}
+	}
+	return false
 }

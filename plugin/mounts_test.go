@@ -33,9 +33,15 @@ type fakeMount struct {
 	dir string
 }
 
-func (m *fakeMount) Dir() string                       { return m.dir }
-func (m *fakeMount) Flush(context.Context) error       { return nil }
-func (m *fakeMount) Unmount(ctx context.Context) error { return m.f.Unmount(m.dir, false) }
+func (m *fakeMount) Dir() string                 { return m.dir }
+func (m *fakeMount) Flush(context.Context) error { return nil }
+func (m *fakeMount) Unmount(ctx context.Context) error {
+	// Like fs.Mounted, a mount already gone (unmounted behind the daemon's back) is no error.
+	if err := m.f.Unmount(m.dir, false); !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
 
 func (f *fakeMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
 	f.mu.Lock()
@@ -133,6 +139,22 @@ func TestMountTable(t *testing.T) {
 	do := func(fn func(e env) error) step {
 		return step{do: func(_ context.Context, e env) error { return fn(e) }}
 	}
+	// umount is `umount DIR` run by someone else: the kernel's, unseen by the table.
+	umount := func(dir string) step {
+		return step{do: func(_ context.Context, e env) error { return e.fake.Unmount(dir, false) }}
+	}
+	listIs := func(dirs ...string) step {
+		return step{do: func(ctx context.Context, e env) error {
+			var got []string
+			for _, m := range e.tb.list(ctx) {
+				got = append(got, m.Dir)
+			}
+			if !slices.Equal(got, dirs) {
+				return fmt.Errorf("list = %q, want %q", got, dirs)
+			}
+			return nil
+		}}
+	}
 	cases := []struct {
 		name  string
 		setup func(f *fakeMounter, root string) // stale mounts left by an earlier daemon
@@ -185,7 +207,7 @@ func TestMountTable(t *testing.T) {
 			steps: []step{
 				ref("a"), mountAt("", "/ctl/d", ""), unref("a"),
 				do(func(e env) error {
-					if got := e.tb.list(); len(got) != 1 || got[0].Dir != "/ctl/d" || got[0].Volume != "v" {
+					if got := e.tb.list(context.Background()); len(got) != 1 || got[0].Dir != "/ctl/d" || got[0].Volume != "v" {
 						return fmt.Errorf("list = %+v", got)
 					}
 					return nil
@@ -263,6 +285,34 @@ func TestMountTable(t *testing.T) {
 			mounts: []string{"R/v fuse.fusevol"}, refs: map[string]int{"a": 1}, fuse: 1,
 		},
 		{
+			name:   "a bind mount removed behind the daemon's back: the directory can be mounted again",
+			steps:  []step{mountAt("", "/ctl/d", ""), umount("/ctl/d"), mountAt("", "/ctl/d", "")},
+			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol"}, fuse: 2, // the live mount was released in between
+		},
+		{
+			name:  "a bind mount removed behind the daemon's back: list forgets it and releases the live mount",
+			steps: []step{mountAt("", "/ctl/d", ""), mountAt("", "/ctl/e", ""), umount("/ctl/d"), listIs("/ctl/e"), umount("/ctl/e"), listIs()},
+			fuse:  1,
+		},
+		{
+			name:   "a bind mount removed behind the daemon's back keeps Docker's reference",
+			steps:  []step{ref("a"), mountAt("", "/ctl/d", ""), umount("/ctl/d"), listIs()},
+			mounts: []string{"R/v fuse.fusevol"}, refs: map[string]int{"a": 1}, fuse: 1,
+		},
+		{
+			name:   "a snapshot mount removed behind the daemon's back: unmount says it is none, mount works",
+			steps:  []step{mountAt("s1", "/ctl/s", ""), umount("/ctl/s"), unmountAt("/ctl/s", errNotVolctlMount.Error()), mountAt("s1", "/ctl/s", "")},
+			mounts: []string{"/ctl/s fuse.fusevol"}, fuse: 2,
+		},
+		{
+			name: "something else stacked on a bind mount does not hide it",
+			steps: []step{mountAt("", "/ctl/d", ""), do(func(e env) error {
+				e.fake.table = append(e.fake.table, mountinfo.Entry{Dir: "/ctl/d", FSType: "tmpfs"})
+				return nil
+			}), listIs("/ctl/d")},
+			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol", "/ctl/d tmpfs"}, fuse: 1,
+		},
+		{
 			name: "volctl unmount of a dead mount of an earlier daemon detaches it",
 			setup: func(f *fakeMounter, root string) {
 				f.table = append(f.table,
@@ -335,7 +385,7 @@ func TestMountTable(t *testing.T) {
 				t.Errorf("%d FUSE mounts made, want %d", fake.fuse, tc.fuse)
 			}
 			// A volume that nothing holds leaves no state behind.
-			if e.tb.liveMounts() == 0 && len(r.refs) == 0 && len(e.tb.list()) == 0 {
+			if e.tb.liveMounts() == 0 && len(r.refs) == 0 && len(e.tb.list(context.Background())) == 0 {
 				if n := len(e.tb.names()); n != 0 {
 					t.Errorf("state kept for %d volume(s) with nothing mounted", n)
 				}
