@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,14 +58,25 @@ const (
 // receiveSep separates a volume's name from the suffix of a receive's hidden volume.
 const receiveSep = removedSep + "receive-"
 
+// ReceiveOptions modify Receive.
+type ReceiveOptions struct {
+	// Force lets an incremental stream land on a volume that changed since its base (in its
+	// live state or by later snapshots): the live changes are dropped, later snapshots stay.
+	Force bool
+}
+
 // Receive reads a sendstream from r and builds volume (full stream) or a new snapshot of it
 // (incremental stream), with the snapshot named as in the stream. Damaged, truncated or
 // foreign streams are ErrInvalid; an incremental stream whose base volume does not hold is
-// ErrInvalid too (ErrNotFound without the volume).
-func (s *Store) Receive(ctx context.Context, r io.Reader, volume string) (ReceiveStats, error) {
+// ErrInvalid too (ErrNotFound without the volume), and so is one onto a volume that changed
+// since the base, unless opts.Force.
+func (s *Store) Receive(ctx context.Context, r io.Reader, volume string, opts ReceiveOptions) (ReceiveStats, error) {
 	st := ReceiveStats{Volume: volume}
 	if err := ValidateName(volume); err != nil {
 		return st, err
+	}
+	if err := s.dropStaleReceives(ctx); err != nil {
+		return st, fmt.Errorf("receive %s: %w", volume, err)
 	}
 	dec, err := sendstream.NewDecoder(r)
 	if err != nil {
@@ -75,7 +87,7 @@ func (s *Store) Receive(ctx context.Context, r io.Reader, volume string) (Receiv
 	if err := ValidateName(h.Snapshot); err != nil {
 		return st, fmt.Errorf("receive %s: stream's snapshot name: %w", volume, err)
 	}
-	rc := &receiver{s: s, h: h, dec: dec, stats: &st}
+	rc := &receiver{s: s, h: h, dec: dec, stats: &st, force: opts.Force}
 	if err := rc.begin(ctx, volume); err != nil {
 		return st, fmt.Errorf("receive %s@%s: %w", volume, h.Snapshot, err)
 	}
@@ -103,6 +115,7 @@ type receiver struct {
 	h      sendstream.Header
 	dec    *sendstream.Decoder
 	stats  *ReceiveStats
+	force  bool
 	hidden string
 	view   *View  // the hidden volume
 	base   uint32 // incremental: the base snapshot's node
@@ -110,10 +123,37 @@ type receiver struct {
 	pending *Chunk
 }
 
+// processToken is part of the hidden names this process gives its receives: a hidden volume
+// with another token was left by a process that died during a receive (set once, at start).
+var processToken = randomHex(4)
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 func hiddenName(volume string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return volume + receiveSep + hex.EncodeToString(b[:])
+	return volume + receiveSep + processToken + "-" + randomHex(4)
+}
+
+// dropStaleReceives deletes the hidden volumes of receives that a dead process left.
+func (s *Store) dropStaleReceives(ctx context.Context) error {
+	var stale []string
+	s.mu.RLock()
+	for name := range s.vols {
+		if _, suffix, ok := strings.Cut(name, receiveSep); ok && !strings.HasPrefix(suffix, processToken+"-") {
+			stale = append(stale, name)
+		}
+	}
+	s.mu.RUnlock()
+	for _, name := range stale {
+		s.log.Warn("receive: deleting the hidden volume of an interrupted receive", "volume", name)
+		if err := s.DeleteVolume(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // begin creates the hidden volume.
@@ -142,6 +182,11 @@ func (rc *receiver) begin(ctx context.Context, volume string) error {
 		base, err := findBase(t, vol, h)
 		if err != nil {
 			return err
+		}
+		if !rc.force {
+			if err := unchangedSince(t, vol, base, h.BaseName); err != nil {
+				return err
+			}
 		}
 		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
 			return err
@@ -202,6 +247,36 @@ func findBase(t *tx, vol volRec, h sendstream.Header) (uint32, error) {
 	}
 	return 0, fmt.Errorf("%w: volume %q holds no snapshot the stream was sent from (%s@%s, id %s): receive that one first",
 		ErrInvalid, vol.Name, h.Volume, h.BaseName, h.BaseID)
+}
+
+// unchangedSince fails when vol's live state is not its base snapshot's: its live node is
+// not a child of the base's, or holds a version of its own.
+func unchangedSince(t *tx, vol volRec, base uint32, baseName string) error {
+	changed := fmt.Errorf("%w: volume %q changed since %s@%s, the stream's base; receive --force drops its changes",
+		ErrInvalid, vol.Name, vol.Name, baseName)
+	item, err := t.txn.Get(nodeKey(vol.Head))
+	if err != nil {
+		return fmt.Errorf("node %d: %w", vol.Head, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return err
+	}
+	n, err := decodeNode(v)
+	if err != nil || n.parent != base {
+		return cmpErr(err, changed)
+	}
+	errOwn := errors.New("own version")
+	err = scanPrefix(t.txn, treePrefix(vol.Tree), false, func(k, _ []byte) error {
+		if beUint32(k[len(k)-4:]) == vol.Head {
+			return errOwn
+		}
+		return nil
+	})
+	if err == errOwn {
+		return changed
+	}
+	return err
 }
 
 func snapshotFree(t *tx, volume, name string) error {

@@ -6,13 +6,18 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/fusevol/fusevol/backend/sendstream"
 )
 
 // sendEntry is everything a path shows: every attribute (inode numbers are kept by a receive,
@@ -314,7 +319,7 @@ func send(t testing.TB, s *Store, vol, snap, from string) ([]byte, SendStats) {
 
 func receive(t testing.TB, s *Store, vol string, stream []byte) ReceiveStats {
 	t.Helper()
-	st, err := s.Receive(context.Background(), bytes.NewReader(stream), vol)
+	st, err := s.Receive(context.Background(), bytes.NewReader(stream), vol, ReceiveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +465,7 @@ func TestReceiveRefusesDamageWithoutSideEffects(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	refused := func(label string, s *Store, vol string, stream []byte, before string) {
 		t.Helper()
-		if _, err := s.Receive(ctx, bytes.NewReader(stream), vol); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Receive(ctx, bytes.NewReader(stream), vol, ReceiveOptions{}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("%s: receive error %v, want ErrInvalid", label, err)
 		}
 		if got := storeState(t, s); got != before {
@@ -490,17 +495,17 @@ func TestReceiveRefusesDamageWithoutSideEffects(t *testing.T) {
 	dst2 := openTestStore(t)
 	receive(t, dst2, "w", other)
 	before := storeState(t, dst2)
-	_, err := dst2.Receive(ctx, bytes.NewReader(incr), "w")
+	_, err := dst2.Receive(ctx, bytes.NewReader(incr), "w", ReceiveOptions{})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "no snapshot the stream was sent from") {
 		t.Fatalf("wrong base: %v", err)
 	}
 	if got := storeState(t, dst2); got != before {
 		t.Fatalf("wrong base changed the store: %s, was %s", got, before)
 	}
-	if _, err := dst2.Receive(ctx, bytes.NewReader(incr), "nosuch"); !errors.Is(err, ErrNotFound) {
+	if _, err := dst2.Receive(ctx, bytes.NewReader(incr), "nosuch", ReceiveOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("incremental into a missing volume: %v", err)
 	}
-	if _, err := dst2.Receive(ctx, bytes.NewReader(other), "w"); !errors.Is(err, ErrExists) {
+	if _, err := dst2.Receive(ctx, bytes.NewReader(other), "w", ReceiveOptions{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("full stream onto an existing volume: %v", err)
 	}
 	receive(t, dst, "w", incr)
@@ -581,4 +586,150 @@ func TestSendRefusesWhatIsNotABase(t *testing.T) {
 	if _, err := s.Send(ctx, &bytes.Buffer{}, "v", "nosuch", ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("send of a missing snapshot: %v", err)
 	}
+}
+
+// An incremental stream onto a volume that changed since its base is refused, unless forced,
+// which drops the change; a dead process's hidden volume goes at the next receive.
+func TestReceiveOntoChangedVolume(t *testing.T) {
+	ctx := context.Background()
+	src, dst := openTestStore(t), openTestStore(t)
+	v := mustVolume(t, src, "v", nil)
+	tr := newTree(t, v, 5)
+	for i := 0; i < 20; i++ {
+		tr.step(false)
+	}
+	src.CreateSnapshot(ctx, "v", "a")
+	for i := 0; i < 20; i++ {
+		tr.step(true)
+	}
+	src.CreateSnapshot(ctx, "v", "b")
+	receive(t, dst, "w", send2(t, src, "v", "a", ""))
+	incr := send2(t, src, "v", "b", "a")
+
+	w := liveView(t, dst, "w")
+	mustFile(t, w, RootIno, "local change")
+	before := storeState(t, dst)
+	_, err := dst.Receive(ctx, bytes.NewReader(incr), "w", ReceiveOptions{})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "changed since w@a") {
+		t.Fatalf("receive onto a changed volume: %v", err)
+	}
+	if got := storeState(t, dst); got != before {
+		t.Fatalf("the refusal changed the store: %s, was %s", got, before)
+	}
+	// A hidden volume of a receive some other process ran and did not finish.
+	stale := "w" + receiveSep + "00000000-11111111"
+	if err := dst.update(ctx, func(t *tx) error {
+		return dst.initVolume(t, &volRec{Name: stale, ID: "stale", Options: DefaultVolumeOptions()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Receive(ctx, bytes.NewReader(incr), "w", ReceiveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.OpenVolume(ctx, stale); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the stale hidden volume is still there: %v", err)
+	}
+	sameTrees(t, "forced", dumpView(t, snapView(t, src, "v", "b")), dumpView(t, liveView(t, dst, "w")))
+	fsckClean(t, dst)
+}
+
+// rewriteHeader re-encodes a stream with its header changed by edit.
+func rewriteHeader(t testing.TB, stream []byte, edit func(*sendstream.Header)) []byte {
+	t.Helper()
+	d, err := sendstream.NewDecoder(bytes.NewReader(stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := d.Header()
+	edit(&h)
+	var out bytes.Buffer
+	e, err := sendstream.NewEncoder(&out, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := d.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.Type {
+		case sendstream.TInode:
+			err = e.Inode(r.Inode)
+		case sendstream.TDirent:
+			err = e.Dirent(r.Dir, r.Name, r.Ino, r.Kind)
+		case sendstream.TXattr:
+			err = e.Xattr(r.Ino, r.Name, r.Data)
+		case sendstream.TBody:
+			err = e.Body(r.Hash, r.Data)
+		case sendstream.TChunk:
+			err = e.Chunk(r.Ino, r.Index, r.Hash, r.Length)
+		default:
+			t.Fatalf("unexpected %s in a full stream", r.Type)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// A receive is bounded by the quota the stream gives its volume and by the disk guard: past
+// either it fails with ENOSPC and leaves nothing. (Chunks of 128 KiB: their bodies go to the
+// value log, which takes disk as it grows; the memtable's blocks are the guard's already.)
+func TestReceiveBoundedByQuotaAndDisk(t *testing.T) {
+	ctx := context.Background()
+	src := openTestStore(t)
+	v := mustVolume(t, src, "v", map[string]string{"chunk-size": "128KiB"})
+	f := mustFile(t, v, RootIno, "f")
+	data := make([]byte, 24<<20)
+	randomBytes(data, 9)
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := v.WriteAt(ctx, f, data[off:off+1<<20], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.CreateSnapshot(ctx, "v", "a")
+	full := send2(t, src, "v", "a", "")
+
+	dst := openTestStore(t)
+	before := storeState(t, dst)
+	small := rewriteHeader(t, full, func(h *sendstream.Header) { h.Quota = 1 << 20 })
+	_, err := dst.Receive(ctx, bytes.NewReader(small), "w", ReceiveOptions{})
+	if !errors.Is(err, ErrNoSpace) || Errno(err) != syscall.ENOSPC {
+		t.Fatalf("receive past the quota: %v", err)
+	}
+	if got := storeState(t, dst); got != before {
+		t.Fatalf("a receive past the quota left %s, was %s", got, before)
+	}
+
+	dir := filepath.Join(smallFS(t, 320<<20), "store")
+	disk, err := Open(ctx, dir, Options{GCInterval: -1, DiskReserve: 32 << 20, ValueLogFileSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	before = storeState(t, disk)
+	hog := fillTo(t, dir, 36<<20) // room for a sixth of the stream past the reserve
+	disk.guard.expire()
+	_, err = disk.Receive(ctx, bytes.NewReader(full), "w", ReceiveOptions{})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("receive onto a full disk: %v", err)
+	}
+	disk.mu.RLock()
+	left := len(disk.vols)
+	disk.mu.RUnlock()
+	if left != 0 {
+		t.Fatalf("a receive onto a full disk left %d volumes", left)
+	}
+	os.Remove(hog) // GC needs room to give the chunks back
+	if got := storeState(t, disk); got != before {
+		t.Fatalf("a receive onto a full disk left %s, was %s", got, before)
+	}
+	fsckClean(t, disk)
 }

@@ -38,11 +38,13 @@ func receiveCommand() *ucli.Command {
 		ArgsUsage: "VOLUME",
 		Description: "Reads the stream from stdin (or -i FILE). A full stream makes the new volume VOLUME\n" +
 			"with the sent snapshot; an incremental one adds the snapshot to VOLUME, which must hold\n" +
-			"the stream's base and not be mounted, and rolls VOLUME's live state to it. Nothing is\n" +
+			"the stream's base, be unchanged since (or --force: its changes are dropped) and not be\n" +
+			"mounted, and rolls VOLUME's live state to it. Nothing is\n" +
 			"left behind when the stream is damaged, cut or on the wrong base. Chunks the store holds\n" +
 			"already are not written again.",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "read the stream from `FILE` instead of stdin"},
+			&ucli.BoolFlag{Name: "force", Aliases: []string{"F"}, Usage: "let an incremental stream drop what VOLUME changed since the stream's base"},
 			formatFlag(),
 		},
 		Action:       receiveAction,
@@ -127,7 +129,7 @@ func receiveAction(c *ucli.Context) error {
 		return usageErrorf(c, "receive reads a stream from stdin: pipe volctl send into it or use -i FILE")
 	}
 	p := newProgress(c.App.ErrWriter, "received", total)
-	res, err := daemonClient(c).Receive(c.Context, vol, p.reader(in))
+	res, err := daemonClient(c).Receive(c.Context, vol, c.Bool("force"), p.reader(in))
 	p.stop()
 	if err != nil {
 		return failure(fmt.Sprintf("receive %s", vol), err)

@@ -96,8 +96,12 @@ func (d *Daemon) receive(r *http.Request, name string) (api.ReceiveResult, error
 	if v.mnt != nil || v.liveRefs() > 0 {
 		return api.ReceiveResult{}, errInUse(name, v)
 	}
+	force := r.URL.Query().Get("force")
+	if force != "" && force != "true" && force != "false" {
+		return api.ReceiveResult{}, invalid("force=%q: want true or false", force)
+	}
 	start := time.Now()
-	s, err := st.Receive(ctx, r.Body, name)
+	s, err := st.Receive(ctx, r.Body, name, backend.ReceiveOptions{Force: force == "true"})
 	if err != nil {
 		return api.ReceiveResult{}, err // the store's error names the volume and snapshot
 	}

@@ -11,8 +11,10 @@ const (
 	RouteSend = "GET " + Prefix + "/volumes/{name}/snapshots/{snapshot}/send" // -> stream; trailers TrailerError, TrailerSendStats
 	// RouteReceive reads a stream as its body and builds volume {name} from it (a full
 	// stream), or the stream's snapshot on top of {name} (an incremental one: {name} must hold
-	// the stream's base and not be mounted; its live state becomes the new snapshot).
-	RouteReceive = "POST " + Prefix + "/volumes/{name}/receive" // stream -> ReceiveResult
+	// the stream's base and not be mounted; its live state becomes the new snapshot). An
+	// incremental stream onto a volume that changed since its base is refused (CodeInvalid)
+	// unless ?force=true, which drops the live changes.
+	RouteReceive = "POST " + Prefix + "/volumes/{name}/receive" // ?force=true; stream -> ReceiveResult
 )
 
 // HTTP trailers of RouteSend.

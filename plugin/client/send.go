@@ -39,10 +39,15 @@ func (c *Client) Send(ctx context.Context, volume, snapshot, from string, w io.W
 }
 
 // Receive sends the stream read from r to the daemon, which builds volume from it (or, from
-// an incremental stream, a new snapshot of volume), and returns what it built.
-func (c *Client) Receive(ctx context.Context, volume string, r io.Reader) (api.ReceiveResult, error) {
+// an incremental stream, a new snapshot of volume), and returns what it built. force lets an
+// incremental stream drop what volume changed since the stream's base.
+func (c *Client) Receive(ctx context.Context, volume string, force bool, r io.Reader) (api.ReceiveResult, error) {
 	var out api.ReceiveResult
-	resp, err := c.stream(ctx, http.MethodPost, "/volumes/"+url.PathEscape(volume)+"/receive", nil, r)
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	resp, err := c.stream(ctx, http.MethodPost, "/volumes/"+url.PathEscape(volume)+"/receive", q, r)
 	if err != nil {
 		return out, err
 	}
