@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,23 +21,27 @@ import (
 // lands in a new body and frees the old one, so the store has garbage to collect the whole time
 // and background GC passes run under the writer. The figures are the fsync latency distribution
 // (with a histogram in the report) and the fsyncs over 100 ms, split by whether a GC pass was
-// running at that moment (from the daemon's "gc pass" log lines).
+// or an intent-log checkpoint was running at that moment (from the daemon's "gc pass" and
+// "intent log checkpoint" log lines), and the fsyncs that found the intent log full.
 
 // Metric IDs of the soak.
 const (
-	MSoakOps     = "soak_ops"
-	MSoakP50     = "soak_p50"
-	MSoakP99     = "soak_p99"
-	MSoakP999    = "soak_p999"
-	MSoakMax     = "soak_max"
-	MSoakTail    = "soak_p999_over_p50"
-	MSoakSlow    = "soak_over_100ms"
-	MSoakSlowGC  = "soak_over_100ms_in_gc"
-	MSoakGCPass  = "soak_gc_passes"
-	MSoakRefP50  = "soak_native_p50"
-	MSoakRefP999 = "soak_native_p999"
-	MSoakRefTail = "soak_native_p999_over_p50"
-	soakSlowMark = 100 * time.Millisecond
+	MSoakOps      = "soak_ops"
+	MSoakP50      = "soak_p50"
+	MSoakP99      = "soak_p99"
+	MSoakP999     = "soak_p999"
+	MSoakMax      = "soak_max"
+	MSoakTail     = "soak_p999_over_p50"
+	MSoakSlow     = "soak_over_100ms"
+	MSoakSlowGC   = "soak_over_100ms_in_gc"
+	MSoakGCPass   = "soak_gc_passes"
+	MSoakSlowCkpt = "soak_over_100ms_in_checkpoint"
+	MSoakCkpts    = "soak_checkpoints"
+	MSoakLogFull  = "soak_log_full"
+	MSoakRefP50   = "soak_native_p50"
+	MSoakRefP999  = "soak_native_p999"
+	MSoakRefTail  = "soak_native_p999_over_p50"
+	soakSlowMark  = 100 * time.Millisecond
 )
 
 func soakMetrics() []Metric {
@@ -50,6 +55,9 @@ func soakMetrics() []Metric {
 		{ID: MSoakSlow, Title: "soak: fsyncs over 100 ms", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
 		{ID: MSoakSlowGC, Title: "soak: fsyncs over 100 ms during a GC pass", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
 		{ID: MSoakGCPass, Title: "soak: GC passes of 10 ms or more", Unit: "count", FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakSlowCkpt, Title: "soak: fsyncs over 100 ms during an intent-log checkpoint", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakCkpts, Title: "soak: intent-log checkpoints", Unit: "count", FusevolOnly: true, Count: true, Once: true},
+		{ID: MSoakLogFull, Title: "soak: fsyncs that found the intent log full", Unit: "count", Lower: true, FusevolOnly: true, Count: true, Once: true},
 		{ID: MSoakRefP50, Title: "soak reference, native file: fsync p50", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
 		{ID: MSoakRefP999, Title: "soak reference, native file: fsync p99.9", Unit: "µs", Lower: true, FusevolOnly: true, Once: true},
 		{ID: MSoakRefTail, Title: "soak reference, native file: p99.9 / p50", Unit: "x", Lower: true, FusevolOnly: true, Once: true},
@@ -125,11 +133,11 @@ func runSoak(ctx context.Context, e *env, t *fusevolTarget, rec recorder) error 
 	if err != nil {
 		return err
 	}
-	passes, err := gcPasses(t.logPath)
+	work, err := readDaemonWork(t.logPath)
 	if err != nil {
 		return err
 	}
-	return recordSoak(e, samples, passes, rec)
+	return recordSoak(e, samples, work, rec)
 }
 
 // soakReference runs the loop for a fifth of the soak's duration on a native file.
@@ -191,50 +199,77 @@ type span struct{ from, to time.Time }
 
 func (s span) overlaps(o span) bool { return !s.to.Before(o.from) && !o.to.Before(s.from) }
 
-// gcPassLine matches the daemon's log line for a GC pass (slog's text format): it is written when
-// the pass ends, with how long it took.
-var gcPassLine = regexp.MustCompile(`^time=(\S+) .*msg="gc pass".* took=(\S+)`)
+// daemonWork is what the daemon's log says it did in the background during the soak: GC passes
+// and intent-log checkpoints (each line is written when the work ends, with how long it took),
+// and the fsyncs that found the intent log full.
+type daemonWork struct {
+	gc, checkpoints []span
+	logFull         int
+}
 
-// gcPasses reads the GC passes from a daemon log.
-func gcPasses(logPath string) ([]span, error) {
+var (
+	tookLine    = regexp.MustCompile(`^time=(\S+) .*msg="([^"]+)".* took=(\S+)`)
+	logFullAttr = regexp.MustCompile(` fsyncs_found_log_full=(\d+)`)
+)
+
+// readDaemonWork reads a daemon log (slog's text format).
+func readDaemonWork(logPath string) (daemonWork, error) {
+	var w daemonWork
 	f, err := os.Open(logPath)
 	if err != nil {
-		return nil, err
+		return w, err
 	}
 	defer f.Close()
-	var out []span
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		m := gcPassLine.FindStringSubmatch(sc.Text())
-		if m == nil {
+		m := tookLine.FindStringSubmatch(sc.Text())
+		if m == nil || (m[2] != "gc pass" && m[2] != "intent log checkpoint") {
 			continue
 		}
 		end, err1 := time.Parse(time.RFC3339Nano, m[1])
-		took, err2 := time.ParseDuration(m[2])
+		took, err2 := time.ParseDuration(m[3])
 		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("daemon log %s: unreadable gc pass line %q", logPath, sc.Text())
+			return w, fmt.Errorf("daemon log %s: unreadable %s line %q", logPath, m[2], sc.Text())
 		}
-		out = append(out, span{end.Add(-took), end})
+		sp := span{end.Add(-took), end}
+		if m[2] == "gc pass" {
+			w.gc = append(w.gc, sp)
+			continue
+		}
+		w.checkpoints = append(w.checkpoints, sp)
+		if n := logFullAttr.FindStringSubmatch(sc.Text()); n != nil {
+			k, _ := strconv.Atoi(n[1])
+			w.logFull += k
+		}
 	}
-	return out, sc.Err()
+	return w, sc.Err()
+}
+
+// within keeps the spans that overlap window.
+func within(spans []span, window span) []span {
+	return slices.DeleteFunc(slices.Clone(spans), func(p span) bool { return !p.overlaps(window) })
 }
 
 // recordSoak reports the soak's figures and histogram.
-func recordSoak(e *env, samples []soakSample, passes []span, rec recorder) error {
+func recordSoak(e *env, samples []soakSample, work daemonWork, rec recorder) error {
 	if len(samples) == 0 {
 		return fmt.Errorf("soak: no fsync measured")
 	}
 	window := span{samples[0].at, samples[len(samples)-1].at.Add(samples[len(samples)-1].lat)}
-	passes = slices.DeleteFunc(slices.Clone(passes), func(p span) bool { return !p.overlaps(window) })
-	slow, slowGC := 0, 0
+	passes, ckpts := within(work.gc, window), within(work.checkpoints, window)
+	slow, slowGC, slowCkpt := 0, 0, 0
 	for _, s := range samples {
 		if s.lat <= soakSlowMark {
 			continue
 		}
 		slow++
-		if slices.ContainsFunc(passes, span{s.at, s.at.Add(s.lat)}.overlaps) {
+		at := span{s.at, s.at.Add(s.lat)}
+		if slices.ContainsFunc(passes, at.overlaps) {
 			slowGC++
+		}
+		if slices.ContainsFunc(ckpts, at.overlaps) {
+			slowCkpt++
 		}
 	}
 	elapsed := window.to.Sub(window.from)
@@ -249,6 +284,9 @@ func recordSoak(e *env, samples []soakSample, passes []span, rec recorder) error
 	rec(MSoakSlow, float64(slow))
 	rec(MSoakSlowGC, float64(slowGC))
 	rec(MSoakGCPass, float64(len(passes)))
+	rec(MSoakSlowCkpt, float64(slowCkpt))
+	rec(MSoakCkpts, float64(len(ckpts)))
+	rec(MSoakLogFull, float64(work.logFull))
 	if e.histogram != nil {
 		e.histogram(newHistogram(fmt.Sprintf("fsync latency, %s soak of random 4 KiB overwrites in a %d MiB file",
 			e.cfg.SoakDuration, e.cfg.SoakSize>>20), lats))

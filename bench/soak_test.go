@@ -35,21 +35,24 @@ func TestNewHistogram(t *testing.T) {
 	}
 }
 
-// TestRecordSoak checks the slow-fsync attribution against GC passes read from a daemon log.
+// TestRecordSoak checks the slow-fsync attribution against GC passes and checkpoints read from a
+// daemon log.
 func TestRecordSoak(t *testing.T) {
 	base := time.Date(2026, 12, 2, 16, 0, 0, 0, time.UTC)
 	log := strings.Join([]string{
 		`time=2026-12-02T15:59:00.000Z level=INFO msg="gc pass" mode=busy rewrites=0 took=20ms`, // before the soak
 		`time=2026-12-02T16:00:01.100Z level=INFO msg="gc pass" mode=busy rewrites=1 took=150ms`,
+		`time=2026-12-02T16:00:03.110Z level=INFO msg="intent log checkpoint" segment=0 took=50ms fsyncs_found_log_full=3`,
 		`time=2026-12-02T16:00:05.000Z level=INFO msg="mounted" volume=soak`,
 	}, "\n") + "\n"
 	path := filepath.Join(t.TempDir(), "daemon.log")
 	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	passes, err := gcPasses(path)
-	if err != nil || len(passes) != 2 || !passes[1].from.Equal(base.Add(950*time.Millisecond)) {
-		t.Fatalf("gcPasses = %v, %v", passes, err)
+	work, err := readDaemonWork(path)
+	if err != nil || len(work.gc) != 2 || !work.gc[1].from.Equal(base.Add(950*time.Millisecond)) ||
+		len(work.checkpoints) != 1 || work.logFull != 3 {
+		t.Fatalf("readDaemonWork = %+v, %v", work, err)
 	}
 	ms := time.Millisecond
 	samples := []soakSample{
@@ -61,10 +64,11 @@ func TestRecordSoak(t *testing.T) {
 	got := map[string]float64{}
 	var hist []Histogram
 	e := &env{cfg: Smoke(), histogram: func(h Histogram) { hist = append(hist, h) }}
-	if err := recordSoak(e, samples, passes, func(m string, v float64) { got[m] = v }); err != nil {
+	if err := recordSoak(e, samples, work, func(m string, v float64) { got[m] = v }); err != nil {
 		t.Fatal(err)
 	}
-	for m, want := range map[string]float64{MSoakSlow: 2, MSoakSlowGC: 1, MSoakGCPass: 1, MSoakMax: 200, MSoakP50: 2000} {
+	for m, want := range map[string]float64{MSoakSlow: 2, MSoakSlowGC: 1, MSoakGCPass: 1,
+		MSoakSlowCkpt: 1, MSoakCkpts: 1, MSoakLogFull: 3, MSoakMax: 200, MSoakP50: 2000} {
 		if got[m] != want {
 			t.Errorf("%s = %v, want %v", m, got[m], want)
 		}
@@ -72,7 +76,7 @@ func TestRecordSoak(t *testing.T) {
 	if len(hist) != 1 || hist[0].Samples != len(samples) {
 		t.Errorf("histograms %+v", hist)
 	}
-	if _, err := gcPasses(filepath.Join(t.TempDir(), "missing.log")); err == nil {
-		t.Error("gcPasses of a missing log succeeded")
+	if _, err := readDaemonWork(filepath.Join(t.TempDir(), "missing.log")); err == nil {
+		t.Error("readDaemonWork of a missing log succeeded")
 	}
 }
