@@ -42,6 +42,13 @@ func NewWriteBudget(limit int64) *WriteBudget {
 // Limit is the budget in bytes.
 func (b *WriteBudget) Limit() int64 { return b.limit }
 
+// Used is the buffered, uncommitted write data its mounts hold now, in bytes.
+func (b *WriteBudget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
 // pool is the budget's pool of chunk buffers of cs bytes. Buffers come back dirty: users write
 // before they read.
 func (b *WriteBudget) pool(cs int) *sync.Pool {

@@ -74,6 +74,23 @@ type Cache struct {
 	used   int64
 	mounts map[*chunkCache]struct{}
 	pools  sync.Map // chunk size -> *sync.Pool of *[]byte of that length
+
+	hits, misses uint64 // entries found (or being loaded) and loads from the store, under mu
+}
+
+// CacheStats is a Cache's counters since it was made (for metrics).
+type CacheStats struct {
+	Hits   uint64 // lookups served from the cache or from a load already under way
+	Misses uint64 // loads of a chunk or span from the store (read-ahead included)
+	Bytes  int64  // held now
+	Max    int64  // the budget
+}
+
+// Stats returns the cache's counters.
+func (s *Cache) Stats() CacheStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return CacheStats{Hits: s.hits, Misses: s.misses, Bytes: s.used, Max: s.max}
 }
 
 // NewCache makes a cache of max bytes (0 = DefaultCacheBytes).
@@ -296,16 +313,19 @@ func (c *chunkCache) getWith(key entryKey, epoch uint64, load func() (*cacheEntr
 		c.lru.MoveToFront(el)
 		e := el.Value.(*cacheEntry)
 		e.refs++
+		c.s.hits++
 		c.s.mu.Unlock()
 		return e, nil
 	}
 	if call := c.loading[key]; call != nil && call.epoch >= c.inval[key.id] && call.epoch <= epoch {
 		call.waiters++
+		c.s.hits++
 		c.s.mu.Unlock()
 		<-call.done
 		return call.entry, call.err
 	}
 	call := &loadCall{done: make(chan struct{}), epoch: epoch}
+	c.s.misses++
 	if c.loading[key] == nil {
 		c.loading[key] = call
 	}

@@ -36,7 +36,10 @@ type Options struct {
 	// requests. go-fuse keeps a buffer of this size for each of the mount's 2-3 request
 	// readers, idle or not, so a daemon of many mounts sets it lower.
 	MaxWrite int
-	Debug    bool
+	// Observe, when set, is told of every request the mount answers (observe.go); nil costs
+	// nothing.
+	Observe Observer
+	Debug   bool
 }
 
 // DefaultMaxWrite is Options.MaxWrite's default.
@@ -100,7 +103,7 @@ func Mount(ctx context.Context, dir string, view Volume, opts Options) (*Mounted
 	if view.ReadOnly() {
 		mo.Options = append(mo.Options, "ro")
 	}
-	srv, err := fuse.NewServer(f, dir, mo)
+	srv, err := fuse.NewServer(rawFS(f, opts.Observe), dir, mo)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
