@@ -82,10 +82,11 @@ PLUGIN_NAME ?= fusevol
 run: build
 	./$(BIN) daemon
 
-# Install the binary and the systemd unit (Before=docker.service); enable it with
-# `systemctl enable --now fusevol`.
+# Install the binary, mount(8)'s helper (so `mount -t fuse.fusevol` and fstab lines work) and
+# the systemd unit (Before=docker.service); enable it with `systemctl enable --now fusevol`.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/volctl
+	install -d $(DESTDIR)/sbin && ln -sf $(PREFIX)/bin/volctl $(DESTDIR)/sbin/mount.fuse.fusevol
 	install -D -m 0644 plugin/systemd/fusevol.service $(DESTDIR)$(UNITDIR)/fusevol.service
 	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
 	  systemctl daemon-reload; fi

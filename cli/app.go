@@ -3,7 +3,8 @@
 //
 // Exit status is part of the interface: 0 success, 1 failure (one line on stderr saying what
 // failed and why; fsck also uses 1 for "problems found"), 2 usage error (the message and the
-// command's usage on stderr). Output on stdout is for the user or, with --format json, for scripts.
+// command's usage on stderr); run as mount.fuse.fusevol (mount(8)'s helper, mounthelper.go) it
+// follows mount(8)'s: 1 usage, 32 mount failure. Output on stdout is for the user or, with --format json, for scripts.
 package cli
 
 import (
@@ -26,6 +27,9 @@ var Version = "dev"
 
 // Main runs volctl with args (args[0] is the program name) and returns the process exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if helperArgs, ok := mountHelperArgs(args); ok {
+		return mountHelper(ctx, helperArgs, stdout, stderr)
+	}
 	return exitStatus(newApp(stdout, stderr).RunContext(ctx, args), stderr)
 }
 
