@@ -18,7 +18,6 @@ package backend
 // hidden volume is deleted and GC gives back what it held: no volume, no reference, no body.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -183,13 +182,13 @@ func (rc *receiver) begin(ctx context.Context, volume string) error {
 		if err != nil {
 			return err
 		}
+		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
+			return err
+		}
 		if !rc.force {
 			if err := unchangedSince(t, vol, base, h.BaseName); err != nil {
 				return err
 			}
-		}
-		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
-			return err
 		}
 		if uint32(vol.Options.ChunkSize) != h.ChunkSize {
 			return fmt.Errorf("%w: the stream's chunk size %d is not volume %q's %d", ErrInvalid, h.ChunkSize, volume, vol.Options.ChunkSize)
@@ -392,7 +391,7 @@ func (rc *receiver) prepare(rec sendstream.Record) (*Chunk, error) {
 	if hash != rec.Hash {
 		return nil, fmt.Errorf("%w: a chunk body that does not match its hash %x", ErrInvalid, rec.Hash[:8])
 	}
-	c.body = bytes.Clone(body)
+	c.body = body // encode returns a new buffer
 	return c, nil
 }
 

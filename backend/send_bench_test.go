@@ -141,7 +141,7 @@ func BenchmarkIncrementalStream(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	chunk := make([]byte, 128<<10)
 	for i := 0; i < max(1, chunks/100); i++ {
-		randomBytes(chunk, uint64(1000+i))
+		randomBytes(chunk, 1<<32+uint64(i)) // new bytes, none the base holds
 		if _, err := v.WriteAt(ctx, f, chunk, int64(rng.IntN(chunks))<<17); err != nil {
 			b.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -402,8 +403,9 @@ func TestSendReceiveRoundTrips(t *testing.T) {
 }
 
 func randomBytes(b []byte, seed uint64) {
-	r := rand.NewChaCha8([32]byte{byte(seed)})
-	r.Read(b)
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	rand.NewChaCha8(key).Read(b)
 }
 
 func send2(t testing.TB, s *Store, vol, snap, from string) []byte {

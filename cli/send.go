@@ -95,8 +95,8 @@ func sendAction(c *ucli.Context) error {
 		return failure(fmt.Sprintf("send %s@%s", vol, snap), err)
 	}
 	if isTerminal(c.App.ErrWriter) {
-		fmt.Fprintf(c.App.ErrWriter, "sent %s@%s: %s, %s, %s of chunk data in %s\n", vol, snap, humanBytes(st.Bytes),
-			count(st.Chunks, "chunk"), humanBytes(st.BodyBytes), count(st.Bodies, "body"))
+		fmt.Fprintf(c.App.ErrWriter, "sent %s@%s: %s, %s, %d chunk bodies (%s)\n", vol, snap, humanBytes(st.Bytes),
+			count(st.Chunks, "chunk"), st.Bodies, humanBytes(st.BodyBytes))
 	}
 	return nil
 }
@@ -137,9 +137,9 @@ func receiveAction(c *ucli.Context) error {
 	if asJSON {
 		return writeJSON(c.App.Writer, res)
 	}
-	_, err = fmt.Fprintf(c.App.Writer, "received %s@%s: %s, %s, %s (%s) written, %s skipped (already in store), %s\n",
-		res.Volume, res.Snapshot, count(res.Inodes, "inode"), count(res.Chunks, "chunk"), count(res.Bodies, "chunk body"),
-		humanBytes(res.BodyBytes), count(res.Skipped, "chunk body"), humanBytes(res.Bytes))
+	_, err = fmt.Fprintf(c.App.Writer, "received %s@%s: %s, %s; %d chunk bodies written (%s), %d skipped (already in store); stream %s\n",
+		res.Volume, res.Snapshot, count(res.Inodes, "inode"), count(res.Chunks, "chunk"), res.Bodies,
+		humanBytes(res.BodyBytes), res.Skipped, humanBytes(res.Bytes))
 	return err
 }
 
