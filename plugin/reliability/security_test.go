@@ -61,8 +61,14 @@ func TestVolumeNamesStayInside(t *testing.T) {
 			continue // not representable in a URL path
 		}
 		for what, err := range map[string]error{
-			"inspect": func() error { _, err := d.client.InspectVolume(ctx, name); return err }(),
-			"remove":  d.client.RemoveVolume(ctx, name, true),
+			"inspect":  func() error { _, err := d.client.InspectVolume(ctx, name); return err }(),
+			"remove":   d.client.RemoveVolume(ctx, name, true),
+			"schedule": func() error { _, err := d.client.Schedule(ctx, name); return err }(),
+			"set schedule": func() error {
+				_, err := d.client.SetSchedule(ctx, name, api.Schedule{Every: "1h", Keep: 1})
+				return err
+			}(),
+			"schedule off": d.client.RemoveSchedule(ctx, name),
 		} {
 			if !api.HasCode(err, api.CodeInvalid) && !api.HasCode(err, api.CodeNotFound) {
 				t.Errorf("control %s %q: %v; want refused", what, name, err)
