@@ -434,3 +434,16 @@ func FuzzScheduleOptions(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPrunable: retention over a year of hourly automatic snapshots with every rule set
+// (what a prune after each snapshot computes).
+func BenchmarkPrunable(b *testing.B) {
+	snaps := autos(everyFrom("2026-01-01T00:00:00Z", time.Hour, 365*24)...)
+	p := SchedulePolicy{Every: time.Hour, Keep: 48, KeepHourly: 24, KeepDaily: 30, KeepWeekly: 8, KeepMonthly: 12}
+	b.ResetTimer()
+	for b.Loop() {
+		if len(p.Prunable(snaps)) == 0 {
+			b.Fatal("nothing to prune")
+		}
+	}
+}

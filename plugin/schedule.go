@@ -11,7 +11,8 @@ package plugin
 //     UTC (every 1h on the hour, 15m at :00, :15, ..., 1d at midnight), and are named by that
 //     slot. A slot is covered when the volume's newest automatic snapshot is from it or later:
 //     so a pass takes at most one snapshot per volume, and a daemon that was down for days
-//     catches up with one snapshot, not one per missed slot.
+//     catches up with one snapshot, not one per missed slot. (A clock set back waits until it
+//     passes the newest automatic snapshot again: the slots before it are covered.)
 //   - A snapshot is taken like volctl's (the volume's lock held, its live mount flushed first).
 //     One that fails (full disk, the volume removed meanwhile) is logged and retried at the
 //     volume's next slot; nothing a volume does stops the loop. Pruning follows every attempt,
