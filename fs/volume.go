@@ -17,6 +17,7 @@ type Volume interface {
 	xattrStore  // xattrs.go
 	fileData    // writeback.go (includes chunkReader, cache.go)
 	fileSpace   // files.go
+	rangeCloner // copy.go
 	syncer      // dirs.go, files.go: fsync
 	quotaSource // quota.go, dirs.go: statfs
 }
