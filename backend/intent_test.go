@@ -286,9 +286,9 @@ func TestCommitOfLoggedDataNeedsNoStoreSync(t *testing.T) {
 	}
 }
 
-// TestSettleManyRecordsOfOneFile replays more records of one file than Badger takes in one
-// transaction as extents (over 15% of a memtable): the settle must still fit, and every record
-// must read back.
+// TestSettleManyRecordsOfOneFile settles more records of one file than Badger takes in one
+// transaction as extents (over 15% of a memtable), in a commit and in the replay at Open: both
+// must fit, and every record must read back.
 func TestSettleManyRecordsOfOneFile(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{GCInterval: -1, IntentLogSize: 16 << 20}
@@ -313,6 +313,20 @@ func TestSettleManyRecordsOfOneFile(t *testing.T) {
 		copy(want[off:], d)
 		logged, err := v.LogWrites(context.Background(), ino, size, time.Now().UnixNano(), []Write{{off, d}})
 		if err != nil || !logged {
+			t.Fatalf("LogWrites: logged=%v err=%v", logged, err)
+		}
+	}
+	// A commit of the file settles every live record in its own transaction first, as the fs's
+	// commits do; then the rest are replayed at Open.
+	c := v.PrepareChunk(0, want[:v.ChunkSize()])
+	if _, err := v.CommitChunks(context.Background(), ino, []Chunk{c}, size); err != nil {
+		t.Fatalf("commit after 6 MB of records: %v", err)
+	}
+	for range 1500 {
+		off := uint64(r.IntN(size/4096)) * 4096
+		d := bytes.Repeat([]byte{byte(r.Uint32())}, 4096)
+		copy(want[off:], d)
+		if logged, err := v.LogWrites(context.Background(), ino, size, time.Now().UnixNano(), []Write{{off, d}}); err != nil || !logged {
 			t.Fatalf("LogWrites: logged=%v err=%v", logged, err)
 		}
 	}
