@@ -29,6 +29,15 @@ func TestSnapshotSchedule(t *testing.T) {
 		}
 	}
 
+	if r := td.run(t, "volume", "inspect", "logs").ok(t); !strings.Contains(r.stdout, "Schedule:     every 1h, keep 24 last\n") {
+		t.Errorf("volume inspect of a scheduled volume:\n%s", r.stdout)
+	}
+	var v []api.Volume
+	if r := td.run(t, "volume", "inspect", "--format", "json", "logs").ok(t); json.Unmarshal([]byte(r.stdout), &v) != nil ||
+		len(v) != 1 || v[0].Schedule == nil || v[0].Schedule.Every != "1h" || v[0].Schedule.Keep != 24 {
+		t.Errorf("volume inspect json of a scheduled volume: %s", r.stdout)
+	}
+
 	r = td.run(t, "snapshot", "schedule", "--every", "15m", "--keep", "96", "--keep-daily", "7", "--keep-weekly", "4", "data").ok(t)
 	if !strings.Contains(r.stdout, "every:   15m\n") || !strings.Contains(r.stdout, "keep:    96 last, 7 daily, 4 weekly\n") {
 		t.Errorf("schedule set printed:\n%s", r.stdout)

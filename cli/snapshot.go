@@ -261,15 +261,6 @@ func printSchedule(w io.Writer, sc api.Schedule, now time.Time) error {
 		_, err := fmt.Fprintf(w, "%s: no snapshot schedule\n", sc.Volume)
 		return err
 	}
-	var keep []string
-	for _, k := range []struct {
-		n    int
-		unit string
-	}{{sc.Keep, "last"}, {sc.KeepHourly, "hourly"}, {sc.KeepDaily, "daily"}, {sc.KeepWeekly, "weekly"}, {sc.KeepMonthly, "monthly"}} {
-		if k.n > 0 {
-			keep = append(keep, fmt.Sprintf("%d %s", k.n, k.unit))
-		}
-	}
 	last, next := "-", "-"
 	if sc.Last != nil {
 		last = timestamp(*sc.Last, now)
@@ -283,6 +274,28 @@ func printSchedule(w io.Writer, sc api.Schedule, now time.Time) error {
 		}
 	}
 	_, err := fmt.Fprintf(w, "volume:  %s\nevery:   %s\nkeep:    %s\nlast:    %s\nnext:    %s\n",
-		sc.Volume, sc.Every, strings.Join(keep, ", "), last, next)
+		sc.Volume, sc.Every, keepSummary(sc), last, next)
 	return err
+}
+
+// keepSummary is a schedule's retention: "96 last, 7 daily".
+func keepSummary(sc api.Schedule) string {
+	var keep []string
+	for _, k := range []struct {
+		n    int
+		unit string
+	}{{sc.Keep, "last"}, {sc.KeepHourly, "hourly"}, {sc.KeepDaily, "daily"}, {sc.KeepWeekly, "weekly"}, {sc.KeepMonthly, "monthly"}} {
+		if k.n > 0 {
+			keep = append(keep, fmt.Sprintf("%d %s", k.n, k.unit))
+		}
+	}
+	return strings.Join(keep, ", ")
+}
+
+// scheduleSummary is volume inspect's Schedule line: "every 1h, keep 24 last", or "-".
+func scheduleSummary(sc *api.Schedule) string {
+	if sc == nil || sc.Every == "" {
+		return "-"
+	}
+	return "every " + sc.Every + ", keep " + keepSummary(*sc)
 }

@@ -240,6 +240,7 @@ func writeVolume(w io.Writer, v api.Volume, now time.Time) error {
 	row(tw, "Mounted:", mounted)
 	row(tw, "Mount IDs:", mountIDs(v.MountIDs))
 	row(tw, "Mounted on:", orDash(strings.Join(v.Dirs, ", ")))
+	row(tw, "Schedule:", scheduleSummary(v.Schedule))
 	row(tw, "Snapshots:", fmt.Sprint(len(v.Snapshots)))
 	for _, s := range v.Snapshots {
 		row(tw, "", s.Name+"  "+timestamp(s.CreatedAt, now))

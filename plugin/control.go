@@ -187,6 +187,14 @@ func (d *Daemon) ctlVolumeInspect(ctx context.Context, r *http.Request) (any, er
 		return nil, fmt.Errorf("volume %s: snapshots: %w", name, err)
 	}
 	out.Snapshots = apiSnapshots(snaps)
+	sc, err := st.GetSchedule(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: schedule: %w", name, err)
+	}
+	if !sc.Policy.IsZero() {
+		s := d.apiSchedule(sc)
+		out.Schedule = &s
+	}
 	return out, nil
 }
 

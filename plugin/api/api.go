@@ -119,6 +119,8 @@ type Volume struct {
 	Dirs      []string   `json:"dirs,omitempty"`
 	Usage     *Usage     `json:"usage,omitempty"`
 	Snapshots []Snapshot `json:"snapshots,omitempty"`
+	// Schedule is the volume's snapshot schedule (Inspect only; absent when it has none).
+	Schedule *Schedule `json:"schedule,omitempty"`
 }
 
 // CreateVolumeRequest creates a volume; Options takes the same keys as `docker volume create -o`
