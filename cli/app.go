@@ -4,7 +4,8 @@
 // Exit status is part of the interface: 0 success, 1 failure (one line on stderr saying what
 // failed and why; fsck also uses 1 for "problems found"), 2 usage error (the message and the
 // command's usage on stderr); run as mount.fuse.fusevol (mount(8)'s helper, mounthelper.go) it
-// follows mount(8)'s: 1 usage, 32 mount failure. Output on stdout is for the user or, with --format json, for scripts.
+// follows mount(8)'s: 1 usage, 32 mount failure. Output on stdout is for the user or, with
+// --format json, for scripts.
 package cli
 
 import (

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fusevol/fusevol/plugin"
 	"github.com/fusevol/fusevol/plugin/client"
 )
@@ -49,6 +51,8 @@ type helperRequest struct {
 	socket  string
 	fake    bool // -f: check everything, mount nothing
 	verbose bool
+	flags   uintptr // per-mount flags (MS_RDONLY, MS_NOEXEC, ...)
+	remount bool    // -o remount: change the flags of an existing mount
 }
 
 // mountHelper runs the helper with args (after the program name) and returns its exit status.
@@ -61,13 +65,29 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if req.fake {
 		return 0
 	}
-	m, err := client.New(req.socket).Mount(ctx, req.source, req.dir)
+	if req.remount {
+		// mount -o remount changes the flags of a mount made before; the daemon has no part.
+		if err := setFlags(req); err != nil {
+			fmt.Fprintf(stderr, "%s: %s\n", mountHelperName, err)
+			return helperFailed
+		}
+		return 0
+	}
+	c := client.New(req.socket)
+	m, err := c.Mount(ctx, req.source, req.dir)
 	if err != nil {
 		msg := oneLine(err.Error())
 		if errors.Is(err, client.ErrUnreachable) {
 			msg += " (is the daemon running? the socket is -o socket=PATH, else $FUSEVOL_SOCKET, else " + plugin.DefaultSocket + ")"
 		}
 		fmt.Fprintf(stderr, "%s: mount %s on %s: %s\n", mountHelperName, req.source, req.dir, msg)
+		return helperFailed
+	}
+	if err := setFlags(req); err != nil {
+		if uerr := c.Unmount(ctx, req.dir); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		fmt.Fprintf(stderr, "%s: mount %s on %s: %s\n", mountHelperName, req.source, req.dir, oneLine(err.Error()))
 		return helperFailed
 	}
 	if req.verbose {
@@ -127,38 +147,77 @@ func parseHelperArgs(args []string, envSocket string) (helperRequest, error) {
 	return req, applyMountOptions(&req, strings.Join(opts, ","), sloppy)
 }
 
-// genericOptions are mount(8)'s own options, which say nothing to the daemon, and the FUSE
+// genericOptions are mount(8)'s own options, which say nothing to the helper, and the FUSE
 // options the daemon always sets.
 var genericOptions = map[string]bool{
 	"defaults": true, "auto": true, "noauto": true, "_netdev": true, "nofail": true,
-	"user": true, "nouser": true, "users": true, "owner": true, "group": true,
-	"exec": true, "noexec": true, "suid": true, "nosuid": true, "dev": true, "nodev": true,
-	"atime": true, "noatime": true, "relatime": true, "async": true,
+	"user": true, "nouser": true, "users": true, "owner": true, "group": true, "async": true,
 	"allow_other": true, "default_permissions": true,
 }
 
-// applyMountOptions checks the comma-separated options and applies socket=PATH. A snapshot is
-// read-only whatever they say; a live volume mounts read-write only (a read-only view of it is a
-// snapshot), so ro on one is an error rather than a silently writable mount.
+// fuseShown are the FUSE options the mount table shows for the daemon's mounts: mount -o
+// remount passes them back, and they stay as they are.
+var fuseShown = map[string]bool{"user_id": true, "group_id": true, "max_read": true, "blksize": true}
+
+// mountFlags are the per-mount flags the helper applies to the mount the daemon made (a
+// remount of that mount alone: a live volume's other mounts keep theirs): set or clear bits.
+var mountFlags = map[string]struct{ set, clear uintptr }{
+	"ro": {set: unix.MS_RDONLY}, "rw": {clear: unix.MS_RDONLY},
+	"nosuid": {set: unix.MS_NOSUID}, "suid": {clear: unix.MS_NOSUID},
+	"nodev": {set: unix.MS_NODEV}, "dev": {clear: unix.MS_NODEV},
+	"noexec": {set: unix.MS_NOEXEC}, "exec": {clear: unix.MS_NOEXEC},
+	"noatime": {set: unix.MS_NOATIME, clear: atimeFlags}, "atime": {clear: unix.MS_NOATIME},
+	"relatime": {set: unix.MS_RELATIME, clear: atimeFlags}, "norelatime": {clear: unix.MS_RELATIME},
+	"strictatime": {set: unix.MS_STRICTATIME, clear: atimeFlags}, "nostrictatime": {clear: unix.MS_STRICTATIME},
+	"nodiratime": {set: unix.MS_NODIRATIME}, "diratime": {clear: unix.MS_NODIRATIME},
+}
+
+const atimeFlags = unix.MS_NOATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
+
+// daemonFlags are the per-mount flags of the daemon's mounts (fs.Mount's, and a bind's copy).
+const daemonFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RELATIME
+
+// applyMountOptions checks the comma-separated options, applies socket=PATH and works out the
+// per-mount flags. A snapshot is read-only whatever they say; ro on a live volume is a
+// read-only mount of it there (the volume stays writable through its other mounts).
 func applyMountOptions(req *helperRequest, opts string, sloppy bool) error {
-	snapshot := strings.Contains(req.source, "@")
-	var unknown []string
+	req.flags = daemonFlags
+	var unknown, shown []string
 	for _, o := range strings.Split(opts, ",") {
 		name, value, _ := strings.Cut(o, "=")
+		f, isFlag := mountFlags[o]
 		switch {
 		case o == "" || genericOptions[o] || strings.HasPrefix(o, "x-"):
+		case isFlag:
+			req.flags = req.flags&^f.clear | f.set
+		case o == "remount":
+			req.remount = true
 		case name == "socket" && value != "":
 			req.socket = value
-		case o == "ro" && !snapshot:
-			return fmt.Errorf("option ro: a live volume mounts read-write only; mount a snapshot (%s@SNAPSHOT) for a read-only view", req.source)
-		case o == "ro" || o == "rw": // mount(8) passes rw unless told ro: a snapshot ignores it
+		case fuseShown[name]:
+			shown = append(shown, o)
 		default:
 			unknown = append(unknown, o)
 		}
 	}
+	if !req.remount {
+		unknown = append(shown, unknown...)
+	}
 	if len(unknown) > 0 && !sloppy {
-		return fmt.Errorf("unsupported mount option(s) %s (fusevol takes socket=PATH, ro for a snapshot, and mount(8)'s generic options)",
+		return fmt.Errorf("unsupported mount option(s) %s (fusevol takes socket=PATH, mount(8)'s generic options and per-mount flags)",
 			strings.Join(unknown, ","))
+	}
+	return nil
+}
+
+// setFlags gives the mount on dir the per-mount flags req asks for, unless they are the
+// daemon's already.
+func setFlags(req helperRequest) error {
+	if req.flags == daemonFlags && !req.remount {
+		return nil
+	}
+	if err := unix.Mount("", req.dir, "", unix.MS_REMOUNT|unix.MS_BIND|req.flags, ""); err != nil {
+		return fmt.Errorf("set mount flags on %s: %w", req.dir, err)
 	}
 	return nil
 }

@@ -8,8 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/fs/fusetest"
 	"github.com/fusevol/fusevol/plugin"
@@ -25,23 +28,26 @@ func TestParseHelperArgs(t *testing.T) {
 		wantErr string
 	}{
 		{name: "what mount(8) passes", args: []string{"v", "/m", "-o", "rw"},
-			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket}},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags}},
 		{name: "socket from the environment", args: []string{"v", "/m"}, env: "/e.sock",
-			want: helperRequest{source: "v", dir: "/m", socket: "/e.sock"}},
+			want: helperRequest{source: "v", dir: "/m", socket: "/e.sock", flags: daemonFlags}},
 		{name: "socket option beats the environment", args: []string{"v", "/m", "-o", "rw,socket=/o.sock"}, env: "/e.sock",
-			want: helperRequest{source: "v", dir: "/m", socket: "/o.sock"}},
+			want: helperRequest{source: "v", dir: "/m", socket: "/o.sock", flags: daemonFlags}},
 		{name: "the source as the mount table shows it", args: []string{"fusevol:v@s", "/m", "-o", "ro"},
-			want: helperRequest{source: "v@s", dir: "/m", socket: plugin.DefaultSocket}},
+			want: helperRequest{source: "v@s", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags | unix.MS_RDONLY}},
 		{name: "flags and type", args: []string{"v", "/m", "-nfv", "-t", "fuse.fusevol"},
-			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, fake: true, verbose: true}},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, fake: true, verbose: true, flags: daemonFlags}},
 		{name: "generic and FUSE options", args: []string{"v", "/m", "-o", "defaults,noauto,_netdev,nofail,user,nosuid,nodev,noexec,x-systemd.automount,allow_other,default_permissions"},
-			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket}},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags | unix.MS_NOEXEC}},
 		{name: "snapshot ignores rw", args: []string{"v@s", "/m", "-o", "rw"},
-			want: helperRequest{source: "v@s", dir: "/m", socket: plugin.DefaultSocket}},
+			want: helperRequest{source: "v@s", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags}},
 		{name: "sloppy ignores unknown options", args: []string{"v", "/m", "-s", "-o", "bogus"},
-			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket}},
-		{name: "ro on a live volume", args: []string{"v", "/m", "-o", "ro"}, wantErr: "a live volume mounts read-write only"},
-		{name: "unknown option", args: []string{"v", "/m", "-o", "rw,bogus,uid=3"}, wantErr: "unsupported mount option(s) bogus,uid=3"},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags}},
+		{name: "per-mount flags", args: []string{"v", "/m", "-o", "rw,ro,noexec,suid,noatime,nodiratime"},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_NOATIME | unix.MS_NODIRATIME}},
+		{name: "remount", args: []string{"fusevol:v", "/m", "-o", "remount,ro,user_id=0,group_id=0,max_read=262144"},
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags | unix.MS_RDONLY, remount: true}},
+		{name: "unknown option", args: []string{"v", "/m", "-o", "rw,bogus,uid=3,lazytime,max_read=4096"}, wantErr: "unsupported mount option(s) max_read=4096,bogus,uid=3,lazytime"},
 		{name: "other type", args: []string{"v", "/m", "-t", "ext4"}, wantErr: `type "ext4"`},
 		{name: "namespace", args: []string{"v", "/m", "-N", "/proc/1/ns/mnt"}, wantErr: "-N"},
 		{name: "unknown flag", args: []string{"v", "/m", "-x"}, wantErr: "unknown option -x"},
@@ -182,11 +188,12 @@ func TestMountHelperWithMount(t *testing.T) {
 		code    int    // mount(8) passes the helper's status on
 		errWant string // in stderr
 		file    string // read from the mount when it succeeds
+		opts    string // its per-mount options as findmnt shows them, when not the daemon's
 	}{
 		{name: "snapshot, socket from the environment", env: true, args: []string{"-t", "fuse.fusevol", "v@s", "snap"}, file: "hello"},
 		{name: "volume as findmnt names it, socket option", args: []string{"-t", "fuse.fusevol", "-o", "socket=" + td.socket + ",nosuid", "fusevol:v", "live"}, file: "hello"},
 		{name: "fstab line", args: []string{"-T", fstab, filepath.Join(td.dir, "tab")}, file: "hello"},
-		{name: "ro on a live volume", env: true, args: []string{"-t", "fuse.fusevol", "-o", "ro", "v", "bad"}, code: 1, errWant: "read-write only"},
+		{name: "ro and noexec on a live volume", env: true, args: []string{"-t", "fuse.fusevol", "-o", "ro,noexec", "v", "ro"}, file: "hello", opts: "ro,nosuid,nodev,noexec,relatime"},
 		{name: "unknown option", env: true, args: []string{"-t", "fuse.fusevol", "-o", "uid=5", "v", "bad"}, code: 1, errWant: "unsupported mount option(s) uid=5"},
 		{name: "no such volume", env: true, args: []string{"-t", "fuse.fusevol", "nope", "bad"}, code: 32, errWant: "nope"},
 		{name: "no daemon", args: []string{"-t", "fuse.fusevol", "-o", "socket=" + td.dir + "/none.sock", "v", "bad"}, code: 32, errWant: "is the daemon running"},
@@ -212,6 +219,19 @@ func TestMountHelperWithMount(t *testing.T) {
 			got, err := os.ReadFile(filepath.Join(dir, "file"))
 			if err != nil || string(got) != tc.file {
 				t.Errorf("read %s/file = %q, %v; want %q", dir, got, err, tc.file)
+			}
+			if tc.opts != "" {
+				if got := sysRun(t, "", "findmnt", "-rno", "VFS-OPTIONS", dir).ok(t).stdout; got != tc.opts+"\n" {
+					t.Errorf("findmnt -o VFS-OPTIONS %s = %q, want %q", dir, got, tc.opts)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+					t.Errorf("create on the read-only mount: %v, want EROFS", err)
+				}
+				// The flags are that mount's: the volume stays writable elsewhere.
+				sysRun(t, "", "mount", "-o", "remount,rw", dir).ok(t)
+				if err := os.WriteFile(filepath.Join(dir, "new"), nil, 0o644); err != nil {
+					t.Errorf("create after remount,rw: %v", err)
+				}
 			}
 			sysRun(t, "", "umount", dir).ok(t)
 		})
