@@ -43,6 +43,8 @@ func daemonCommand() *ucli.Command {
 				Usage: "buffered write data of all volumes together (at least 8MiB)"},
 			&ucli.StringFlag{Name: "debug-addr", EnvVars: []string{"FUSEVOL_DEBUG_ADDR"},
 				Usage: "serve net/http/pprof on a loopback HOST:PORT or a unix socket path (default: off)"},
+			&ucli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FUSEVOL_METRICS_ADDR"},
+				Usage: "serve Prometheus metrics at /metrics on a loopback HOST:PORT or a unix socket path (default: off)"},
 			&ucli.BoolFlag{Name: "allow-new-store", EnvVars: []string{"FUSEVOL_ALLOW_NEW_STORE"},
 				Usage: "start on a new, empty store although this mount root's marker says a store was served before"},
 		},
@@ -76,6 +78,7 @@ func runDaemon(c *ucli.Context) error {
 		CacheSize:     cacheSize,
 		WriteBuffer:   writeBuffer,
 		DebugAddr:     c.String("debug-addr"),
+		MetricsAddr:   c.String("metrics-addr"),
 		AllowNewStore: c.Bool("allow-new-store"),
 	})
 	if err != nil {

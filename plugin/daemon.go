@@ -17,8 +17,10 @@
 //     reset, as docker plugin upgrade does) unless Config.AllowNewStore: see marker.go.
 //   - Automatic snapshots are taken by one scheduler goroutine (schedule.go) that runs while
 //     the store is open; it takes them like volctl's snapshots, under the volume's lock.
-//   - The profiler (Config.DebugAddr, off by default) is reachable from this host only: loopback
-//     TCP or a unix socket of mode 0600 serving the daemon's own user, on a mux of its own.
+//   - The profiler and the metrics (Config.DebugAddr, Config.MetricsAddr, off by default) are
+//     reachable from this host only: loopback TCP or a unix socket of mode 0600 serving the
+//     daemon's own user, each on a server and mux of its own (metrics on a registry of its own).
+//   - Without Config.MetricsAddr mounts have no fs.Observer: metrics cost nothing when off.
 //
 // The mount bookkeeping (volume locks, references, bind and snapshot mounts, stale-mount
 // recovery) is the mountTable (mounts.go, recover.go); it mounts through a mounter
@@ -57,6 +59,9 @@ type Config struct {
 	// DebugAddr, when set, serves net/http/pprof: a loopback HOST:PORT or a unix socket path
 	// (debug.go).
 	DebugAddr string
+	// MetricsAddr, when set, serves Prometheus metrics at /metrics: a loopback HOST:PORT or a
+	// unix socket path, checked like DebugAddr (metrics.go).
+	MetricsAddr string
 	// AllowNewStore lets the daemon start on a new, empty store although the marker in
 	// MountRoot says it has served one before (marker.go).
 	AllowNewStore bool
@@ -104,8 +109,12 @@ type Daemon struct {
 	stop    chan struct{} // closed when shutdown begins
 
 	mounts *mountTable // volume mounts and their references
-	debug  debugAddr
-	dbg    atomic.Pointer[debugServer] // set by Run before the socket listens
+	debug  localAddr
+	dbg    atomic.Pointer[localServer] // set by Run before the socket listens
+
+	metricsAddr localAddr
+	metrics     *metrics                    // nil without Config.MetricsAddr
+	met         atomic.Pointer[localServer] // set by Run before the socket listens
 
 	wake      chan struct{} // pokes the snapshot scheduler (schedule.go)
 	schedStop func()        // set before opened closes when the scheduler runs
@@ -143,21 +152,32 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	resolve, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	debug, err := parseDebugAddr(resolve, cfg.DebugAddr, net.DefaultResolver.LookupIPAddr)
-	cancel()
+	defer cancel()
+	debug, err := parseLocalAddr(resolve, "debug address", cfg.DebugAddr, net.DefaultResolver.LookupIPAddr)
 	if err != nil {
 		return nil, err
 	}
-	return &Daemon{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		gid:    gid,
-		ready:  make(chan struct{}),
-		stop:   make(chan struct{}),
-		wake:   make(chan struct{}, 1),
-		mounts: newMountTable(cfg.MountRoot, newSysMounter(cfg.CacheSize, cfg.WriteBuffer), cfg.Logger),
-		debug:  debug,
-	}, nil
+	metricsAddr, err := parseLocalAddr(resolve, "metrics address", cfg.MetricsAddr, net.DefaultResolver.LookupIPAddr)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		gid:         gid,
+		ready:       make(chan struct{}),
+		stop:        make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		debug:       debug,
+		metricsAddr: metricsAddr,
+	}
+	sm := newSysMounter(cfg.CacheSize, cfg.WriteBuffer)
+	if metricsAddr.network != "" {
+		d.metrics = newMetrics(d, sm)
+		sm.observe = d.metrics.observer
+	}
+	d.mounts = newMountTable(cfg.MountRoot, sm, cfg.Logger)
+	return d, nil
 }
 
 // budgets fills in the default cache and write-buffer sizes and refuses sizes below the minimums.
@@ -199,6 +219,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer dbg.close() // last, so that a slow shutdown can be profiled too
 	d.dbg.Store(dbg)
+	met, err := listenMetrics(d.metricsAddr, d.metrics, d.log)
+	if err != nil {
+		return err
+	}
+	defer met.close()
+	d.met.Store(met)
 	ln, err := listenSocket(d.cfg.Socket, d.gid)
 	if err != nil {
 		return err
@@ -239,6 +265,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case err := <-served:
 		runErr = fmt.Errorf("serve %s: %w", d.cfg.Socket, err)
 	}
+	met.drain() // before the store closes under a scrape
 	d.shutdown(srv, opened)
 	return runErr
 }
@@ -334,6 +361,14 @@ var (
 // has started it; "" before, or without Config.DebugAddr.
 func (d *Daemon) DebugAddr() string {
 	if s := d.dbg.Load(); s != nil {
+		return s.Addr()
+	}
+	return ""
+}
+
+// MetricsAddr is like DebugAddr, for the metrics server (Config.MetricsAddr).
+func (d *Daemon) MetricsAddr() string {
+	if s := d.met.Load(); s != nil {
 		return s.Addr()
 	}
 	return ""

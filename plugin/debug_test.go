@@ -37,7 +37,8 @@ func fakeLookup(_ context.Context, host string) ([]net.IPAddr, error) {
 	return out, nil
 }
 
-func TestParseDebugAddr(t *testing.T) {
+// The profiler's and the metrics' addresses are checked alike.
+func TestParseLocalAddr(t *testing.T) {
 	tests := []struct {
 		addr    string
 		network string
@@ -64,19 +65,21 @@ func TestParseDebugAddr(t *testing.T) {
 		{"127.0.0.1:70000", "", "not a number from 0 to 65535"},
 		{"debug.sock", "", "unix socket path"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.addr, func(t *testing.T) {
-			got, err := parseDebugAddr(context.Background(), tt.addr, fakeLookup)
-			if tt.network == "" && tt.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.want) {
-					t.Fatalf("got %+v, %v; want an error containing %q", got, err, tt.want)
+	for _, what := range []string{"debug address", "metrics address"} {
+		for _, tt := range tests {
+			t.Run(what+"/"+tt.addr, func(t *testing.T) {
+				got, err := parseLocalAddr(context.Background(), what, tt.addr, fakeLookup)
+				if tt.network == "" && tt.want != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), what) {
+						t.Fatalf("got %+v, %v; want an error of the %s containing %q", got, err, what, tt.want)
+					}
+					return
 				}
-				return
-			}
-			if err != nil || got.network != tt.network || got.address != tt.want {
-				t.Fatalf("got %+v, %v; want %s %s", got, err, tt.network, tt.want)
-			}
-		})
+				if err != nil || got.network != tt.network || got.address != tt.want {
+					t.Fatalf("got %+v, %v; want %s %s", got, err, tt.network, tt.want)
+				}
+			})
+		}
 	}
 }
 

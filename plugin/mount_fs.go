@@ -38,8 +38,9 @@ type fsMount interface {
 // sysMounter mounts with the fs package and the mount system calls. All its mounts share one chunk
 // cache and one write-buffer budget, so the daemon's memory does not grow with its mounts.
 type sysMounter struct {
-	cache  *fs.Cache
-	budget *fs.WriteBudget
+	cache   *fs.Cache
+	budget  *fs.WriteBudget
+	observe func(volume string) fs.Observer // nil: no metrics
 }
 
 func newSysMounter(cacheSize, writeBuffer int64) sysMounter {
@@ -53,7 +54,11 @@ func newSysMounter(cacheSize, writeBuffer int64) sysMounter {
 const mountMaxWrite = backend.DefaultChunkSize
 
 func (sm sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
-	m, err := fs.Mount(ctx, dir, view, fs.Options{Logger: log, Cache: sm.cache, WriteBudget: sm.budget, MaxWrite: mountMaxWrite})
+	opts := fs.Options{Logger: log, Cache: sm.cache, WriteBudget: sm.budget, MaxWrite: mountMaxWrite}
+	if sm.observe != nil {
+		opts.Observe = sm.observe(view.Volume().Name)
+	}
+	m, err := fs.Mount(ctx, dir, view, opts)
 	if err != nil {
 		return nil, err
 	}
