@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -265,4 +266,85 @@ func TestNewDaemonRefusesMetricsAddr(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkScrape100Volumes is issue 15's figure: one scrape (HTTP GET of /metrics, gzip as
+// Prometheus asks for it, and reading it) of a daemon with 100 volumes, each mounted through
+// Docker's protocol, written, fsynced and read once, so that every per-volume series exists.
+// Reported: series (samples in the scrape, each histogram bucket one) and scrape-KB (plain).
+// totals-fresh recomputes the store totals at every scrape (the worst case, a scrape every 30 s),
+// totals-reused serves them from the last one. Run it with
+//
+//	go test ./plugin/ -run '^$' -bench BenchmarkScrape100Volumes -benchtime 20x -count 3
+func BenchmarkScrape100Volumes(b *testing.B) {
+	fusetest.Require(b)
+	td := startDaemon(b, "", quiet, func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
+	for i := range 100 {
+		name := fmt.Sprintf("v%03d", i)
+		td.ok(b, "VolumeDriver.Create", fmt.Sprintf(`{"Name":%q,"Opts":{"size":"1GiB"}}`, name))
+		mp := td.ok(b, "VolumeDriver.Mount", fmt.Sprintf(`{"Name":%q,"ID":"c"}`, name))["Mountpoint"].(string)
+		p := filepath.Join(mp, "f")
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = f.Write(bytes.Repeat([]byte(name), 1024))
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			err = f.Close()
+		}
+		if _, rerr := os.ReadFile(p); err != nil || rerr != nil {
+			b.Fatal(err, rerr)
+		}
+	}
+	url := "http://" + td.MetricsAddr() + "/metrics"
+	c := &http.Client{}
+	if v := getMetrics(b, c, url).must(b, "fusevol_volumes"); v != 100 {
+		b.Fatalf("fusevol_volumes %v, want 100", v)
+	}
+	for _, tt := range []struct {
+		name  string
+		every time.Duration
+	}{{"totals-fresh", 0}, {"totals-reused", time.Hour}} {
+		b.Run(tt.name, func(b *testing.B) {
+			td.metrics.collector.totalsEvery = tt.every
+			var body []byte
+			for b.Loop() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					b.Fatalf("scrape: %s, %v", resp.Status, err)
+				}
+			}
+			series := 0
+			for _, line := range strings.Split(string(body), "\n") {
+				if line != "" && !strings.HasPrefix(line, "#") {
+					series++
+				}
+			}
+			b.ReportMetric(float64(series), "series")
+			b.ReportMetric(float64(len(body))/1e3, "scrape-KB")
+		})
+	}
+}
+
+// BenchmarkObserve is what metrics add to each FUSE request of a mount (a mount without them
+// serves its fsys directly): the observer's counter, histogram and byte updates for a write.
+func BenchmarkObserve(b *testing.B) {
+	d, err := NewDaemon(Config{Root: b.TempDir(), MetricsAddr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	obs := d.metrics.observer("vol")
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			obs("write", 30*time.Microsecond, 4096, 0)
+		}
+	})
 }
