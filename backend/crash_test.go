@@ -256,7 +256,8 @@ const (
 	cGC
 	cForget
 	cCommit
-	cExtents // small partial-chunk writes committed as extents in one CommitChunks (compacting now and then)
+	cExtents    // small partial-chunk writes committed as extents in one CommitChunks (compacting now and then)
+	cCloneRange // CloneRange path@off -> path2@off2, n bytes (one batch: atomic)
 )
 
 // cWriteRec is one write of a cExtents op.
@@ -275,6 +276,7 @@ type cOp struct {
 	forget      bool // after unlink/rename-over: release the orphan right away
 	sync        bool
 	writes      []cWriteRec // cExtents
+	off2, n     int64       // cCloneRange
 }
 
 func (o cOp) String() string {
@@ -334,6 +336,20 @@ func (g *cGen) try(m *cModel) (cOp, bool) {
 		op.kind, op.path = cMknod, newPath()
 		_, exists := v.files[op.path]
 		return op, !exists
+	case p < 33:
+		if len(files) == 0 {
+			return op, false
+		}
+		// Often at chunk boundaries, so that chunks are shared; one batch, so atomic.
+		op.kind, op.path, op.path2 = cCloneRange, g.pick(files), g.pick(files)
+		op.off, op.off2 = int64(g.r.IntN(3))*cChunk, int64(g.r.IntN(4))*cChunk
+		op.n = int64(1+g.r.IntN(3)) * cChunk
+		if g.r.IntN(3) == 0 {
+			op.off, op.off2, op.n = op.off+int64(g.r.IntN(cChunk)), op.off2+int64(g.r.IntN(cChunk)), int64(1+g.r.IntN(2*cChunk))
+		}
+		src, dst := v.files[op.path], v.files[op.path2]
+		n := max(0, min(op.n, int64(len(src.data))-op.off))
+		return op, src != dst || op.off+n <= op.off2 || op.off2+n <= op.off
 	case p < 36:
 		if len(files) == 0 {
 			return op, false
@@ -521,6 +537,16 @@ func (m *cModel) apply(op cOp, exec func(v *cVol) error) error {
 		clear(d[start:min(start+cChunk, len(d))])
 		copy(d[start:], op.data)
 		f.setData(d)
+	case cCloneRange:
+		src, f := v.files[op.path], v.files[op.path2]
+		if n := min(op.n, int64(len(src.data))-op.off); n > 0 {
+			d := slices.Clone(f.data)
+			if end := int(op.off2 + n); end > len(d) {
+				d = append(d, make([]byte, end-len(d))...)
+			}
+			copy(d[op.off2:], src.data[op.off:op.off+n])
+			f.setData(d)
+		}
 	case cTruncate:
 		f := v.files[op.path]
 		d := slices.Clone(f.data)
@@ -651,6 +677,9 @@ func (c *crashChild) exec(m *cModel, op cOp) func(v *cVol) error {
 			return err
 		case cTruncate:
 			_, err := view.SetAttr(ctx, v.files[op.path].ino, backend.SetAttr{Valid: backend.SetSize, Size: uint64(op.off)})
+			return err
+		case cCloneRange:
+			_, err := view.CloneRange(ctx, v.files[op.path].ino, op.off, v.files[op.path2].ino, op.off2, op.n)
 			return err
 		case cRename:
 			if err := view.Rename(ctx, c.dirOf(v, op.path), path.Base(op.path), c.dirOf(v, op.path2), path.Base(op.path2), 0); err != nil {

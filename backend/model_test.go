@@ -551,8 +551,10 @@ func (r *mRunner) doStep() {
 	switch p := r.r.IntN(1000); {
 	case p < 140:
 		r.opMknod(v)
-	case p < 320:
+	case p < 300:
 		r.opWrite(v)
+	case p < 320:
+		r.opCloneRange(v)
 	case p < 360:
 		r.opCommitChunks(v)
 	case p < 420:
@@ -744,6 +746,43 @@ func (r *mRunner) opWrite(v *mVol) {
 	writeModel(n, b, off)
 	n.mtime, n.atime = 0, 0
 	r.compareAttr("WriteAt result", a, v.fs, n)
+}
+
+// opCloneRange copies a range between two files (or within one) with CloneRange; offsets are
+// often chunk-aligned so that chunks are shared. The model is copy_file_range(2): shortened at
+// the source's end, then overlapping ranges of one file refused.
+func (r *mRunner) opCloneRange(v *mVol) {
+	src, ok := r.pickFile(v.fs)
+	if !ok {
+		return
+	}
+	dst, _ := r.pickFile(v.fs)
+	srcOff, dstOff := r.offset(len(src.data)), r.offset(len(dst.data))
+	if r.r.IntN(2) == 0 {
+		srcOff, dstOff = int64(r.r.IntN(5))*mtChunk, int64(r.r.IntN(5))*mtChunk
+	}
+	l := int64(r.length())
+	if r.r.IntN(3) == 0 {
+		l = int64(1+r.r.IntN(3)) * mtChunk
+	}
+	l = max(0, min(l, mtMaxFile-dstOff))
+	r.logf("CloneRange %s ino=%d off=%d -> ino=%d off=%d len=%d", v.name, src.ino, srcOff, dst.ino, dstOff, l)
+	got, err := v.view.CloneRange(r.ctx, src.ino, srcOff, dst.ino, dstOff, l)
+	want := max(0, min(l, int64(len(src.data))-srcOff))
+	if want > 0 && src == dst && srcOff < dstOff+want && dstOff < srcOff+want {
+		r.check("CloneRange overlapping", err, backend.ErrInvalid)
+		return
+	}
+	if !r.check("CloneRange", err, quotaWant(v)...) {
+		return
+	}
+	if got != want {
+		r.fail("CloneRange copied %d bytes, want %d", got, want)
+	}
+	if want > 0 {
+		writeModel(dst, slices.Clone(src.data[srcOff:srcOff+want]), dstOff)
+		dst.mtime, dst.atime = 0, 0
+	}
 }
 
 func (r *mRunner) opCommitChunks(v *mVol) {
