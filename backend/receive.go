@@ -288,23 +288,51 @@ func snapshotFree(t *tx, volume, name string) error {
 	return nil
 }
 
-// run applies the stream batch by batch until its trailer checked out.
+// run applies the stream batch by batch until its trailer checked out. A goroutine reads and
+// prepares the next batches (decoding, hashing, encoding bodies) while one commits, so the CPU
+// work overlaps the commit's writes.
 func (rc *receiver) run(ctx context.Context) error {
-	for {
-		batch, done, err := rc.readBatch()
-		if err != nil {
+	type batch struct {
+		items []item
+		done  bool
+		err   error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan batch, 2)
+	go func() {
+		defer close(batches)
+		for {
+			b := batch{}
+			b.items, b.done, b.err = rc.readBatch()
+			select {
+			case batches <- b:
+			case <-ctx.Done():
+				return
+			}
+			if b.done || b.err != nil {
+				return
+			}
+		}
+	}()
+	// The reader touches the decoder and the counts until it is gone: wait for it.
+	defer func() {
+		cancel()
+		for range batches {
+		}
+	}()
+	for b := range batches {
+		if b.err != nil {
+			return b.err
+		}
+		if err := rc.apply(ctx, b.items); err != nil {
 			return err
 		}
-		if err := rc.apply(ctx, batch); err != nil {
-			return err
-		}
-		if done {
+		if b.done {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 	}
+	return ctx.Err()
 }
 
 // item is one record to apply; chunk records carry their prepared chunk.
