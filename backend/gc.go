@@ -224,12 +224,27 @@ func (s *Store) gc(ctx context.Context, mode gcMode) error {
 	return s.vlogGC(ctx, mode)
 }
 
-// logPass logs a GC pass that took long enough to matter to a writer's latency (the benchmark's
-// fsync soak reads these lines to tell GC's stalls from others).
+// logPass counts a GC pass and logs it if it took long enough to matter to a writer's latency
+// (the benchmark's fsync soak reads these lines to tell GC's stalls from others).
 func (s *Store) logPass(mode gcMode, start time.Time, rewrites int64) {
-	if took := time.Since(start); took >= 10*time.Millisecond {
+	took := time.Since(start)
+	s.gcPasses.Add(1)
+	s.gcNanos.Add(int64(took))
+	if took >= 10*time.Millisecond {
 		s.log.Info("gc pass", "mode", mode.String(), "rewrites", s.rewrites.Load()-rewrites, "took", took)
 	}
+}
+
+// GCStats counts the GC passes since Open, background and explicit (for metrics).
+type GCStats struct {
+	Passes   int64
+	Rewrites int64         // value-log files rewritten
+	Time     time.Duration // spent in passes (writers do not wait for them)
+}
+
+// GCStats returns the GC counters.
+func (s *Store) GCStats() GCStats {
+	return GCStats{Passes: s.gcPasses.Load(), Rewrites: s.rewrites.Load(), Time: time.Duration(s.gcNanos.Load())}
 }
 
 func (m gcMode) String() string { return [...]string{"busy", "idle", "explicit"}[m] }

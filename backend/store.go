@@ -74,6 +74,8 @@ type Store struct {
 	legacy   atomic.Bool // metadata values remain in the value log (upgradeFormat)
 	inMemory bool
 	rewrites atomic.Int64 // value-log files rewritten since Open
+	gcPasses atomic.Int64 // GC passes since Open (GCStats)
+	gcNanos  atomic.Int64 // time they took
 	panics   atomic.Int64 // storage-engine panics recovered (damage.go)
 
 	intents *intents // nil: no intent log

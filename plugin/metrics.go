@@ -42,6 +42,7 @@ type metrics struct {
 	errs       *prometheus.CounterVec   // volume, op, errno
 	readBytes  *prometheus.CounterVec   // volume
 	writeBytes *prometheus.CounterVec   // volume
+	copyBytes  *prometheus.CounterVec   // volume
 	fsyncs     *prometheus.HistogramVec // volume
 	collector  *metricsCollector
 }
@@ -59,11 +60,13 @@ func newMetrics(d *Daemon, sm sysMounter) *metrics {
 			Help: "Bytes read through FUSE, by volume."}, []string{"volume"}),
 		writeBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fusevol_written_bytes_total",
 			Help: "Bytes written through FUSE, by volume."}, []string{"volume"}),
+		copyBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fusevol_copied_bytes_total",
+			Help: "Bytes copy_file_range copied into files of the volume, by volume."}, []string{"volume"}),
 		fsyncs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "fusevol_fsync_duration_seconds",
 			Help: "Time to serve fsync (committing the file's buffered data), by volume.", Buckets: latencyBuckets}, []string{"volume"}),
 	}
 	m.collector = &metricsCollector{d: d, sm: sm, totalsEvery: storeTotalsEvery}
-	m.reg.MustRegister(m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.fsyncs, m.collector,
+	m.reg.MustRegister(m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.collector,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -72,6 +75,7 @@ func newMetrics(d *Daemon, sm sysMounter) *metrics {
 // observer is the fs.Observer of a mount of volume.
 func (m *metrics) observer(volume string) fs.Observer {
 	read, written := m.readBytes.WithLabelValues(volume), m.writeBytes.WithLabelValues(volume)
+	copied := m.copyBytes.WithLabelValues(volume)
 	fsync := m.fsyncs.WithLabelValues(volume)
 	return func(op string, took time.Duration, n int, errno syscall.Errno) {
 		m.ops.WithLabelValues(volume, op).Inc()
@@ -85,6 +89,8 @@ func (m *metrics) observer(volume string) fs.Observer {
 			read.Add(float64(n))
 		case "write":
 			written.Add(float64(n))
+		case "copy_file_range":
+			copied.Add(float64(n))
 		case "fsync":
 			fsync.Observe(took.Seconds())
 		}
@@ -179,11 +185,15 @@ var (
 	descMounts    = desc("fusevol_mounts", "FUSE mounts: kind=volume for live volumes, kind=snapshot for volctl snapshot mounts.", "kind")
 	descDockerRef = desc("fusevol_docker_mount_refs", "Docker mount references of a volume (containers using it).", "volume")
 	descVolctl    = desc("fusevol_volctl_mounts", "volctl mounts of a volume's live state.", "volume")
+	descGCPasses  = desc("fusevol_gc_runs_total", "Store GC passes (background and volctl gc).")
+	descGCSeconds = desc("fusevol_gc_seconds_total", "Time spent in GC passes (writers do not wait for them).")
+	descRewrites  = desc("fusevol_gc_vlog_rewrites_total", "Value-log files GC rewrote to give their garbage back to the disk.")
 )
 
 var allDescs = []*prometheus.Desc{descUp, descUptime, descBuild, descVolumes, descUsed, descFiles, descQuota,
 	descSnaps, descLogical, descUnique, descPhysical, descChunks, descDedup, descDisk, descHits, descMisses,
-	descCacheB, descCacheMax, descDirty, descDirtyMax, descMounts, descDockerRef, descVolctl}
+	descCacheB, descCacheMax, descDirty, descDirtyMax, descMounts, descDockerRef, descVolctl, descGCPasses,
+	descGCSeconds, descRewrites}
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -212,6 +222,10 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(descUp, 1)
+	gc := st.GCStats()
+	ch <- prometheus.MustNewConstMetric(descGCPasses, prometheus.CounterValue, float64(gc.Passes))
+	ch <- prometheus.MustNewConstMetric(descGCSeconds, prometheus.CounterValue, gc.Time.Seconds())
+	ch <- prometheus.MustNewConstMetric(descRewrites, prometheus.CounterValue, float64(gc.Rewrites))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := c.collectVolumes(ctx, st, gauge); err != nil {

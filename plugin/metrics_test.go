@@ -163,8 +163,10 @@ func TestMetricsFollowWorkload(t *testing.T) {
 			t.Errorf("%s = %v, want more than 0", name, v)
 		}
 	}
-	if _, ok := after.value("fusevol_store_dedup_ratio"); !ok {
-		t.Error("no dedup ratio")
+	for _, name := range []string{"fusevol_store_dedup_ratio", "fusevol_gc_runs_total", "fusevol_gc_seconds_total", "fusevol_gc_vlog_rewrites_total"} {
+		if _, ok := after.value(name); !ok {
+			t.Errorf("no %s", name)
+		}
 	}
 
 	if err := f.Close(); err != nil {
@@ -177,6 +179,13 @@ func TestMetricsFollowWorkload(t *testing.T) {
 	}
 	if v := unmounted.must(t, "fusevol_mounts", "kind=volume"); v != 0 {
 		t.Errorf("%v volume mounts after the last unmount", v)
+	}
+	if _, err := client.New(td.sock).GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	collected := getMetrics(t, c, url)
+	if d := collected.must(t, "fusevol_gc_runs_total") - unmounted.must(t, "fusevol_gc_runs_total"); d < 1 {
+		t.Errorf("gc runs grew by %v over volctl gc, want at least 1", d)
 	}
 }
 
