@@ -133,15 +133,28 @@ func (t *loopbackTarget) Name() string { return TargetLoopback }
 func (t *loopbackTarget) Dir() string  { return t.mnt }
 
 func (t *loopbackTarget) Close(ctx context.Context) error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = t.server.Unmount(); err == nil {
-			break
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 50; i++ {
+			if err = t.server.Unmount(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("unmount loopback %s: %w", t.mnt, err)
+		done <- err
+	}()
+	// go-fuse's Unmount waits for its request readers, and once (after a pgbench run) one
+	// stayed blocked in read(/dev/fuse) after the unmount, for good: the whole run hung there.
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("unmount loopback %s: %w", t.mnt, err)
+		}
+	case <-time.After(loopbackUnmountWait):
+		return fmt.Errorf("unmount loopback %s: still waiting for its FUSE server after %v; left behind", t.mnt, loopbackUnmountWait)
 	}
 	return os.RemoveAll(filepath.Join(t.work, "loopback-data"))
 }
+
+const loopbackUnmountWait = time.Minute
