@@ -3,16 +3,19 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -356,4 +359,58 @@ func BenchmarkObserve(b *testing.B) {
 			obs("write", 30*time.Microsecond, 4096, 0)
 		}
 	})
+}
+
+// The Grafana dashboard (plugin/grafana-dashboard.json) queries only metrics the daemon serves,
+// and every panel has a query.
+func TestGrafanaDashboardMetrics(t *testing.T) {
+	raw, err := os.ReadFile("grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	d, err := NewDaemon(Config{Root: t.TempDir(), MetricsAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	descs := make(chan *prometheus.Desc, 100)
+	go func() {
+		m := d.metrics
+		for _, c := range []prometheus.Collector{m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.collector} {
+			c.Describe(descs)
+		}
+		close(descs)
+	}()
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for desc := range descs {
+		served[fqName.FindStringSubmatch(desc.String())[1]] = true
+	}
+	names := regexp.MustCompile(`\bfusevol_[a-z_]+`)
+	used := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			for _, name := range names.FindAllString(q.Expr, -1) {
+				used++
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
+				if !served[name] && !served[base] {
+					t.Errorf("panel %q queries %s, which the daemon does not serve", p.Title, name)
+				}
+			}
+		}
+	}
+	if used == 0 {
+		t.Fatal("the dashboard queries no fusevol metric")
+	}
 }
