@@ -75,12 +75,22 @@ func copiedBytes(ps []clonePiece) int64 {
 // write: shared chunks count as the destination's allocated bytes, though they take no space in
 // the store.
 func (v *View) CloneRange(ctx context.Context, src Ino, srcOff int64, dst Ino, dstOff int64, n int64) (int64, error) {
+	return v.CloneRangeFrom(ctx, v, src, srcOff, dst, dstOff, n)
+}
+
+// CloneRangeFrom is CloneRange from a file of another view of the same store: a snapshot of
+// the volume (to bring a file or part of one back without copying its bytes) or another
+// volume. Views of other stores, or of another chunk size, are ErrNotSupp.
+func (v *View) CloneRangeFrom(ctx context.Context, from *View, src Ino, srcOff int64, dst Ino, dstOff int64, n int64) (int64, error) {
 	if srcOff < 0 || dstOff < 0 || n < 0 || srcOff > maxFileOffset-n || dstOff > maxFileOffset-n {
 		return 0, fmt.Errorf("copy of %d bytes from %d to %d: %w", n, srcOff, dstOff, ErrInvalid)
 	}
+	if from.s != v.s || from.ChunkSize() != v.ChunkSize() {
+		return 0, fmt.Errorf("copy from volume %q to %q: another store or chunk size: %w", from.info.Name, v.info.Name, ErrNotSupp)
+	}
 	var done int64
 	for left := n; left > 0; {
-		k, rest, err := v.cloneBatch(ctx, src, srcOff+done, dst, dstOff+done, left, done == 0)
+		k, rest, err := v.cloneBatch(ctx, from, src, srcOff+done, dst, dstOff+done, left, done == 0)
 		done += k
 		if err != nil {
 			return done, err
@@ -96,26 +106,43 @@ func (v *View) CloneRange(ctx context.Context, src Ino, srcOff int64, dst Ino, d
 // maxFileOffset is the largest file offset (Linux's MAX_LFS_FILESIZE).
 const maxFileOffset = 1<<63 - 1
 
+// cloneSrc is the source of a copy inside the destination's transaction: its view, the
+// transaction bound to that view's node (t itself when it is the destination's view), and its
+// inode.
+type cloneSrc struct {
+	v *View
+	t *tx
+	n *inode
+}
+
+// sameView reports whether two views read and write the same node (one volume's live views).
+func (v *View) sameView(o *View) bool {
+	return o.s == v.s && o.info.ID == v.info.ID && o.snapNode == v.snapNode
+}
+
 // cloneBatch copies the first batch of the n bytes left of a copy in one transaction and returns
 // the bytes it copied and the bytes left after it. The first batch shortens the copy to the
 // source's end and then checks for overlap, in the kernel's order; a copy within one file that
 // grows it must not copy what it copied.
-func (v *View) cloneBatch(ctx context.Context, src Ino, srcOff int64, dst Ino, dstOff int64, n int64, first bool) (done, left int64, err error) {
+func (v *View) cloneBatch(ctx context.Context, from *View, src Ino, srcOff int64, dst Ino, dstOff int64, n int64, first bool) (done, left int64, err error) {
 	cs := int64(v.ChunkSize())
 	if err := v.admitData(copiedBytes(clonePieces(cs, srcOff, dstOff, n))); err != nil {
 		return 0, 0, err
 	}
+	same := v.sameView(from)
 	err = v.write(ctx, func(t *tx) error {
 		done, left = 0, n
-		sn, dn, err := v.clonePair(t, src, dst)
+		sc, dn, err := v.clonePair(t, from, src, dst)
 		if err != nil {
 			return err
 		}
-		if srcOff >= int64(sn.Size) {
+		defer sc.t.closeIter()
+		size := int64(sc.n.Size)
+		if srcOff >= size {
 			return nil
 		}
-		m := min(n, int64(sn.Size)-srcOff)
-		if first && src == dst && srcOff < dstOff+m && dstOff < srcOff+m {
+		m := min(n, size-srcOff)
+		if first && same && src == dst && srcOff < dstOff+m && dstOff < srcOff+m {
 			return fmt.Errorf("copy within inode %d: ranges overlap: %w", src, ErrInvalid)
 		}
 		if first {
@@ -124,7 +151,7 @@ func (v *View) cloneBatch(ctx context.Context, src Ino, srcOff int64, dst Ino, d
 		pieces := clonePieces(cs, srcOff, dstOff, m)
 		chunks := make([]Chunk, 0, len(pieces))
 		for _, p := range pieces {
-			c, err := v.clonePiece(t, sn, p)
+			c, err := v.clonePiece(sc, p)
 			if err != nil {
 				return err
 			}
@@ -140,36 +167,56 @@ func (v *View) cloneBatch(ctx context.Context, src Ino, srcOff int64, dst Ino, d
 	return done, left, nil
 }
 
-// clonePair settles and returns the inodes of a copy's source and destination (one inode when
-// they are the same file, so that the commit writes what the reads saw).
-func (v *View) clonePair(t *tx, src, dst Ino) (sn, dn *inode, err error) {
-	if dn, err = v.settled(t, dst); err != nil {
-		return nil, nil, err
+// clonePair settles and returns a copy's source and destination inode (one inode when they are
+// the same file, so that the commit writes what the reads saw). The source of another view is
+// read through a second transaction value on the same Badger transaction, bound to that view's
+// node: the destination's writes go to its live node, which no other view sees. A snapshot has
+// no intent-log records of its own (its volume's are the live node's), so only a live source
+// is settled.
+func (v *View) clonePair(t *tx, from *View, src, dst Ino) (cloneSrc, *inode, error) {
+	dn, err := v.settled(t, dst)
+	if err != nil {
+		return cloneSrc{}, nil, err
 	}
-	if src == dst {
-		return dn, dn, nil
+	if v.sameView(from) {
+		if src == dst {
+			return cloneSrc{v, t, dn}, dn, nil
+		}
+		sn, err := v.settled(t, src)
+		return cloneSrc{v, t, sn}, dn, err
 	}
-	if sn, err = v.settled(t, src); err != nil {
-		return nil, nil, err
+	node, anc, err := from.target()
+	if err != nil {
+		return cloneSrc{}, nil, err
 	}
-	return sn, dn, nil
+	st := &tx{txn: t.txn, s: t.s}
+	st.at(from.tree, node, anc)
+	sc := cloneSrc{from, st, nil}
+	if !from.ReadOnly() {
+		if err := from.settleIn(st, src); err != nil {
+			return sc, nil, err
+		}
+		t.hooks, t.touched = append(t.hooks, st.hooks...), append(t.touched, st.touched...) // t commits for st
+	}
+	sc.n, err = st.regular(src)
+	return sc, dn, err
 }
 
 // clonePiece returns the destination's new content for one piece: the source chunk's own
 // reference (or a hole) when the piece can share it, otherwise the source's bytes as a chunk or
 // an extent. A source chunk with extents is merged and committed whole: a content-addressed chunk
 // like any other, deduplicated against what the store holds.
-func (v *View) clonePiece(t *tx, sn *inode, p clonePiece) (Chunk, error) {
+func (v *View) clonePiece(sc cloneSrc, p clonePiece) (Chunk, error) {
 	cs := int64(v.ChunkSize())
 	idx := uint64(p.dst / cs)
 	if p.share {
-		c, ok, err := v.sharedChunk(t, sn, uint64(p.src/cs), idx)
+		c, ok, err := sharedChunk(sc, uint64(p.src/cs), idx)
 		if err != nil || ok {
 			return c, err
 		}
 	}
 	buf := make([]byte, p.n)
-	if err := v.readRange(t, sn, buf, p.src); err != nil {
+	if err := sc.v.readRange(sc.t, sc.n, buf, p.src); err != nil {
 		return Chunk{}, err
 	}
 	if p.n == cs {
@@ -178,9 +225,11 @@ func (v *View) clonePiece(t *tx, sn *inode, p clonePiece) (Chunk, error) {
 	return v.PrepareExtent(idx, int(p.dst%cs), buf), nil
 }
 
-// sharedChunk returns chunk index of sn as destination chunk dst: a second reference on the same
-// body, or a hole. ok is false when the chunk has extents (the caller copies its merged bytes).
-func (v *View) sharedChunk(t *tx, sn *inode, index, dst uint64) (Chunk, bool, error) {
+// sharedChunk returns chunk index of the source as destination chunk dst: a second reference on
+// the same body, or a hole. ok is false when the chunk has extents (the caller copies its merged
+// bytes).
+func sharedChunk(sc cloneSrc, index, dst uint64) (Chunk, bool, error) {
+	t, sn := sc.t, sc.n
 	if sn.extents > 0 {
 		exts, err := t.chunkExtents(sn.Ino, index, false)
 		if err != nil || len(exts) > 0 {
@@ -192,7 +241,7 @@ func (v *View) sharedChunk(t *tx, sn *inode, index, dst uint64) (Chunk, bool, er
 		return Chunk{}, false, err
 	}
 	if ref == nil {
-		return Chunk{Index: dst, n: v.ChunkSize(), zero: true}, true, nil
+		return Chunk{Index: dst, n: sc.v.ChunkSize(), zero: true}, true, nil
 	}
 	// incref would store a missing body from the chunk's (empty) body: refuse instead.
 	if _, ok, err := t.getRef(ref.hash); err != nil || !ok {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -330,5 +331,64 @@ func TestClonePieces(t *testing.T) {
 	}
 	if ps := clonePieces(c, 0, 1, 1<<30); copiedBytes(ps) > cloneCopyBytes {
 		t.Fatalf("a batch copies %d bytes, more than %d", copiedBytes(ps), cloneCopyBytes)
+	}
+}
+
+// TestCloneRangeFrom copies from a snapshot of the volume (bringing a file back) and from
+// another volume of the store, sharing chunks; another chunk size or store is ErrNotSupp.
+func TestCloneRangeFrom(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t)
+	v := extentVolume(t, s, "v", "")
+	f := mustFile(t, v, RootIno, "f")
+	var old []byte
+	writeSpans(t, v, f, &old, []span{{0, 3 * c, false}, {c + 5, 10, false}}, 1)
+	if _, err := s.CreateSnapshot(ctx, "v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	cur := slices.Clone(old)
+	writeSpans(t, v, f, &cur, []span{{0, 3 * c, false}}, 2)
+	snap, err := s.OpenSnapshot(ctx, "v", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Stats(ctx)
+	// The snapshot's file is the same inode: bring its old chunks 1 and 2 back in place.
+	if n, err := v.CloneRangeFrom(ctx, snap, f, c, f, c, 2*c); err != nil || n != 2*c {
+		t.Fatalf("CloneRangeFrom(snapshot) = %d, %v", n, err)
+	}
+	copy(cur[c:], old[c:3*c])
+	if b := readAll(t, v, f); !bytes.Equal(b, cur) {
+		t.Fatalf("restored range differs at %d", firstDiff(b, cur))
+	}
+	if b := readAll(t, snap, f); !bytes.Equal(b, old) {
+		t.Fatalf("the snapshot changed")
+	}
+	after, _ := s.Stats(ctx)
+	// Chunk 2 is shared; chunk 1 has an extent in the snapshot, so it is merged and stored.
+	if after.UniqueBytes-before.UniqueBytes > c {
+		t.Errorf("the copy stored %d chunk bytes, want at most one chunk", after.UniqueBytes-before.UniqueBytes)
+	}
+	w := extentVolume(t, s, "w", "")
+	g := mustFile(t, w, RootIno, "g")
+	logged := bytes.Repeat([]byte{9}, 100)
+	if _, err := v.LogWrites(ctx, f, uint64(len(cur)), 0, []Write{{Off: 7, Data: logged}}); err != nil {
+		t.Fatal(err)
+	}
+	copy(cur[7:], logged)
+	if n, err := w.CloneRangeFrom(ctx, v, f, 0, g, 0, 3*c); err != nil || n != 3*c {
+		t.Fatalf("CloneRangeFrom(another volume) = %d, %v", n, err)
+	}
+	if b := readAll(t, w, g); !bytes.Equal(b, cur) {
+		t.Fatalf("copy from another volume differs at %d", firstDiff(b, cur))
+	}
+	fsckClean(t, s)
+	big := mustVolume(t, s, "big", nil)
+	if _, err := big.CloneRangeFrom(ctx, v, f, 0, RootIno, 0, c); !errors.Is(err, ErrNotSupp) {
+		t.Fatalf("CloneRangeFrom another chunk size: %v, want ErrNotSupp", err)
+	}
+	other := extentVolume(t, openTestStore(t), "v", "")
+	if _, err := other.CloneRangeFrom(ctx, v, f, 0, RootIno, 0, c); !errors.Is(err, ErrNotSupp) {
+		t.Fatalf("CloneRangeFrom another store: %v, want ErrNotSupp", err)
 	}
 }

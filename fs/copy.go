@@ -8,9 +8,11 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// rangeCloner copies file ranges inside a view, sharing whole chunks (copy.go: copy_file_range).
+// rangeCloner copies file ranges into a view, from itself or from one of its snapshots, sharing
+// whole chunks (copy.go: copy_file_range).
 type rangeCloner interface {
 	CloneRange(ctx context.Context, src backend.Ino, srcOff int64, dst backend.Ino, dstOff int64, n int64) (int64, error)
+	CloneRangeFrom(ctx context.Context, from *backend.View, src backend.Ino, srcOff int64, dst backend.Ino, dstOff int64, n int64) (int64, error)
 }
 
 var _ rangeCloner = (*backend.View)(nil)
@@ -19,14 +21,14 @@ var _ rangeCloner = (*backend.View)(nil)
 // down to a page as the kernel rounds its own cap: a shorter count makes the caller loop.
 const maxCopyLen = 1<<32 - 1<<12
 
-// CopyFileRange serves copy_file_range(2) between two files of the mounted view (the kernel
-// sends it only between files of one mount; anything else it copies itself). The VFS has
-// checked the file modes, the open modes, the overlap of ranges in one file and shortened the
-// copy to the source's end as it knows it; the backend checks again against the stored size.
+// CopyFileRange serves copy_file_range(2) into a file of the mounted view from one of the
+// view's files or of a snapshot under .snapshots (the kernel sends it only between files of one
+// mount; across mounts it copies the bytes itself). The VFS has checked the file modes, the open
+// modes, the overlap of ranges in one file and shortened the copy to the source's end as it
+// knows it; the backend checks again against the stored size.
 //
-// A source in a snapshot (.snapshots) is another view: EXDEV makes the kernel copy the bytes
-// itself (splice), as it does across mounts. ENOSYS must never be returned: the kernel would
-// stop sending the request on this connection for good.
+// EXDEV or EOPNOTSUPP make the kernel copy the bytes itself (splice). ENOSYS must never be
+// returned: the kernel would stop sending the request on this connection for good.
 func (f *fsys) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
 	if in.Flags != 0 {
 		return 0, fuse.EINVAL
@@ -35,19 +37,16 @@ func (f *fsys) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (
 	if st != fuse.OK {
 		return 0, st
 	}
-	hout, st := f.fileHandle(in.FhOut)
-	if st != fuse.OK {
-		return 0, st
-	}
-	if !hout.write {
+	if hout, st := f.fileHandle(in.FhOut); st != fuse.OK || !hout.write {
 		return 0, fuse.EBADF
 	}
 	vol, dst, _, en := f.writable(in.NodeIdOut)
 	if en != 0 {
 		return 0, fuse.Status(en)
 	}
-	if _, _, slot, _ := f.view(hin.id); slot != 0 {
-		return 0, fuse.Status(syscall.EXDEV)
+	clone, st := f.cloneFrom(vol, hin.id)
+	if st != fuse.OK {
+		return 0, st
 	}
 	// Buffered writes of both files go to the store first: the copy reads and shares what is
 	// committed (logged records the backend settles itself).
@@ -56,7 +55,7 @@ func (f *fsys) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (
 			return 0, f.status("copy_file_range", err)
 		}
 	}
-	n, err := vol.CloneRange(f.ctx, hin.ino, int64(in.OffIn), dst, int64(in.OffOut), int64(min(in.Len, maxCopyLen)))
+	n, err := clone(f.ctx, hin.ino, int64(in.OffIn), dst, int64(in.OffOut), int64(min(in.Len, maxCopyLen)))
 	if n > 0 || err == nil {
 		f.copied(in.NodeIdOut, vol, dst)
 	}
@@ -68,6 +67,27 @@ func (f *fsys) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (
 		f.log.Debug("copy_file_range stopped short", "ino", dst, "copied", n, "err", err)
 	}
 	return uint32(n), fuse.OK
+}
+
+type cloneFunc func(ctx context.Context, src backend.Ino, srcOff int64, dst backend.Ino, dstOff int64, n int64) (int64, error)
+
+// cloneFrom returns the copy into vol from the view of node id: the mounted view's own, or
+// from one of its snapshots.
+func (f *fsys) cloneFrom(vol Volume, id uint64) (cloneFunc, fuse.Status) {
+	svol, _, slot, en := f.view(id)
+	if en != 0 {
+		return nil, fuse.Status(en)
+	}
+	if slot == 0 {
+		return vol.CloneRange, fuse.OK
+	}
+	from, ok := svol.(*backend.View)
+	if !ok {
+		return nil, fuse.Status(syscall.EXDEV)
+	}
+	return func(ctx context.Context, src backend.Ino, srcOff int64, dst backend.Ino, dstOff int64, n int64) (int64, error) {
+		return vol.CloneRangeFrom(ctx, from, src, srcOff, dst, dstOff, n)
+	}, fuse.OK
 }
 
 // copied brings the mount's state of a copy's destination up to date: its size for the

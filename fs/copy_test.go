@@ -32,6 +32,11 @@ func (c *cloneCounter) CloneRange(ctx context.Context, src backend.Ino, srcOff i
 	return c.View.CloneRange(ctx, src, srcOff, dst, dstOff, n)
 }
 
+func (c *cloneCounter) CloneRangeFrom(ctx context.Context, from *backend.View, src backend.Ino, srcOff int64, dst backend.Ino, dstOff int64, n int64) (int64, error) {
+	c.calls.Add(1)
+	return c.View.CloneRangeFrom(ctx, from, src, srcOff, dst, dstOff, n)
+}
+
 // newCopyVolume mounts a fresh volume of 64 KiB chunks through a cloneCounter.
 func newCopyVolume(t *testing.T) (*testVolume, *cloneCounter) {
 	t.Helper()
@@ -284,9 +289,9 @@ func TestReflinkTools(t *testing.T) {
 }
 
 // TestCopyFileRangeAcrossViews: between two mounts (each volume is its own FUSE connection)
-// and from a snapshot under .snapshots, the kernel copies the bytes itself (no
-// FUSE_COPY_FILE_RANGE across superblocks; EXDEV from fsys for a snapshot source): the copy
-// succeeds, and, as chunks are content-addressed, an aligned one still adds no chunk bytes.
+// the kernel copies the bytes itself (no FUSE_COPY_FILE_RANGE across superblocks): the copy
+// succeeds and, as chunks are content-addressed, an aligned one adds no chunk bytes. From a
+// snapshot under .snapshots (the same mount) the request comes, and the chunks are shared.
 func TestCopyFileRangeAcrossViews(t *testing.T) {
 	ctx := context.Background()
 	tv, cc := newCopyVolume(t)
@@ -309,10 +314,20 @@ func TestCopyFileRangeAcrossViews(t *testing.T) {
 	if _, err := tv.store.CreateSnapshot(ctx, "vol", "s"); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct{ what, src, dst string }{
-		{"another mount", a, filepath.Join(odir, "b")},
-		{"a snapshot", filepath.Join(tv.dir, ".snapshots", "s", "a"), filepath.Join(tv.dir, "restored")},
+	if err := os.WriteFile(a, pattern(8*cpChunk, 5), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what, src, dst string
+		served         bool // by fsys (else by the kernel)
+	}{
+		{"another mount", a, filepath.Join(odir, "b"), false},
+		{"a snapshot", filepath.Join(tv.dir, ".snapshots", "s", "a"), a, true},
 	} {
+		want, err := os.ReadFile(c.src)
+		if err != nil {
+			t.Fatal(err)
+		}
 		before, calls := uniqueBytes(t, tv), cc.calls.Load()
 		if n, err := copyRange(t, c.src, c.dst, 0, 0, len(data), 0); err != nil || n != len(data) {
 			t.Fatalf("copy_file_range from %s = %d, %v", c.what, n, err)
@@ -320,15 +335,18 @@ func TestCopyFileRangeAcrossViews(t *testing.T) {
 		if err := om.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := os.ReadFile(c.dst); err != nil || !bytes.Equal(got, data) {
+		if got, err := os.ReadFile(c.dst); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("copy from %s differs: %v", c.what, err)
 		}
-		if after := uniqueBytes(t, tv); after != before {
+		if after := uniqueBytes(t, tv); after > before {
 			t.Errorf("copy from %s added %d chunk bytes to the store", c.what, after-before)
 		}
-		if cc.calls.Load() != calls {
-			t.Errorf("copy from %s reached the backend's CloneRange", c.what)
+		if served := cc.calls.Load() != calls; served != c.served {
+			t.Errorf("copy from %s: served by fsys %v, want %v", c.what, served, c.served)
 		}
+	}
+	if b, err := os.ReadFile(a); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the file is not back as it was in the snapshot: %v", err)
 	}
 	storeFsck(t, tv)
 }
