@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin"
 	"github.com/fusevol/fusevol/plugin/client"
 )
@@ -83,7 +84,11 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "%s: mount %s on %s: %s\n", mountHelperName, req.source, req.dir, msg)
 		return helperFailed
 	}
-	if err := setFlags(req); err != nil {
+	err = visible(req.dir)
+	if err == nil {
+		err = setFlags(req)
+	}
+	if err != nil {
 		if uerr := c.Unmount(ctx, req.dir); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
@@ -206,6 +211,20 @@ func applyMountOptions(req *helperRequest, opts string, sloppy bool) error {
 	if len(unknown) > 0 && !sloppy {
 		return fmt.Errorf("unsupported mount option(s) %s (fusevol takes socket=PATH, mount(8)'s generic options and per-mount flags)",
 			strings.Join(unknown, ","))
+	}
+	return nil
+}
+
+// visible checks that the daemon's mount on dir shows in this mount namespace: a daemon in a
+// namespace of its own (a managed plugin, a unit with PrivateMounts) mounts where no one here
+// would see it.
+func visible(dir string) error {
+	table, err := mountinfo.Read()
+	if err != nil {
+		return err
+	}
+	if e, ok := table.Find(dir); !ok || e.FSType != "fuse.fusevol" {
+		return fmt.Errorf("the daemon mounted %s in its own mount namespace, not visible here", dir)
 	}
 	return nil
 }
