@@ -85,6 +85,18 @@
 // Accounting: a chunk's allocated bytes are its merged length, so an extent costs what it adds to the
 // chunk's end, whatever its own size (at most a quarter of a chunk more is stored until compaction).
 //
+// # Reflink copies (clone_range.go)
+//
+// View.CloneRange (copy_file_range) gives each destination chunk that the copy covers whole, at
+// a source offset that is a chunk boundary too, the source chunk's chunk-map entry: one more
+// version naming the same hash, so one more reference, and no body read, hashed or written (a
+// source hole stays a hole; a source chunk with extents is merged and committed as a new
+// content-addressed chunk). The rest is copied as WriteAt would. The copy runs in batches, each
+// one transaction under the quota (the destination's allocation grows as for a write), so a
+// crash leaves it done up to a batch. CloneRangeFrom copies from another view of the store
+// (a snapshot, another volume) with the same chunk size, reading through a transaction bound to
+// that view's node.
+//
 // # Damaged files (damage.go)
 //
 // Damage in Badger's files is ErrCorrupt, never other bytes, a panic or a hung request. Open checks

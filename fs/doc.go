@@ -16,4 +16,16 @@
 //     verifies only the spans it touches.
 //   - An inode unlinked while the kernel still references it is handed to View.Forget only when the
 //     last kernel reference and the last open handle are gone.
+//
+// What the kernel forwards of file copies (copy.go; checked on 6.18 by copy_test.go):
+//   - copy_file_range(2) between two files of this mount (a .snapshots file as the source
+//     included) is one FUSE_COPY_FILE_RANGE request, after the VFS has checked the flags, the
+//     open modes, overlap within one file (EINVAL) and shortened the length to the source's end.
+//     fsys flushes both files' buffers and hands it to View.CloneRange(From), which shares whole
+//     chunks. An error other than EXDEV or EOPNOTSUPP goes back to the caller; those two make the
+//     kernel copy the bytes itself; ENOSYS would switch the request off for the connection.
+//   - Across two mounts (every volume is its own connection) the kernel does not send the
+//     request: it copies by splice, reads and writes through both mounts.
+//   - FICLONE and FICLONERANGE (cp --reflink=always) go to the VFS's remap_file_range, which FUSE
+//     does not implement: EOPNOTSUPP, and no request reaches the daemon.
 package fs
