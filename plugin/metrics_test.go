@@ -414,3 +414,72 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 		t.Fatal("the dashboard queries no fusevol metric")
 	}
 }
+
+// Scrapes while a workload runs see the written bytes only grow, and end at what was written;
+// a scrape racing the daemon's shutdown gets an answer or a refused connection, never a crash.
+func TestMetricsScrapeDuringWorkload(t *testing.T) {
+	fusetest.Require(t)
+	td := startDaemon(t, "", quiet, func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
+	td.metrics.collector.totalsEvery = 0
+	td.ok(t, "VolumeDriver.Create", `{"Name":"w"}`)
+	mp := td.ok(t, "VolumeDriver.Mount", `{"Name":"w","ID":"c1"}`)["Mountpoint"].(string)
+	url := "http://" + td.MetricsAddr() + "/metrics"
+
+	const rounds, size = 40, 100_000
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(mp, "log"))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		buf := bytes.Repeat([]byte{1, 2, 3, 4}, size/4)
+		for range rounds {
+			if _, err := f.Write(buf); err != nil {
+				done <- err
+				return
+			}
+			if err := f.Sync(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	last, scrapes := 0.0, 0
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			running = false
+		default:
+		}
+		v, _ := getMetrics(t, http.DefaultClient, url).value("fusevol_written_bytes_total", "volume=w")
+		if v < last {
+			t.Fatalf("written bytes went back from %v to %v", last, v)
+		}
+		last = v
+		scrapes++
+	}
+	if last != rounds*size {
+		t.Errorf("written bytes %v after the workload, want %d", last, rounds*size)
+	}
+	t.Logf("%d scrapes during the workload", scrapes)
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			resp, err := http.Get(url)
+			if err != nil {
+				return // the server is gone
+			}
+			resp.Body.Close()
+		}
+	}()
+	td.stop(t)
+	<-stopped
+}
