@@ -350,3 +350,37 @@ func TestCopyFileRangeAcrossViews(t *testing.T) {
 	}
 	storeFsck(t, tv)
 }
+
+// TestCopyFileRangeQuota: a copy counts its size against the quota (statfs shows it at once); one
+// that would pass the quota fails with ENOSPC and leaves the destination as it was.
+func TestCopyFileRangeQuota(t *testing.T) {
+	const quota = 1 << 20
+	opts := backendOpts(cpChunk)
+	opts.Size = quota
+	tv := newVolume(t, opts, Options{})
+	a, b := filepath.Join(tv.dir, "a"), filepath.Join(tv.dir, "b")
+	if err := os.WriteFile(a, pattern(6*cpChunk, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	used := func() int64 {
+		var st unix.Statfs_t
+		if err := unix.Statfs(tv.dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Blocks-st.Bfree) * st.Bsize
+	}
+	before := used()
+	if n, err := copyRange(t, a, b, 0, 0, 6*cpChunk, 0); err != nil || n != 6*cpChunk {
+		t.Fatalf("copy_file_range = %d, %v", n, err)
+	}
+	if grew := used() - before; grew != 6*cpChunk {
+		t.Errorf("statfs used grew by %d, want %d", grew, 6*cpChunk)
+	}
+	if n, err := copyRange(t, a, b, 0, 6*cpChunk, 6*cpChunk, 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("copy_file_range past the quota = %d, %v; want ENOSPC", n, err)
+	}
+	if fi, err := os.Stat(b); err != nil || fi.Size() != 6*cpChunk {
+		t.Fatalf("the refused copy changed the destination: %v, %v", fi.Size(), err)
+	}
+	storeFsck(t, tv)
+}
