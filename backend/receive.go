@@ -92,6 +92,9 @@ func (s *Store) Receive(ctx context.Context, r io.Reader, volume string, opts Re
 	}
 	err = rc.run(ctx)
 	if err == nil {
+		err = rc.check()
+	}
+	if err == nil {
 		err = rc.finish(ctx, volume)
 	}
 	st.Bytes = int64(dec.Counts().Bytes)
@@ -539,6 +542,9 @@ func (rc *receiver) setChunk(t *tx, ino Ino, c *Chunk) error {
 	if err != nil {
 		return err
 	}
+	if !c.zero && c.Index*uint64(rc.h.ChunkSize) >= n.Size {
+		return fmt.Errorf("%w: chunk %d of inode %d lies past its size %d", ErrInvalid, c.Index, ino, n.Size)
+	}
 	if !c.zero && c.body == nil {
 		r, ok, err := t.getRef(c.hash)
 		if err != nil {
@@ -614,6 +620,34 @@ func cmpErr(err, fallback error) error {
 		return err
 	}
 	return fallback
+}
+
+// check runs fsck's check of a volume's tree (checkView: entries point at inodes, link counts,
+// reachability, allocation, usage; no chunk bodies) on the hidden volume: a stream that checked
+// out may still describe a tree that is not one, and such a volume is never made visible.
+func (rc *receiver) check() error {
+	s := rc.s
+	f := &fsckState{rep: &FsckReport{}, nodes: map[uint32]nodeRec{}, refs: map[Hash]uint64{}, bad: map[Hash]string{},
+		dead: map[Hash]bool{}, usage: map[uint32]Usage{}}
+	s.mu.RLock()
+	for id, n := range s.nodes {
+		f.nodes[id] = n
+	}
+	s.mu.RUnlock()
+	err := s.view(func(t *tx) error {
+		var rec volRec
+		if err := t.getJSON(volumeKey(rc.hidden), &rec); err != nil {
+			return fmt.Errorf("hidden volume %q: %w", rc.hidden, err)
+		}
+		return f.checkView(t, rec, rec.Head, "stream")
+	})
+	if err != nil {
+		return err
+	}
+	if p := f.rep.Problems; len(p) > 0 {
+		return fmt.Errorf("%w: the stream describes a tree with %d problems, the first: %s", ErrInvalid, len(p), p[0])
+	}
+	return nil
 }
 
 // finish makes the received snapshot visible in one transaction.
