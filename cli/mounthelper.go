@@ -58,7 +58,7 @@ type helperRequest struct {
 
 // mountHelper runs the helper with args (after the program name) and returns its exit status.
 func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	req, err := parseHelperArgs(args, os.Getenv("FUSEVOL_SOCKET"))
+	req, err := parseHelperArgs(args, os.Getenv("FUSEVOL_SOCKET"), baseFlags(os.Geteuid()))
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\nUsage: mount -t fuse.fusevol VOLUME[@SNAPSHOT] DIR [-o OPTIONS]\n", mountHelperName, err)
 		return helperUsage
@@ -101,8 +101,9 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	return 0
 }
 
-// parseHelperArgs parses SPEC DIR and the flags mount(8) passes, in any order after them.
-func parseHelperArgs(args []string, envSocket string) (helperRequest, error) {
+// parseHelperArgs parses SPEC DIR and the flags mount(8) passes, in any order after them; the
+// per-mount flags start from base.
+func parseHelperArgs(args []string, envSocket string, base uintptr) (helperRequest, error) {
 	req := helperRequest{socket: plugin.DefaultSocket}
 	if envSocket != "" {
 		req.socket = envSocket
@@ -149,7 +150,7 @@ func parseHelperArgs(args []string, envSocket string) (helperRequest, error) {
 		return req, err
 	}
 	req.dir = dir
-	return req, applyMountOptions(&req, strings.Join(opts, ","), sloppy)
+	return req, applyMountOptions(&req, strings.Join(opts, ","), base, sloppy)
 }
 
 // genericOptions are mount(8)'s own options, which say nothing to the helper, and the FUSE
@@ -182,11 +183,22 @@ const atimeFlags = unix.MS_NOATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
 // daemonFlags are the per-mount flags of the daemon's mounts (fs.Mount's, and a bind's copy).
 const daemonFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RELATIME
 
+// baseFlags are the per-mount flags before the options. For root they are mount(8)'s: what is
+// not asked for is not set (mount(8) passes no dev, suid or exec, only their absence), so a
+// helper mount allows device nodes and setuid unless -o nodev,nosuid, as any filesystem root
+// mounts. Anyone else cannot change a mount's flags and keeps the daemon's.
+func baseFlags(euid int) uintptr {
+	if euid == 0 {
+		return unix.MS_RELATIME
+	}
+	return daemonFlags
+}
+
 // applyMountOptions checks the comma-separated options, applies socket=PATH and works out the
-// per-mount flags. A snapshot is read-only whatever they say; ro on a live volume is a
-// read-only mount of it there (the volume stays writable through its other mounts).
-func applyMountOptions(req *helperRequest, opts string, sloppy bool) error {
-	req.flags = daemonFlags
+// per-mount flags from base. A snapshot is read-only whatever they say; ro on a live volume is
+// a read-only mount of it there (the volume stays writable through its other mounts).
+func applyMountOptions(req *helperRequest, opts string, base uintptr, sloppy bool) error {
+	req.flags = base
 	var unknown, shown []string
 	for _, o := range strings.Split(opts, ",") {
 		name, value, _ := strings.Cut(o, "=")

@@ -24,6 +24,7 @@ func TestParseHelperArgs(t *testing.T) {
 		name    string
 		args    []string
 		env     string
+		root    bool // flags start from mount(8)'s defaults, not the daemon's
 		want    helperRequest
 		wantErr string
 	}{
@@ -45,6 +46,10 @@ func TestParseHelperArgs(t *testing.T) {
 			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags}},
 		{name: "per-mount flags", args: []string{"v", "/m", "-o", "rw,ro,noexec,suid,noatime,nodiratime"},
 			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: unix.MS_RDONLY | unix.MS_NOEXEC | unix.MS_NODEV | unix.MS_NOATIME | unix.MS_NODIRATIME}},
+		{name: "as root: mount(8)'s defaults", args: []string{"v", "/m", "-o", "rw"}, root: true,
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: unix.MS_RELATIME}},
+		{name: "as root: nodev,nosuid,noatime", args: []string{"v", "/m", "-o", "rw,nodev,nosuid,noatime"}, root: true,
+			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOATIME}},
 		{name: "remount", args: []string{"fusevol:v", "/m", "-o", "remount,ro,user_id=0,group_id=0,max_read=262144"},
 			want: helperRequest{source: "v", dir: "/m", socket: plugin.DefaultSocket, flags: daemonFlags | unix.MS_RDONLY, remount: true}},
 		{name: "unknown option", args: []string{"v", "/m", "-o", "rw,bogus,uid=3,lazytime,max_read=4096"}, wantErr: "unsupported mount option(s) max_read=4096,bogus,uid=3,lazytime"},
@@ -56,7 +61,11 @@ func TestParseHelperArgs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseHelperArgs(tc.args, tc.env)
+			var base uintptr = daemonFlags
+			if tc.root {
+				base = baseFlags(0)
+			}
+			got, err := parseHelperArgs(tc.args, tc.env, base)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
@@ -171,7 +180,8 @@ func TestMountHelperWithMount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d1, "file"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out := sysRun(t, "", "findmnt", "-rno", "SOURCE,FSTYPE", d1).ok(t).stdout; out != "fusevol:v fuse.fusevol\n" {
+	// mount(8)'s defaults: as for any filesystem root mounts, no nosuid or nodev unless asked.
+	if out := sysRun(t, "", "findmnt", "-rno", "SOURCE,FSTYPE,VFS-OPTIONS", d1).ok(t).stdout; out != "fusevol:v fuse.fusevol rw,relatime\n" {
 		t.Errorf("findmnt %s = %q", d1, out)
 	}
 	td.run(t, "snapshot", "create", "v", "s").ok(t)
@@ -193,7 +203,7 @@ func TestMountHelperWithMount(t *testing.T) {
 		{name: "snapshot, socket from the environment", env: true, args: []string{"-t", "fuse.fusevol", "v@s", "snap"}, file: "hello"},
 		{name: "volume as findmnt names it, socket option", args: []string{"-t", "fuse.fusevol", "-o", "socket=" + td.socket + ",nosuid", "fusevol:v", "live"}, file: "hello"},
 		{name: "fstab line", args: []string{"-T", fstab, filepath.Join(td.dir, "tab")}, file: "hello"},
-		{name: "ro and noexec on a live volume", env: true, args: []string{"-t", "fuse.fusevol", "-o", "ro,noexec", "v", "ro"}, file: "hello", opts: "ro,nosuid,nodev,noexec,relatime"},
+		{name: "ro and noexec on a live volume", env: true, args: []string{"-t", "fuse.fusevol", "-o", "ro,noexec", "v", "ro"}, file: "hello", opts: "ro,noexec,relatime"},
 		{name: "unknown option", env: true, args: []string{"-t", "fuse.fusevol", "-o", "uid=5", "v", "bad"}, code: 1, errWant: "unsupported mount option(s) uid=5"},
 		{name: "no such volume", env: true, args: []string{"-t", "fuse.fusevol", "nope", "bad"}, code: 32, errWant: "nope"},
 		{name: "no daemon", args: []string{"-t", "fuse.fusevol", "-o", "socket=" + td.dir + "/none.sock", "v", "bad"}, code: 32, errWant: "is the daemon running"},
