@@ -239,12 +239,14 @@ func (s *Store) logPass(mode gcMode, start time.Time, rewrites int64) {
 type GCStats struct {
 	Passes   int64
 	Rewrites int64         // value-log files rewritten
+	Swept    int64         // bytes of chunk bodies deleted, as stored (the disk gets them back as rewrites go)
 	Time     time.Duration // spent in passes (writers do not wait for them)
 }
 
 // GCStats returns the GC counters.
 func (s *Store) GCStats() GCStats {
-	return GCStats{Passes: s.gcPasses.Load(), Rewrites: s.rewrites.Load(), Time: time.Duration(s.gcNanos.Load())}
+	return GCStats{Passes: s.gcPasses.Load(), Rewrites: s.rewrites.Load(), Swept: s.gcSwept.Load(),
+		Time: time.Duration(s.gcNanos.Load())}
 }
 
 func (m gcMode) String() string { return [...]string{"busy", "idle", "explicit"}[m] }

@@ -76,6 +76,7 @@ type Store struct {
 	rewrites atomic.Int64 // value-log files rewritten since Open
 	gcPasses atomic.Int64 // GC passes since Open (GCStats)
 	gcNanos  atomic.Int64 // time they took
+	gcSwept  atomic.Int64 // chunk-body bytes (as stored) they deleted
 	panics   atomic.Int64 // storage-engine panics recovered (damage.go)
 
 	intents *intents // nil: no intent log

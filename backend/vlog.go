@@ -46,9 +46,11 @@ func (s *Store) sweepDead(ctx context.Context) error {
 			return fmt.Errorf("sweep dead chunk bodies: %w", err)
 		}
 		if len(keys) > 0 {
-			if err := s.update(ctx, func(t *tx) error { return t.sweep(keys) }); err != nil {
+			var swept uint64 // of the last attempt: a transaction that conflicted runs again
+			if err := s.update(ctx, func(t *tx) (err error) { swept, err = t.sweep(keys); return err }); err != nil {
 				return fmt.Errorf("sweep dead chunk bodies: %w", err)
 			}
+			s.gcSwept.Add(int64(swept))
 		}
 		if from == nil {
 			return nil
@@ -74,10 +76,10 @@ func deadMarkers(txn *badger.Txn, from []byte, limit int) ([][]byte, []byte, err
 	return keys, nil, nil
 }
 
-// sweep deletes the bodies that the markers keys name, with the markers. A marker gone since it was
-// found (the body was revived) is skipped; one whose chunk has a refcount again (which
-// reviveOrStore prevents) loses only the marker.
-func (t *tx) sweep(keys [][]byte) error {
+// sweep deletes the bodies that the markers keys name, with the markers, and returns their bytes as
+// stored. A marker gone since it was found (the body was revived) is skipped; one whose chunk has a
+// refcount again (which reviveOrStore prevents) loses only the marker.
+func (t *tx) sweep(keys [][]byte) (uint64, error) {
 	var swept uint64
 	for _, k := range keys {
 		item, err := t.txn.Get(k)
@@ -85,37 +87,37 @@ func (t *tx) sweep(keys [][]byte) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		v, err := item.ValueCopy(nil)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if len(k) != 1+HashSize || len(v) != 4 {
-			return fmt.Errorf("%w: dead-body marker %x", ErrCorrupt, k)
+			return 0, fmt.Errorf("%w: dead-body marker %x", ErrCorrupt, k)
 		}
 		var h Hash
 		copy(h[:], k[1:])
 		if _, live, err := t.getRef(h); err != nil {
-			return err
+			return 0, err
 		} else if !live {
 			if err := t.deleteKey(bodyKey(h)); err != nil {
-				return err
+				return 0, err
 			}
 			swept += uint64(binary.BigEndian.Uint32(v))
 		}
 		if err := t.delete(k); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if swept == 0 {
-		return nil
+		return 0, nil
 	}
 	prev, err := getUint64(t.txn, sweptKey)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return t.set(sweptKey, be64(prev+swept))
+	return swept, t.set(sweptKey, be64(prev+swept))
 }
 
 // sweptBytes is how many body bytes were swept since the last full compaction.

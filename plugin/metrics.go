@@ -188,12 +188,13 @@ var (
 	descGCPasses  = desc("fusevol_gc_runs_total", "Store GC passes (background and volctl gc).")
 	descGCSeconds = desc("fusevol_gc_seconds_total", "Time spent in GC passes (writers do not wait for them).")
 	descRewrites  = desc("fusevol_gc_vlog_rewrites_total", "Value-log files GC rewrote to give their garbage back to the disk.")
+	descSwept     = desc("fusevol_gc_swept_bytes_total", "Bytes of unreferenced chunk bodies GC deleted, as stored (the disk gets them back as the value log is rewritten).")
 )
 
 var allDescs = []*prometheus.Desc{descUp, descUptime, descBuild, descVolumes, descUsed, descFiles, descQuota,
 	descSnaps, descLogical, descUnique, descPhysical, descChunks, descDedup, descDisk, descHits, descMisses,
 	descCacheB, descCacheMax, descDirty, descDirtyMax, descMounts, descDockerRef, descVolctl, descGCPasses,
-	descGCSeconds, descRewrites}
+	descGCSeconds, descRewrites, descSwept}
 
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -226,6 +227,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descGCPasses, prometheus.CounterValue, float64(gc.Passes))
 	ch <- prometheus.MustNewConstMetric(descGCSeconds, prometheus.CounterValue, gc.Time.Seconds())
 	ch <- prometheus.MustNewConstMetric(descRewrites, prometheus.CounterValue, float64(gc.Rewrites))
+	ch <- prometheus.MustNewConstMetric(descSwept, prometheus.CounterValue, float64(gc.Swept))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := c.collectVolumes(ctx, st, gauge); err != nil {

@@ -166,7 +166,7 @@ func TestMetricsFollowWorkload(t *testing.T) {
 			t.Errorf("%s = %v, want more than 0", name, v)
 		}
 	}
-	for _, name := range []string{"fusevol_store_dedup_ratio", "fusevol_gc_runs_total", "fusevol_gc_seconds_total", "fusevol_gc_vlog_rewrites_total"} {
+	for _, name := range []string{"fusevol_store_dedup_ratio", "fusevol_gc_runs_total", "fusevol_gc_seconds_total", "fusevol_gc_vlog_rewrites_total", "fusevol_gc_swept_bytes_total"} {
 		if _, ok := after.value(name); !ok {
 			t.Errorf("no %s", name)
 		}
