@@ -10,6 +10,8 @@ import (
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
+
+	"github.com/fusevol/fusevol/backend/sendstream"
 )
 
 func sendCommand() *ucli.Command {
@@ -143,20 +145,22 @@ func receiveAction(c *ucli.Context) error {
 	return err
 }
 
-// progress shows "sent 12.0 MiB  40.1 MiB/s  ETA 3s" on stderr while a stream passes, only when
-// stderr is a terminal (a pipe's far end or a log gets nothing). total 0: no ETA.
+// progress shows "sent 12.0 MiB, 48 chunks  40.1 MiB/s  ETA 3s" on stderr while a stream
+// passes, only when stderr is a terminal (a pipe's far end or a log gets nothing). total 0: no
+// ETA (a stream's size is known only from its file).
 type progress struct {
-	w     io.Writer
-	label string
-	total int64
-	n     atomic.Int64
-	done  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	w      io.Writer
+	label  string
+	total  int64
+	n      atomic.Int64
+	chunks *sendstream.Counter
+	done   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 func newProgress(w io.Writer, label string, total int64) *progress {
-	p := &progress{w: w, label: label, total: total, done: make(chan struct{})}
+	p := &progress{w: w, label: label, total: total, done: make(chan struct{}), chunks: sendstream.NewCounter()}
 	if !isTerminal(w) {
 		close(p.done)
 		return p
@@ -178,14 +182,19 @@ func (p *progress) run() {
 			return
 		case <-tick.C:
 		}
-		n, secs := p.n.Load(), time.Since(start).Seconds()
-		rate := float64(n) / secs
-		line := fmt.Sprintf("%s %s  %s/s", p.label, humanBytes(n), humanBytes(int64(rate)))
-		if p.total > 0 && rate > 0 && n < p.total {
-			line += fmt.Sprintf("  ETA %s", time.Duration(float64(p.total-n)/rate*float64(time.Second)).Round(time.Second))
-		}
+		line := p.line(p.n.Load(), p.chunks.Chunks(), time.Since(start))
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 	}
+}
+
+// line is the progress line after n bytes and chunks in elapsed.
+func (p *progress) line(n, chunks int64, elapsed time.Duration) string {
+	rate := float64(n) / elapsed.Seconds()
+	line := fmt.Sprintf("%s %s, %s  %s/s", p.label, humanBytes(n), count(chunks, "chunk"), humanBytes(int64(rate)))
+	if p.total > 0 && rate > 0 && n < p.total {
+		line += fmt.Sprintf("  ETA %s", time.Duration(float64(p.total-n)/rate*float64(time.Second)).Round(time.Second))
+	}
+	return line
 }
 
 func (p *progress) stop() {
@@ -199,8 +208,8 @@ func (p *progress) stop() {
 	})
 }
 
-func (p *progress) writer(w io.Writer) io.Writer { return countW{w, &p.n} }
-func (p *progress) reader(r io.Reader) io.Reader { return countR{r, &p.n} }
+func (p *progress) writer(w io.Writer) io.Writer { return countW{io.MultiWriter(w, p.chunks), &p.n} }
+func (p *progress) reader(r io.Reader) io.Reader { return countR{io.TeeReader(r, p.chunks), &p.n} }
 
 type countW struct {
 	w io.Writer

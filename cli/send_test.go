@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -183,4 +184,29 @@ func TestSendReceivePipe(t *testing.T) {
 	td.run(t, "send", "v@nosuch").fails(t, 1, "nosuch", "not found")
 	td.run(t, "send", "v").fails(t, 2, "VOLUME@SNAPSHOT")
 	td.run(t, "fsck").ok(t)
+}
+
+func TestSendProgressLine(t *testing.T) {
+	for _, c := range []struct {
+		total, n, chunks int64
+		elapsed          time.Duration
+		want             string
+	}{
+		{0, 10 << 20, 40, time.Second, "sent 10 MiB, 40 chunks  10 MiB/s"},
+		{100 << 20, 10 << 20, 1, 2 * time.Second, "sent 10 MiB, 1 chunk  5 MiB/s  ETA 18s"},
+		{10 << 20, 10 << 20, 40, time.Second, "sent 10 MiB, 40 chunks  10 MiB/s"},
+	} {
+		p := &progress{label: "sent", total: c.total}
+		if got := p.line(c.n, c.chunks, c.elapsed); got != c.want {
+			t.Errorf("%+v: %q, want %q", c, got, c.want)
+		}
+	}
+	// Not a terminal: nothing is written, and the stream passes whole.
+	var errb, out bytes.Buffer
+	p := newProgress(&errb, "sent", 0)
+	p.writer(&out).Write([]byte("stream"))
+	p.stop()
+	if errb.Len() != 0 || out.String() != "stream" {
+		t.Errorf("progress to a buffer wrote %q, passed %q", errb.String(), out.String())
+	}
 }

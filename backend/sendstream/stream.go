@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync/atomic"
 )
 
 // Magic opens every stream; Version follows it.
@@ -587,3 +588,48 @@ func decodeHeader(p []byte) (Header, error) {
 	}
 	return h, nil
 }
+
+// Counter counts the records of a stream written through it, by type, without checking
+// anything (progress meters tee the stream into one). Safe for one writer; Chunks may be
+// read concurrently.
+type Counter struct {
+	skip   int64 // bytes left of the current payload and CRC (or of the magic and version)
+	hdr    [5]byte
+	have   int // bytes of hdr read
+	chunks atomic.Int64
+	bodies atomic.Int64
+}
+
+// NewCounter returns a Counter for a stream from its first byte.
+func NewCounter() *Counter { return &Counter{skip: int64(len(Magic) + 4)} }
+
+func (c *Counter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if c.skip > 0 {
+			k := min(c.skip, int64(len(p)))
+			c.skip -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(c.hdr[c.have:], p)
+		c.have += k
+		p = p[k:]
+		if c.have < len(c.hdr) {
+			break
+		}
+		c.have = 0
+		switch Type(c.hdr[0]) {
+		case TChunk:
+			c.chunks.Add(1)
+		case TBody:
+			c.bodies.Add(1)
+		}
+		c.skip = int64(binary.BigEndian.Uint32(c.hdr[1:])) + 4
+	}
+	return n, nil
+}
+
+// Chunks and Bodies are the chunk and body records seen so far.
+func (c *Counter) Chunks() int64 { return c.chunks.Load() }
+func (c *Counter) Bodies() int64 { return c.bodies.Load() }

@@ -163,3 +163,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A Counter fed the stream in pieces of any size counts its chunk and body records.
+func TestCounter(t *testing.T) {
+	b, _, _ := sample(t)
+	for _, step := range []int{1, 3, 7, 1000} {
+		c := NewCounter()
+		for i := 0; i < len(b); i += step {
+			c.Write(b[i:min(len(b), i+step)])
+		}
+		if c.Chunks() != 1 || c.Bodies() != 1 {
+			t.Errorf("pieces of %d: %d chunks, %d bodies, want 1 and 1", step, c.Chunks(), c.Bodies())
+		}
+	}
+}
