@@ -19,6 +19,7 @@
 //	D hash                        dead body: refcount reached 0, body to be deleted by GC (vlog.go)
 //	L volumeID 0x00 ino           intent-log mark: the highest LSN applied to the file (intent.go)
 //	P volume                      snapshot schedule policy of a live volume (binary, schedule.go)
+//	I node                        identity a received snapshot was sent under, the base of later incremental streams (send.go)
 //
 // Metadata kinds: 'i' inode, 'd' directory entry (suffix: name 0x00), 'x' xattr (suffix: name 0x00),
 // 'c' chunk-map entry (suffix: chunk index), 'e' extent (suffix: chunk index, 32-bit extent seq),

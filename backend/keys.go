@@ -20,6 +20,7 @@ const (
 	pLogMark  = 'L'
 	pDead     = 'D'
 	pSchedule = 'P'
+	pSendID   = 'I'
 )
 
 // Metadata kinds.
@@ -59,6 +60,8 @@ func nodeKey(id uint32) []byte { return binary.BigEndian.AppendUint32([]byte{pNo
 func treeKey(tree uint32) []byte { return binary.BigEndian.AppendUint32([]byte{pTree}, tree) }
 
 func usageKey(node uint32) []byte { return binary.BigEndian.AppendUint32([]byte{pUsage}, node) }
+
+func sendIDKey(node uint32) []byte { return binary.BigEndian.AppendUint32([]byte{pSendID}, node) }
 
 func refKey(h Hash) []byte  { return append([]byte{pRef}, h[:]...) }
 func bodyKey(h Hash) []byte { return append([]byte{pBody}, h[:]...) }

@@ -19,7 +19,7 @@ package backend
 //
 // Identity of a snapshot for incremental streams: the node ID of a snapshot is stable while
 // it exists, so the sender names a snapshot "volume ID/node". A received snapshot keeps the
-// identity it was sent under, in the key I node (sendIDKey), so that it can in turn be the
+// identity it was sent under, in the key I node (sendIDKey, keys.go), so that it can in turn be the
 // base of streams sent on from the receiving store. Such a key outlives its snapshot's
 // deletion as a few bytes of garbage: node IDs are never handed out twice.
 
@@ -35,15 +35,6 @@ import (
 
 	"github.com/fusevol/fusevol/backend/sendstream"
 )
-
-// pSendID is the prefix of the identity keys of received snapshots (see the top of this file).
-const pSendID = 'I'
-
-func sendIDKey(node uint32) []byte { return beAppend32([]byte{pSendID}, node) }
-
-func beAppend32(b []byte, v uint32) []byte {
-	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-}
 
 // SendStats is what Send wrote.
 type SendStats struct {
