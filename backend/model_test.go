@@ -752,11 +752,21 @@ func (r *mRunner) opWrite(v *mVol) {
 // often chunk-aligned so that chunks are shared. The model is copy_file_range(2): shortened at
 // the source's end, then overlapping ranges of one file refused.
 func (r *mRunner) opCloneRange(v *mVol) {
-	src, ok := r.pickFile(v.fs)
-	if !ok {
+	from, sfs, label := v.view, v.fs, v.name
+	if len(v.snaps) > 0 && r.r.IntN(3) == 0 {
+		// From a snapshot of the volume (CloneRangeFrom): bringing data back.
+		sn := v.snaps[r.r.IntN(len(v.snaps))]
+		view, err := r.st.OpenSnapshot(r.ctx, v.name, sn.name)
+		if err != nil {
+			r.fail("OpenSnapshot %s@%s: %v", v.name, sn.name, err)
+		}
+		from, sfs, label = view, sn.fs, v.name+"@"+sn.name
+	}
+	src, ok := r.pickFile(sfs)
+	dst, ok2 := r.pickFile(v.fs)
+	if !ok || !ok2 || sfs.orphans[src.ino] {
 		return
 	}
-	dst, _ := r.pickFile(v.fs)
 	srcOff, dstOff := r.offset(len(src.data)), r.offset(len(dst.data))
 	if r.r.IntN(2) == 0 {
 		srcOff, dstOff = int64(r.r.IntN(5))*mtChunk, int64(r.r.IntN(5))*mtChunk
@@ -766,8 +776,8 @@ func (r *mRunner) opCloneRange(v *mVol) {
 		l = int64(1+r.r.IntN(3)) * mtChunk
 	}
 	l = max(0, min(l, mtMaxFile-dstOff))
-	r.logf("CloneRange %s ino=%d off=%d -> ino=%d off=%d len=%d", v.name, src.ino, srcOff, dst.ino, dstOff, l)
-	got, err := v.view.CloneRange(r.ctx, src.ino, srcOff, dst.ino, dstOff, l)
+	r.logf("CloneRange %s ino=%d off=%d -> %s ino=%d off=%d len=%d", label, src.ino, srcOff, v.name, dst.ino, dstOff, l)
+	got, err := v.view.CloneRangeFrom(r.ctx, from, src.ino, srcOff, dst.ino, dstOff, l)
 	want := max(0, min(l, int64(len(src.data))-srcOff))
 	if want > 0 && src == dst && srcOff < dstOff+want && dstOff < srcOff+want {
 		r.check("CloneRange overlapping", err, backend.ErrInvalid)
