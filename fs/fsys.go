@@ -91,6 +91,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 	f.cache = newChunkCache(opts.cache(), f.log)
 	f.wb = newWriteback(ctx, f.log, f.cache, vol, f.cs, opts.writeBudget())
 	f.wb.quota.awaitReclaims = f.awaitReclaims
+	f.wb.observe = opts.Observe
 	return f
 }
 

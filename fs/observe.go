@@ -11,8 +11,27 @@ import (
 // opcode's name in lower case: "read", "write", "fsync", ...), how long serving it took, the
 // bytes it moved (read, write, copy_file_range; 0 for the others) and its errno (0 = success).
 // It runs on the request's goroutine before the reply is sent, so it must be quick, and safe
-// for concurrent use.
+// for concurrent use. It is also told of each commit of buffered writes to the store, as
+// OpCommit with the bytes committed, on the committing goroutine: no request waits for most of
+// them, so their latency is not any request's.
 type Observer func(op string, took time.Duration, n int, errno syscall.Errno)
+
+// OpCommit is the Observer's operation for a commit of buffered writes (not a FUSE request).
+const OpCommit = "commit"
+
+// observeCommit tells the observer of a commit of jobs that started at start.
+func (wb *writeback) observeCommit(start time.Time, jobs []*commitJob, err error) {
+	if wb.observe == nil {
+		return
+	}
+	n := 0
+	for _, j := range jobs {
+		for _, p := range j.pieces {
+			n += len(p.data)
+		}
+	}
+	wb.observe(OpCommit, time.Since(start), n, toErrno(err))
+}
 
 // observed times the requests of a mount that has an Observer. It wraps the fsys rather than
 // hooking each handler, so that a mount without one serves the fsys itself, at no cost, and

@@ -80,6 +80,10 @@ func TestObserver(t *testing.T) {
 	if l.errnos["rmdir"] != syscall.ENOTEMPTY {
 		t.Errorf("rmdir errno %v, want ENOTEMPTY", l.errnos["rmdir"])
 	}
+	// Close committed the file: its bytes, the tail chunk's within a chunk.
+	if l.count[OpCommit] < 1 || l.bytes[OpCommit] < len(data)-64<<10 || l.bytes[OpCommit] > len(data)+64<<10 {
+		t.Errorf("%d commits of %d bytes, want about %d", l.count[OpCommit], l.bytes[OpCommit], len(data))
+	}
 	if l.slow <= 0 {
 		t.Errorf("no request took any time")
 	}

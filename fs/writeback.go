@@ -79,6 +79,8 @@ type writeback struct {
 	share *budgetShare
 	hashq chan *commitJob
 
+	observe Observer // told of each commit (OpCommit); nil: none
+
 	mu    sync.Mutex
 	files map[uint64]*fileState
 
@@ -602,7 +604,9 @@ func (st *fileState) commitLoop() {
 		if !slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return !j.logged }) {
 			commit = st.vol.CommitLoggedChunks // the next fsync need not sync the store for it
 		}
+		start := time.Now()
 		a, err := commit(st.wb.ctx, st.ino, chunks, end)
+		st.wb.observeCommit(start, jobs[:k], err)
 		settled := false
 		if err != nil && slices.ContainsFunc(jobs[:k], func(j *commitJob) bool { return j.logged }) {
 			// The intent log has those jobs' data (fsync said so): settling it needs no room the

@@ -44,6 +44,9 @@ type metrics struct {
 	writeBytes *prometheus.CounterVec   // volume
 	copyBytes  *prometheus.CounterVec   // volume
 	fsyncs     *prometheus.HistogramVec // volume
+	commits    prometheus.Histogram     // all volumes
+	commitB    *prometheus.CounterVec   // volume
+	commitErrs *prometheus.CounterVec   // volume, errno
 	collector  *metricsCollector
 }
 
@@ -64,9 +67,15 @@ func newMetrics(d *Daemon, sm sysMounter) *metrics {
 			Help: "Bytes copy_file_range copied into files of the volume, by volume."}, []string{"volume"}),
 		fsyncs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "fusevol_fsync_duration_seconds",
 			Help: "Time to serve fsync (committing the file's buffered data), by volume.", Buckets: latencyBuckets}, []string{"volume"}),
+		commits: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fusevol_commit_duration_seconds",
+			Help: "Time to commit a batch of buffered writes to the store (all volumes).", Buckets: latencyBuckets}),
+		commitB: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fusevol_committed_bytes_total",
+			Help: "Bytes of buffered writes committed to the store (whole chunks or extents), by volume."}, []string{"volume"}),
+		commitErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fusevol_commit_errors_total",
+			Help: "Commits of buffered writes that failed (their files' fsync and close then fail), by volume and errno."}, []string{"volume", "errno"}),
 	}
 	m.collector = &metricsCollector{d: d, sm: sm, totalsEvery: storeTotalsEvery}
-	m.reg.MustRegister(m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.collector,
+	m.reg.MustRegister(m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.commits, m.commitB, m.commitErrs, m.collector,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -76,8 +85,17 @@ func newMetrics(d *Daemon, sm sysMounter) *metrics {
 func (m *metrics) observer(volume string) fs.Observer {
 	read, written := m.readBytes.WithLabelValues(volume), m.writeBytes.WithLabelValues(volume)
 	copied := m.copyBytes.WithLabelValues(volume)
-	fsync := m.fsyncs.WithLabelValues(volume)
+	fsync, committed := m.fsyncs.WithLabelValues(volume), m.commitB.WithLabelValues(volume)
 	return func(op string, took time.Duration, n int, errno syscall.Errno) {
+		if op == fs.OpCommit {
+			m.commits.Observe(took.Seconds())
+			if errno != 0 {
+				m.commitErrs.WithLabelValues(volume, errnoName(errno)).Inc()
+			} else {
+				committed.Add(float64(n))
+			}
+			return
+		}
 		m.ops.WithLabelValues(volume, op).Inc()
 		m.opSeconds.WithLabelValues(op).Observe(took.Seconds())
 		if errno != 0 {

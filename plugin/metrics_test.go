@@ -122,6 +122,7 @@ func TestMetricsFollowWorkload(t *testing.T) {
 	}
 	after := getMetrics(t, c, url)
 
+	chunk := float64(backend.DefaultChunkSize)
 	grew := func(name string, labels ...string) float64 {
 		was, _ := before.value(name, labels...) // a series appears with its first event
 		return after.must(t, name, labels...) - was
@@ -132,12 +133,17 @@ func TestMetricsFollowWorkload(t *testing.T) {
 	if d := grew("fusevol_fsync_duration_seconds", "volume=m"); d < 1 {
 		t.Errorf("fsync count grew by %v, want at least 1", d)
 	}
+	if d := grew("fusevol_committed_bytes_total", "volume=m"); d < n-chunk || d > n+chunk {
+		t.Errorf("committed bytes grew by %v, want about %d", d, n)
+	}
+	if d := grew("fusevol_commit_duration_seconds"); d < 1 {
+		t.Errorf("commits grew by %v", d)
+	}
 	if d := grew("fusevol_fuse_operations_total", "volume=m", "op=write"); d < 1 {
 		t.Errorf("write operations grew by %v", d)
 	}
 	// The file's whole chunks are committed; its partial last chunk may wait in the intent log
 	// (a small fsync's fast path), counted once settled.
-	chunk := float64(backend.DefaultChunkSize)
 	if d := grew("fusevol_volume_used_bytes", "volume=m"); d < n-chunk || d > n+chunk {
 		t.Errorf("used bytes grew by %v, want %v to %v", d, n-chunk, n+chunk)
 	}
@@ -385,7 +391,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 	descs := make(chan *prometheus.Desc, 100)
 	go func() {
 		m := d.metrics
-		for _, c := range []prometheus.Collector{m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.collector} {
+		for _, c := range []prometheus.Collector{m.ops, m.opSeconds, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.commits, m.commitB, m.commitErrs, m.collector} {
 			c.Describe(descs)
 		}
 		close(descs)
