@@ -307,6 +307,7 @@ func (d *Daemon) removeVolumeWith(ctx context.Context, name string, force, withS
 	if err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
+	d.metrics.forget(name)
 	d.log.Info("volume removed", "volume", name, "force", force, "snapshots_kept_as", kept)
 	return nil
 }

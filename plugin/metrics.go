@@ -25,7 +25,7 @@ import (
 //
 // Request latency histograms are labelled by operation only: with a volume label, 100 volumes
 // would make some 20,000 series of buckets. Counters, byte counts and fsync latency carry the
-// volume. Series of a removed volume stay until the daemon restarts.
+// volume. A removed volume's series go with it (forget).
 
 // storeTotalsEvery is how long the store-wide totals are reused: they cost a scan of every
 // chunk's reference record (backend.Store.Stats), too much for every scrape of a big store.
@@ -112,6 +112,21 @@ func (m *metrics) observer(volume string) fs.Observer {
 		case "fsync":
 			fsync.Observe(took.Seconds())
 		}
+	}
+}
+
+// forget drops the series of a removed volume. The caller holds the volume's lock, and nothing
+// of the volume is mounted: no observer of it is left to feed them, and the next mount of a
+// volume of that name, made under the lock later, starts new ones.
+func (m *metrics) forget(volume string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"volume": volume}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.ops, m.errs, m.readBytes, m.writeBytes, m.copyBytes, m.fsyncs, m.commitB, m.commitErrs,
+	} {
+		v.DeletePartialMatch(l)
 	}
 }
 

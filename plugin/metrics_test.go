@@ -198,7 +198,7 @@ func TestMetricsFollowWorkload(t *testing.T) {
 	}
 }
 
-// A failed request is counted under its errno.
+// A failed request is counted under its errno; a removed volume's series go with it.
 func TestMetricsErrno(t *testing.T) {
 	fusetest.Require(t)
 	td := startDaemon(t, "", func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
@@ -213,6 +213,25 @@ func TestMetricsErrno(t *testing.T) {
 	s := getMetrics(t, http.DefaultClient, "http://"+td.MetricsAddr()+"/metrics")
 	if v := s.must(t, "fusevol_fuse_errors_total", "volume=e", "op=rmdir", "errno=ENOTEMPTY"); v != 1 {
 		t.Errorf("rmdir ENOTEMPTY counted %v times, want 1", v)
+	}
+
+	// A removed volume's series go; another volume's stay.
+	td.ok(t, "VolumeDriver.Create", `{"Name":"kept"}`)
+	kept := td.ok(t, "VolumeDriver.Mount", `{"Name":"kept","ID":"c2"}`)["Mountpoint"].(string)
+	if err := os.WriteFile(filepath.Join(kept, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	td.ok(t, "VolumeDriver.Unmount", `{"Name":"e","ID":"c1"}`)
+	td.ok(t, "VolumeDriver.Remove", `{"Name":"e"}`)
+	s = getMetrics(t, http.DefaultClient, "http://"+td.MetricsAddr()+"/metrics")
+	for _, name := range []string{"fusevol_fuse_errors_total", "fusevol_fuse_operations_total", "fusevol_written_bytes_total",
+		"fusevol_fsync_duration_seconds", "fusevol_committed_bytes_total", "fusevol_volume_used_bytes"} {
+		if v, ok := s.value(name, "volume=e"); ok {
+			t.Errorf("%s{volume=e} = %v after the volume was removed", name, v)
+		}
+	}
+	if v := s.must(t, "fusevol_written_bytes_total", "volume=kept"); v != 1 {
+		t.Errorf("the kept volume's written bytes %v, want 1", v)
 	}
 }
 
