@@ -16,6 +16,9 @@
 //     verifies only the spans it touches.
 //   - An inode unlinked while the kernel still references it is handed to View.Forget only when the
 //     last kernel reference and the last open handle are gone.
+//   - Metrics cost nothing when off: a mount without Options.Observe serves its fsys to go-fuse
+//     directly; with one, every request passes through the timing wrapper of observe.go, and
+//     every commit of buffered writes is reported (OpCommit).
 //
 // What the kernel forwards of file copies (copy.go; checked on 6.18 by copy_test.go):
 //   - copy_file_range(2) between two files of this mount (a .snapshots file as the source
