@@ -442,7 +442,10 @@ func (rc *receiver) apply(ctx context.Context, batch []item) error {
 	err := rc.view.write(ctx, func(t *tx) error {
 		st = ReceiveStats{}
 		for _, it := range batch {
-			if err := rc.applyOne(t, it, &st); err != nil {
+			if err := rc.applyOne(t, it, &st); errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotDir) || errors.Is(err, ErrIsDir) {
+				// The stream names what it never made: its fault, not a missing volume's.
+				return fmt.Errorf("%w: %s record: %v", ErrInvalid, it.rec.Type, err)
+			} else if err != nil {
 				return err
 			}
 		}
@@ -469,6 +472,18 @@ func (rc *receiver) applyOne(t *tx, it item, st *ReceiveStats) error {
 		}
 		if r.Ino == 0 || r.Dir == 0 || !validType(r.Kind) {
 			return fmt.Errorf("%w: directory entry %q of inode %d", ErrInvalid, r.Name, r.Dir)
+		}
+		// The entry's type must be its inode's: fsck's tree check walks directories by the
+		// entries' types, so a lying one could hide a directory cycle from it.
+		if _, err := t.dir(Ino(r.Dir)); err != nil {
+			return err
+		}
+		child, err := t.getInode(Ino(r.Ino))
+		if err != nil {
+			return err
+		}
+		if child.Mode&syscall.S_IFMT != r.Kind&syscall.S_IFMT {
+			return fmt.Errorf("%w: directory entry %q of type %o for inode %d of mode %o", ErrInvalid, r.Name, r.Kind, r.Ino, child.Mode)
 		}
 		return t.put(direntLKey(t.tree, Ino(r.Dir), r.Name), encodeDirent(Ino(r.Ino), r.Kind&syscall.S_IFMT))
 	case sendstream.TXattr:

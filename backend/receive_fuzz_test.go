@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"testing"
@@ -98,6 +99,9 @@ func FuzzReceive(f *testing.F) {
 			}
 			dumpView(t, liveView(t, s, "w"))
 			return
+		}
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("refused with %v, want ErrInvalid", err)
 		}
 		s.mu.RLock()
 		left := fmt.Sprint(s.vols)

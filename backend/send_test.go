@@ -35,6 +35,7 @@ func dumpView(t testing.TB, v *View) map[string]sendEntry {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]sendEntry{}
+	dirs := map[Ino]string{}
 	var walk func(p string, ino Ino)
 	walk = func(p string, ino Ino) {
 		a, err := v.GetAttr(ctx, ino)
@@ -61,6 +62,10 @@ func dumpView(t testing.TB, v *View) map[string]sendEntry {
 		case syscall.S_IFREG:
 			e.Sum = contentSum(t, v, ino)
 		case syscall.S_IFDIR:
+			if first, ok := dirs[ino]; ok {
+				t.Fatalf("directory %d is both %s and %s", ino, first, p)
+			}
+			dirs[ino] = p
 			ents, err := v.ReadDir(ctx, ino)
 			if err != nil {
 				t.Fatal(err)
