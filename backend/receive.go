@@ -3,19 +3,24 @@ package backend
 // Receive builds what a sendstream holds (send.go says what that is) without side effects
 // until the stream checked out:
 //
-//   - A full stream is written into a new volume under a hidden name, NAME~receive-RAND (a
-//     removed volume's kind of name: ListVolumes and GetVolume hide it, the plugin mounts no
-//     name with '~', GC and fsck see a volume like any other). The final transaction renames
+//   - A full stream is written into a new volume under a hidden name, NAME~receive-TOKEN-RAND
+//     (a removed volume's kind of name: ListVolumes and GetVolume hide it, the plugin mounts no
+//     name with '~', GC and fsck see a volume like any other; TOKEN is the process's, so the
+//     next receive deletes hidden volumes a dead process left). The final transaction renames
 //     it to NAME and takes the snapshot the stream was sent from (same name, same time).
 //   - An incremental stream needs a volume NAME holding the stream's base (by identity, see
-//     send.go); it is written into a hidden clone of that snapshot, and the final transaction
-//     makes the clone's node the new snapshot and rolls NAME's live state forward to it,
-//     dropping what NAME's live state changed since (zfs receive -F). The caller makes sure
-//     NAME is not mounted.
+//     send.go) and unchanged since (or ReceiveOptions.Force); it is written into a hidden clone
+//     of that snapshot, and the final transaction makes the clone's node the new snapshot and
+//     moves NAME's live state to it, dropping what NAME's live state changed since (zfs
+//     receive -F). The caller makes sure NAME is not mounted.
 //
-// Records are read in batches outside the store's write lock (bodies are hashed and encoded
-// then), and each batch is one bounded transaction. On any error, the trailer's included, the
-// hidden volume is deleted and GC gives back what it held: no volume, no reference, no body.
+// Records are read and prepared (bodies hashed and encoded) by a goroutine, outside the store's
+// write lock, while the previous batch commits in one bounded transaction. Every record is
+// checked as it is applied (names, types, an entry's type against its inode's, chunks within
+// the file, bodies against their hashes, the quota, the disk guard), and before the final
+// transaction the hidden volume passes fsck's tree check. On any error, the trailer's
+// included, the hidden volume is deleted and GC gives back what it held: no volume, no
+// reference, no body.
 
 import (
 	"context"

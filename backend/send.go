@@ -17,10 +17,14 @@ package backend
 // Orphans (nlink 0) are left out. Inode numbers are kept, so an incremental stream names the
 // inodes of the received base.
 //
+// The scan collects what changed (for a full stream: everything) before sending, because the
+// receiver needs an inode's record before its chunks and the key order puts chunk maps first:
+// memory of the order of 100 bytes per inode, entry, xattr (with its value) and chunk sent.
+//
 // Identity of a snapshot for incremental streams: the node ID of a snapshot is stable while
 // it exists, so the sender names a snapshot "volume ID/node". A received snapshot keeps the
-// identity it was sent under, in the key I node (sendIDKey, keys.go), so that it can in turn be the
-// base of streams sent on from the receiving store. Such a key outlives its snapshot's
+// identity it was sent under, in the key I node (sendIDKey, keys.go), so that it can in turn be
+// the base of streams sent on from the receiving store. Such a key outlives its snapshot's
 // deletion as a few bytes of garbage: node IDs are never handed out twice.
 
 import (
