@@ -168,7 +168,13 @@ func (rc *receiver) begin(ctx context.Context, volume string) error {
 	s, h := rc.s, rc.h
 	rc.hidden = hiddenName(volume)
 	rec := &volRec{Name: rc.hidden, ID: uuid.NewString(), CreatedAt: time.Now().UTC()}
-	err := s.update(ctx, func(t *tx) error {
+	// The scan for changes of the volume reads its whole tree: in a read transaction, not
+	// under the write lock; the update below checks that the live node is still the one seen.
+	checked, err := rc.unchanged(volume)
+	if err != nil {
+		return err
+	}
+	err = s.update(ctx, func(t *tx) error {
 		var vol volRec
 		err := t.getJSON(volumeKey(volume), &vol)
 		switch {
@@ -193,10 +199,8 @@ func (rc *receiver) begin(ctx context.Context, volume string) error {
 		if err := snapshotFree(t, volume, h.Snapshot); err != nil {
 			return err
 		}
-		if !rc.force {
-			if err := unchangedSince(t, vol, base, h.BaseName); err != nil {
-				return err
-			}
+		if !rc.force && (checked == 0 || vol.Head != checked) {
+			return fmt.Errorf("%w: volume %q changed during the receive's checks", ErrInvalid, volume)
 		}
 		if uint32(vol.Options.ChunkSize) != h.ChunkSize {
 			return fmt.Errorf("%w: the stream's chunk size %d is not volume %q's %d", ErrInvalid, h.ChunkSize, volume, vol.Options.ChunkSize)
@@ -254,6 +258,31 @@ func findBase(t *tx, vol volRec, h sendstream.Header) (uint32, error) {
 	}
 	return 0, fmt.Errorf("%w: volume %q holds no snapshot the stream was sent from (%s@%s, id %s): receive that one first",
 		ErrInvalid, vol.Name, h.Volume, h.BaseName, h.BaseID)
+}
+
+// unchanged checks, for an incremental stream received without force, that the volume's live
+// state is its base's (unchangedSince) and returns the live node it checked (0: no check).
+func (rc *receiver) unchanged(volume string) (uint32, error) {
+	if !rc.h.Incremental || rc.force {
+		return 0, nil
+	}
+	var head uint32
+	err := rc.s.view(func(t *tx) error {
+		var vol volRec
+		if err := t.getJSON(volumeKey(volume), &vol); err != nil {
+			return nil // the update says why
+		}
+		base, err := findBase(t, vol, rc.h)
+		if err != nil {
+			return nil
+		}
+		if err := snapshotFree(t, volume, rc.h.Snapshot); err != nil {
+			return err
+		}
+		head = vol.Head
+		return unchangedSince(t, vol, base, rc.h.BaseName)
+	})
+	return head, err
 }
 
 // unchangedSince fails when vol's live state is not its base snapshot's: its live node is
