@@ -328,7 +328,6 @@ type Decoder struct {
 	counts Counts
 	buf    []byte
 	hdr    Header
-	done   bool
 	err    error
 }
 
