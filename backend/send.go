@@ -162,97 +162,115 @@ func contains(s []uint32, n uint32) bool {
 	return false
 }
 
-// changes is what a stream carries, as found by scanning the snapshot's view.
-type changes struct {
-	inodes  []Ino            // inode keys that changed (sent, or removed when gone or orphaned)
-	dirents []sendDirent     // live entries
-	unlinks []sendDirent     // entries whited out
-	xattrs  []sendXattr      // set (value != nil) or removed
-	slots   map[Ino][]uint64 // chunks whose map entry or extents changed
-}
-
-type sendDirent struct {
-	dir  Ino
-	name string
-	ino  Ino
-	typ  uint32
-}
-
-type sendXattr struct {
-	ino   Ino
-	name  string
-	value []byte
-}
-
+// send streams the changes kind by kind, each scan in one read transaction and each record
+// written as the scan finds it: inodes first (the receiver needs an inode before its chunks
+// and xattrs), then entries, xattrs and chunks. What the scans keep is small: the inodes the
+// snapshot does not have any more, those with extents, and the chunks of those to merge.
 func (sn *sender) send(ctx context.Context) error {
-	ch, err := sn.scan()
-	if err != nil {
-		return err
-	}
 	if sn.from != nil {
 		if err := sn.baseBodies(); err != nil {
 			return err
 		}
 	}
+	gone := map[Ino]bool{}    // removed or orphaned: nothing of them is sent
+	withExt := map[Ino]bool{} // chunks with extents are sent merged, after the scans
 	enc := sn.enc
-	for _, d := range ch.unlinks {
-		if err := enc.Unlink(uint64(d.dir), d.name); err != nil {
-			return err
+	err := sn.scanKind(ctx, kInode, func(m metaKey, ver version) error {
+		var n *inode
+		if ver.live() {
+			var err error
+			if n, err = decodeInode(m.ino, ver.val); err != nil {
+				return err
+			}
 		}
-	}
-	linked := map[Ino]bool{}
-	var removed []Ino
-	for _, ino := range ch.inodes {
-		if err := ctx.Err(); err != nil {
-			return err
+		if n == nil || n.Nlink == 0 {
+			gone[m.ino] = true
+			if sn.from == nil {
+				return nil // a full stream leaves orphans out
+			}
+			return enc.RemoveInode(uint64(m.ino))
 		}
-		a, target, err := sn.inode(ino)
-		if err != nil {
-			return err
+		if n.extents > 0 {
+			withExt[m.ino] = true
 		}
-		if a == nil {
-			removed = append(removed, ino)
-			continue
-		}
-		linked[ino] = true
 		sn.stats.Inodes++
-		if err := enc.Inode(sendstream.Inode{Ino: uint64(ino), Mode: a.Mode, UID: a.UID, GID: a.GID, Nlink: a.Nlink,
-			Rdev: a.Rdev, Size: a.Size, Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime, Gen: a.Gen,
-			Parent: uint64(a.parent), Target: target}); err != nil {
-			return err
-		}
-	}
-	for _, d := range ch.dirents {
-		if err := enc.Dirent(uint64(d.dir), d.name, uint64(d.ino), d.typ); err != nil {
-			return err
-		}
-	}
-	gone := map[Ino]bool{}
-	for _, ino := range removed {
-		gone[ino] = true
-	}
-	for _, x := range ch.xattrs {
-		if gone[x.ino] {
-			continue // RemoveInode takes them
-		}
-		if x.value == nil {
-			err = enc.RemoveXattr(uint64(x.ino), x.name)
-		} else {
-			err = enc.Xattr(uint64(x.ino), x.name, x.value)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := sn.sendSlots(ctx, ch.slots, linked); err != nil {
+		return enc.Inode(sendstream.Inode{Ino: uint64(m.ino), Mode: n.Mode, UID: n.UID, GID: n.GID, Nlink: n.Nlink,
+			Rdev: n.Rdev, Size: n.Size, Atime: n.Atime, Mtime: n.Mtime, Ctime: n.Ctime, Gen: n.Gen,
+			Parent: uint64(n.parent), Target: n.target})
+	})
+	if err != nil {
 		return err
 	}
-	for _, ino := range removed {
-		if sn.from == nil {
-			break // orphans: a full stream leaves them out
+	err = sn.scanKind(ctx, kDirent, func(m metaKey, ver version) error {
+		if !ver.live() {
+			return enc.Unlink(uint64(m.ino), m.name)
 		}
-		if err := enc.RemoveInode(uint64(ino)); err != nil {
+		ino, typ, err := decodeDirent(ver.val)
+		if err != nil {
 			return err
+		}
+		return enc.Dirent(uint64(m.ino), m.name, uint64(ino), typ)
+	})
+	if err != nil {
+		return err
+	}
+	err = sn.scanKind(ctx, kXattr, func(m metaKey, ver version) error {
+		switch {
+		case gone[m.ino]:
+			return nil // RemoveInode takes them
+		case !ver.live():
+			return enc.RemoveXattr(uint64(m.ino), m.name)
+		}
+		return enc.Xattr(uint64(m.ino), m.name, ver.val[1:])
+	})
+	if err != nil {
+		return err
+	}
+	return sn.sendChunks(ctx, gone, withExt)
+}
+
+// sendChunks sends the chunks whose map entry changed, then those of files with extents
+// whose map entry or extents changed, merged.
+func (sn *sender) sendChunks(ctx context.Context, gone, withExt map[Ino]bool) error {
+	buf := make([]byte, sn.view.ChunkSize())
+	merged := map[Ino]map[uint64]bool{}
+	mark := func(m metaKey, ver version) error {
+		if gone[m.ino] {
+			return nil
+		}
+		if withExt[m.ino] || m.kind == kExtent {
+			if merged[m.ino] == nil {
+				merged[m.ino] = map[uint64]bool{}
+			}
+			merged[m.ino][m.index] = true
+			return nil
+		}
+		return sn.sendSlot(m.ino, m.index, buf)
+	}
+	if err := sn.scanKind(ctx, kChunk, mark); err != nil {
+		return err
+	}
+	if err := sn.scanKind(ctx, kExtent, mark); err != nil {
+		return err
+	}
+	inos := make([]Ino, 0, len(merged))
+	for ino := range merged {
+		inos = append(inos, ino)
+	}
+	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
+	for _, ino := range inos {
+		idx := make([]uint64, 0, len(merged[ino]))
+		for i := range merged[ino] {
+			idx = append(idx, i)
+		}
+		sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
+		for _, index := range idx {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := sn.sendSlot(ino, index, buf); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -261,68 +279,27 @@ func (sn *sender) send(ctx context.Context) error {
 // unchanged reports whether a version at node is one the base sees too.
 func (sn *sender) unchanged(node uint32) bool { return sn.fromAnc != nil && contains(sn.fromAnc, node) }
 
-// scan collects every visible version of the snapshot's tree that the base does not see.
-func (sn *sender) scan() (*changes, error) {
-	ch := &changes{slots: map[Ino][]uint64{}}
-	seenSlot := map[[2]uint64]bool{}
-	err := sn.view.read(func(t *tx) error {
-		return t.scanVisible(treePrefix(t.tree), func(lkey []byte, ver version) error {
-			if sn.unchanged(ver.node) {
+// scanKind calls fn, in one read transaction of the snapshot, for every visible version of the
+// metadata of one kind that the base does not see (whiteouts only for an incremental stream).
+func (sn *sender) scanKind(ctx context.Context, kind byte, fn func(metaKey, version) error) error {
+	return sn.view.read(func(t *tx) error {
+		n := 0
+		return t.scanVisible(append(treePrefix(t.tree), kind), func(lkey []byte, ver version) error {
+			if sn.unchanged(ver.node) || !ver.live() && sn.fromAnc == nil {
 				return nil
+			}
+			if n++; n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
 			m, err := parseMetaKey(append(lkey, 0, 0, 0, 0))
 			if err != nil {
 				return fmt.Errorf("%w: %v", ErrCorrupt, err)
 			}
-			if !ver.live() && sn.fromAnc == nil {
-				return nil // a full stream has no base to remove anything from
-			}
-			switch m.kind {
-			case kInode:
-				ch.inodes = append(ch.inodes, m.ino)
-			case kDirent:
-				d := sendDirent{dir: m.ino, name: m.name}
-				if !ver.live() {
-					ch.unlinks = append(ch.unlinks, d)
-					return nil
-				}
-				if d.ino, d.typ, err = decodeDirent(ver.val); err != nil {
-					return err
-				}
-				ch.dirents = append(ch.dirents, d)
-			case kXattr:
-				x := sendXattr{ino: m.ino, name: m.name}
-				if ver.live() {
-					x.value = ver.val[1:]
-				}
-				ch.xattrs = append(ch.xattrs, x)
-			case kChunk, kExtent:
-				if k := [2]uint64{uint64(m.ino), m.index}; !seenSlot[k] {
-					seenSlot[k] = true
-					ch.slots[m.ino] = append(ch.slots[m.ino], m.index)
-				}
-			}
-			return nil
+			return fn(m, ver)
 		})
 	})
-	return ch, err
-}
-
-// inode returns ino's inode in the snapshot, nil when it is gone or an orphan.
-func (sn *sender) inode(ino Ino) (*inode, string, error) {
-	var n *inode
-	err := sn.view.read(func(t *tx) error {
-		var err error
-		n, err = t.getInode(ino)
-		if errorsIsNotFound(err) {
-			n, err = nil, nil
-		}
-		return err
-	})
-	if err != nil || n == nil || n.Nlink == 0 {
-		return nil, "", err
-	}
-	return n, n.target, nil
 }
 
 // baseBodies marks as sent the bodies the base holds as chunk-map entries of chunks without
@@ -351,32 +328,6 @@ func (sn *sender) baseBodies() error {
 			return err
 		})
 	})
-}
-
-// sendSlots sends the chunks of linked regular files whose content changed, each body the
-// receiver may lack once.
-func (sn *sender) sendSlots(ctx context.Context, slots map[Ino][]uint64, linked map[Ino]bool) error {
-	inos := make([]Ino, 0, len(slots))
-	for ino := range slots {
-		if linked[ino] || sn.from != nil {
-			inos = append(inos, ino)
-		}
-	}
-	sort.Slice(inos, func(i, j int) bool { return inos[i] < inos[j] })
-	buf := make([]byte, sn.view.ChunkSize())
-	for _, ino := range inos {
-		idx := slots[ino]
-		sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
-		for _, index := range idx {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := sn.sendSlot(ino, index, buf); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // sendSlot sends chunk index of ino as the snapshot sees it: merged with its extents, a
