@@ -17,9 +17,9 @@ package backend
 // Orphans (nlink 0) are left out. Inode numbers are kept, so an incremental stream names the
 // inodes of the received base.
 //
-// The scan collects what changed (for a full stream: everything) before sending, because the
-// receiver needs an inode's record before its chunks and the key order puts chunk maps first:
-// memory of the order of 100 bytes per inode, entry, xattr (with its value) and chunk sent.
+// The scans go kind by kind (send), so that an inode's record comes before its chunks and
+// xattrs although the key order puts chunk maps first, and write each record as they find it:
+// a sender keeps the set of bodies it sent (32 bytes each) and little else.
 //
 // Identity of a snapshot for incremental streams: the node ID of a snapshot is stable while
 // it exists, so the sender names a snapshot "volume ID/node". A received snapshot keeps the
