@@ -31,7 +31,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if helperArgs, ok := mountHelperArgs(args); ok {
 		return mountHelper(ctx, helperArgs, stdout, stderr)
 	}
-	return exitStatus(newApp(stdout, stderr).RunContext(ctx, args), stderr)
+	app := newApp(stdout, stderr)
+	return exitStatus(app.RunContext(ctx, intersperse(app, args)), stderr)
 }
 
 func newApp(stdout, stderr io.Writer) *ucli.App {
@@ -79,26 +80,11 @@ func setUsageHandlers(c *ucli.Command) {
 	c.OnUsageError = flagError
 	if len(c.Subcommands) == 0 {
 		c.HideHelpCommand = true
-		c.Action = optionsFirst(c.Action)
 	} else if c.Action == nil {
 		c.Action = unknownCommand
 	}
 	for _, s := range c.Subcommands {
 		setUsageHandlers(s)
-	}
-}
-
-// optionsFirst rejects an option typed after the arguments: the flag parser stops at the first
-// argument, so `volume inspect v --format json` would otherwise look for a volume "--format".
-// No volume or snapshot name starts with "-"; a directory that does can be written ./-dir.
-func optionsFirst(action ucli.ActionFunc) ucli.ActionFunc {
-	return func(c *ucli.Context) error {
-		for _, a := range c.Args().Slice() {
-			if len(a) > 1 && strings.HasPrefix(a, "-") {
-				return usageErrorf(c, "option %s must come before the arguments", a)
-			}
-		}
-		return action(c)
 	}
 }
 
