@@ -184,14 +184,7 @@ func BenchmarkRandRead4K(b *testing.B) {
 // BenchmarkRandWrite4K writes 4 KiB blocks at random offsets and fsyncs once at the end.
 func BenchmarkRandWrite4K(b *testing.B) {
 	forEachTarget(b, func(b *testing.B, dir string) {
-		p := filepath.Join(dir, "rand")
-		writeFile(b, p, randFileSize, benchIO)
-		defer os.Remove(p)
-		fd, err := unix.Open(p, unix.O_WRONLY, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer unix.Close(fd)
+		fd := randFile(b, filepath.Join(dir, "rand"))
 		buf := randBytes(8, 4096)
 		r := rand.New(rand.NewPCG(3, 4))
 		b.SetBytes(4096)
@@ -204,6 +197,19 @@ func BenchmarkRandWrite4K(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
+}
+
+// randFile writes a file of randFileSize at p (removed when the benchmark ends) and opens it for
+// writing (closed then too).
+func randFile(b *testing.B, p string) int {
+	writeFile(b, p, randFileSize, benchIO)
+	b.Cleanup(func() { os.Remove(p) })
+	fd, err := unix.Open(p, unix.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
 
 // BenchmarkSmallFiles creates, writes 4 KiB to, closes, stats and unlinks one file per op.

@@ -3,7 +3,6 @@ package fs
 import (
 	"expvar"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -25,14 +24,7 @@ func BenchmarkRandWriteFsync4K(b *testing.B) {
 	tv := newVolume(b, backend.VolumeOptions{}, Options{DirtyLimit: randFileSize / 4})
 	for _, t := range []benchTarget{{"native", b.TempDir()}, {"fusevol", tv.dir}} {
 		b.Run(t.name, func(b *testing.B) {
-			p := filepath.Join(t.dir, "db")
-			writeFile(b, p, randFileSize, benchIO)
-			defer os.Remove(p)
-			fd, err := unix.Open(p, unix.O_WRONLY, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer unix.Close(fd)
+			fd := randFile(b, filepath.Join(t.dir, "db"))
 			buf := randBytes(9, 4096)
 			r := rand.New(rand.NewPCG(5, 6))
 			start := storeWriteBytes()
