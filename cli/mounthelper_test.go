@@ -108,9 +108,10 @@ const helperPath = "/sbin/" + mountHelperName
 // installMountHelper makes /sbin/mount.fuse.fusevol the volctl binary bin for the test. The test
 // writes to /sbin only when the helper is absent (removing it again after) or when CI=true (a
 // throwaway machine: an installed helper is moved aside and put back); elsewhere an installed
-// helper is left alone and the test skipped. Tests that use it must not run in parallel.
+// helper is left alone and the test skipped. A lock serialises the tests that use it.
 func installMountHelper(t *testing.T, bin string) {
 	t.Helper()
+	lockMountHelper(t)
 	_, err := os.Lstat(helperPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -129,6 +130,22 @@ func installMountHelper(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(helperPath) })
+}
+
+// lockMountHelper serialises the tests that install the helper across test processes (two
+// go test runs of this package at once would otherwise swap and remove each other's helper
+// mid-run); the lock is released when the test ends, after the helper is put back.
+func lockMountHelper(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "fusevol-mount-helper-test.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
 
 // needMount checks the prerequisites of running mount(8) with the helper.
