@@ -21,7 +21,7 @@ func (d *Daemon) ctlSnapshotDiff(ctx context.Context, r *http.Request) (any, err
 	}
 	a, err := st.OpenSnapshot(ctx, name, from)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s@%s: %w", name, from, err)
+		return nil, err // it names the snapshot
 	}
 	var b *backend.View
 	if to == "" {

@@ -343,7 +343,7 @@ func (t *mountTable) claimDir(dir, vol string) bool {
 func (t *mountTable) mountSnapshot(ctx context.Context, st *backend.Store, vol, snap, dir string, v *volState) error {
 	view, err := st.OpenSnapshot(ctx, vol, snap)
 	if err != nil {
-		return fmt.Errorf("snapshot %s@%s: %w", vol, snap, err)
+		return err // it names the snapshot
 	}
 	m, err := t.sys.Mount(ctx, dir, view, t.log.With("volume", vol, "snapshot", snap))
 	if err != nil {
