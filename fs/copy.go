@@ -33,11 +33,11 @@ func (f *fsys) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (
 	if in.Flags != 0 {
 		return 0, fuse.EINVAL
 	}
-	hin, st := f.fileHandle(in.FhIn)
+	hin, st := f.fileHandle(in.NodeId, in.FhIn)
 	if st != fuse.OK {
 		return 0, st
 	}
-	if hout, st := f.fileHandle(in.FhOut); st != fuse.OK || !hout.write {
+	if hout, st := f.fileHandle(in.NodeIdOut, in.FhOut); st != fuse.OK || !hout.write {
 		return 0, fuse.EBADF
 	}
 	vol, dst, _, en := f.writable(in.NodeIdOut)

@@ -38,7 +38,7 @@ func (f *fsys) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOu
 			return fuse.Status(en)
 		}
 	}
-	out.Fh = f.addHandle(&dirHandle{id: in.NodeId})
+	out.Fh = f.addHandle(&dirHandle{id: in.NodeId}, false)
 	return fuse.OK
 }
 
@@ -87,9 +87,9 @@ func number(ents []fuse.DirEntry) []fuse.DirEntry {
 }
 
 func (f *fsys) dirEntries(in *fuse.ReadIn) (*dirHandle, []fuse.DirEntry, fuse.Status) {
-	d, ok := f.handle(in.Fh).(*dirHandle)
-	if !ok {
-		return nil, nil, fuse.EBADF
+	d, st := f.dirHandle(in.NodeId, in.Fh)
+	if st != fuse.OK {
+		return nil, nil, st
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -53,19 +53,11 @@ func (f *fsys) open(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
 		}
 	}
 	f.ref(id, 0, 1)
-	out.Fh = f.addHandle(h)
+	out.Fh = f.addHandle(h, write)
 	// The page cache stays valid across opens: every change to the data passes through
 	// this mount (and so through the kernel), and snapshots never change.
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
-}
-
-func (f *fsys) fileHandle(fh uint64) (*fileHandle, fuse.Status) {
-	h, ok := f.handle(fh).(*fileHandle)
-	if !ok {
-		return nil, fuse.EBADF
-	}
-	return h, fuse.OK
 }
 
 func (f *fsys) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
@@ -83,7 +75,7 @@ func (f *fsys) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (f *fsys) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	h, st := f.fileHandle(in.Fh)
+	h, st := f.fileHandle(in.NodeId, in.Fh)
 	if st != fuse.OK || !h.write {
 		return fuse.OK
 	}
@@ -100,7 +92,7 @@ func (f *fsys) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 }
 
 func (f *fsys) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	h, st := f.fileHandle(in.Fh)
+	h, st := f.fileHandle(in.NodeId, in.Fh)
 	if st != fuse.OK {
 		return 0, st
 	}
@@ -115,7 +107,7 @@ func (f *fsys) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uin
 }
 
 func (f *fsys) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	h, st := f.fileHandle(in.Fh)
+	h, st := f.fileHandle(in.NodeId, in.Fh)
 	if st != fuse.OK {
 		return nil, st
 	}

@@ -54,6 +54,18 @@ type fsys struct {
 	handles   map[uint64]any // *fileHandle or *dirHandle
 	nextFh    uint64
 
+	// A mount resumed from a predecessor process (resume.go) serves handles and kernel
+	// references it was not told of: epoch numbers its own handles apart, and orphans whose
+	// references it cannot count wait for the unmount (see removed).
+	resumed bool
+	epoch   uint16
+
+	init      fuse.InitIn // the kernel's INIT, kept for a successor
+	maxWrite  int
+	gate      *gate // nil unless restartable
+	persistFn func(ResumeState)
+	persistMu sync.Mutex
+
 	wb     *writeback
 	cache  *chunkCache
 	noCaps sync.Map // node id -> struct{}: known to have no security.capability xattr
@@ -71,6 +83,8 @@ type nodeRef struct {
 	lookups uint64
 	opens   int
 	orphan  bool // unlinked to nlink 0 while referenced: View.Forget when the last reference goes
+	// uncounted: a resumed mount's node whose references the predecessor counted (resume.go)
+	uncounted bool
 }
 
 func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
@@ -84,6 +98,8 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 		snapByName:    map[string]*snapSlot{},
 		nodes:         map[uint64]*nodeRef{},
 		handles:       map[uint64]any{},
+		maxWrite:      opts.MaxWrite,
+		persistFn:     opts.Persist,
 	}
 	if sn, ok := vol.(snapshotter); ok && !vol.ReadOnly() {
 		f.snaps, f.snapDir = sn, true
@@ -109,7 +125,7 @@ func (f *fsys) view(id uint64) (Volume, backend.Ino, uint16, syscall.Errno) {
 	}
 	f.snapMu.RLock()
 	defer f.snapMu.RUnlock()
-	if int(slot) > len(f.slots) {
+	if int(slot) > len(f.slots) || f.slots[slot-1].vol == nil {
 		return nil, 0, slot, syscall.ESTALE
 	}
 	return f.slots[slot-1].vol, ino, slot, 0
@@ -190,7 +206,7 @@ func (f *fsys) ref(id uint64, lookups uint64, opens int) {
 	f.nodesMu.Lock()
 	n := f.nodes[id]
 	if n == nil {
-		n = &nodeRef{}
+		n = &nodeRef{uncounted: f.resumed}
 		f.nodes[id] = n
 	}
 	n.lookups += lookups
@@ -209,9 +225,14 @@ func (f *fsys) unref(id uint64, lookups uint64, opens int) {
 	n.lookups -= min(lookups, n.lookups)
 	n.opens -= opens
 	gone := n.lookups == 0 && n.opens <= 0
+	if n.uncounted {
+		// Lookups and opens a predecessor counted are unknown, but the kernel sends FORGET
+		// only when it evicts the inode, after its last close: that, and only that, ends it.
+		gone = lookups > 0
+	}
 	// A deleted file is reclaimed at its last release, even while the kernel still holds
 	// lookups on it (see removed); only files are ever opened through here.
-	orphan := n.orphan && (gone || (opens > 0 && n.opens <= 0))
+	orphan := n.orphan && (gone || (opens > 0 && n.opens <= 0 && !n.uncounted))
 	if orphan {
 		n.orphan = false
 	}
@@ -238,7 +259,13 @@ func (f *fsys) removed(a backend.Attr) {
 	id := nodeID(0, a.Ino)
 	f.nodesMu.Lock()
 	n := f.nodes[id]
-	now := n == nil || (!dir && n.opens <= 0)
+	if n == nil && f.resumed {
+		// The kernel may hold it from before the restart, and a predecessor's handle may
+		// have it open: reclaimed when the kernel forgets it, or at the unmount.
+		n = &nodeRef{uncounted: true}
+		f.nodes[id] = n
+	}
+	now := n == nil || (!dir && n.opens <= 0 && !n.uncounted)
 	if n != nil && !now {
 		n.orphan = true
 	}
@@ -275,28 +302,6 @@ func (f *fsys) reclaimOrphans() {
 
 func (f *fsys) Forget(nodeid, nlookup uint64) {
 	f.unref(nodeid, nlookup, 0)
-}
-
-func (f *fsys) addHandle(h any) uint64 {
-	f.handlesMu.Lock()
-	defer f.handlesMu.Unlock()
-	f.nextFh++
-	f.handles[f.nextFh] = h
-	return f.nextFh
-}
-
-func (f *fsys) handle(fh uint64) any {
-	f.handlesMu.Lock()
-	defer f.handlesMu.Unlock()
-	return f.handles[fh]
-}
-
-func (f *fsys) dropHandle(fh uint64) any {
-	f.handlesMu.Lock()
-	defer f.handlesMu.Unlock()
-	h := f.handles[fh]
-	delete(f.handles, fh)
-	return h
 }
 
 // awaitReclaims waits up to reclaimWait for deleted files that are still open to be released

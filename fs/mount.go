@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -39,6 +40,12 @@ type Options struct {
 	// Observe, when set, is told of every request the mount answers (observe.go); nil costs
 	// nothing.
 	Observe Observer
+	// Restartable holds every request at a gate that Freeze closes, so that a successor
+	// process can take the connection over (resume.go); it costs a shared lock per request.
+	Restartable bool
+	// Persist, when set, is given the mount's ResumeState when it is mounted and each time
+	// it changes, so that what a successor needs is kept outside this process.
+	Persist func(ResumeState)
 	Debug   bool
 }
 
@@ -66,63 +73,115 @@ type Mounted struct {
 	dir    string
 	f      *fsys
 	srv    *fuse.Server
+	dev    *os.File // the connection's /dev/fuse descriptor (go-fuse serves a duplicate)
+	gate   *gate    // nil unless Options.Restartable
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the server has stopped
 }
 
 // Mount mounts the view (read-write volume, or read-only snapshot when view.ReadOnly()) at dir
-// using DirectMount, allow_other and default_permissions, and returns only once the mount
-// answers requests; on error nothing is left mounted.
+// with allow_other and default_permissions, and returns only once the mount answers requests;
+// on error nothing is left mounted. The mount is made here rather than by go-fuse so that the
+// connection's descriptor can outlive this process (Device, resume.go).
 func Mount(ctx context.Context, dir string, view Volume, opts Options) (*Mounted, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	opts = opts.withDefaults()
 	if cs := view.ChunkSize(); cs <= 0 {
 		return nil, fmt.Errorf("mount %s: bad chunk size %d", dir, cs)
 	}
+	dev, err := mountDevice(dir, view, opts.MaxWrite)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m, err := serve(ctx, dir, dev, view, opts, func(f *fsys, mo *fuse.MountOptions) (*fuse.Server, error) {
+		fd, err := unix.FcntlInt(dev.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		return fuse.NewServer(rawFS(f, opts.Observe, f.gate), fmt.Sprintf("/dev/fd/%d", fd), mo)
+	})
+	if err != nil {
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		dev.Close()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	o.MaxWrite = cmp.Or(o.MaxWrite, DefaultMaxWrite)
+	return o
+}
+
+// mountDevice opens /dev/fuse and mounts a FUSE filesystem of it on dir.
+func mountDevice(dir string, view viewInfo, maxWrite int) (*os.File, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	data := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,max_read=%d,allow_other,default_permissions",
+		fd, st.Mode&syscall.S_IFMT, os.Geteuid(), os.Getegid(), maxWrite)
+	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV)
+	if view.ReadOnly() {
+		flags |= syscall.MS_RDONLY
+	}
+	if err := syscall.Mount("fusevol:"+view.Volume().Name, dir, "fuse.fusevol", flags, data); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/fuse"), nil
+}
+
+// serve builds the fsys of a mount whose connection is dev and serves it with the server
+// newServer makes; it returns once the mount answers.
+func serve(ctx context.Context, dir string, dev *os.File, view Volume, opts Options,
+	newServer func(*fsys, *fuse.MountOptions) (*fuse.Server, error)) (*Mounted, error) {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f := newFsys(fctx, view, opts)
+	if opts.Restartable {
+		f.gate = &gate{}
+	}
 	for range 2 {
 		go f.cache.runPrefetch(fctx)
 	}
 	mo := &fuse.MountOptions{
-		AllowOther:               true,
-		Options:                  []string{"default_permissions"},
 		MaxBackground:            128,
-		MaxWrite:                 cmp.Or(opts.MaxWrite, DefaultMaxWrite),
+		MaxWrite:                 opts.MaxWrite,
 		MaxReadAhead:             1 << 20,
-		FsName:                   "fusevol:" + view.Volume().Name,
-		Name:                     "fusevol",
-		DirectMount:              true,
-		DirectMountStrict:        true,
 		ExplicitDataCacheControl: true,
 		DisableSplice:            true, // measured faster: fs BenchmarkSeqRead1M 899-937 vs 714-815 MB/s spliced
 		Debug:                    opts.Debug,
 		Logger:                   fuseLogger(opts.Logger, opts.Debug),
 	}
-	if view.ReadOnly() {
-		mo.Options = append(mo.Options, "ro")
-	}
-	srv, err := fuse.NewServer(rawFS(f, opts.Observe), dir, mo)
+	srv, err := newServer(f, mo)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+		f.cache.close()
+		return nil, err
 	}
-	m := &Mounted{dir: dir, f: f, srv: srv, cancel: cancel, done: make(chan struct{})}
+	f.init = *srv.KernelSettings()
+	m := &Mounted{dir: dir, f: f, srv: srv, dev: dev, gate: f.gate, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		srv.Serve()
 		close(m.done)
 	}()
 	if err := srv.WaitMount(); err != nil {
 		m.abort()
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+		return nil, err
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		m.abort()
-		return nil, fmt.Errorf("mount %s: mount does not answer: %w", dir, err)
+		return nil, fmt.Errorf("mount does not answer: %w", err)
 	}
 	setReadAhead(st.Dev, opts.Logger)
+	f.persist()
 	return m, nil
 }
 
@@ -161,11 +220,25 @@ func setReadAhead(dev uint64, log *slog.Logger) {
 }
 
 func (m *Mounted) abort() {
-	if err := m.srv.Unmount(); err != nil {
+	if err := unmountDir(m.dir); err != nil {
 		_ = syscall.Unmount(m.dir, syscall.MNT_DETACH)
 	}
 	m.cancel()
 	m.f.cache.close()
+}
+
+// unmountDir unmounts dir, trying a few times: the kernel may not have seen the last close yet.
+func unmountDir(dir string) error {
+	var err error
+	delay := time.Duration(0)
+	for range 5 {
+		if err = syscall.Unmount(dir, 0); err == nil {
+			return nil
+		}
+		delay = 2*delay + 5*time.Millisecond
+		time.Sleep(delay)
+	}
+	return err
 }
 
 // Dir is the mount point.
@@ -180,7 +253,7 @@ func (m *Mounted) Flush(ctx context.Context) error {
 // Unmount flushes, unmounts (lazily if busy after a few tries) and waits for the server to stop.
 func (m *Mounted) Unmount(ctx context.Context) error {
 	ferr := m.Flush(ctx)
-	if err := m.srv.Unmount(); err != nil {
+	if err := unmountDir(m.dir); err != nil {
 		m.f.log.Warn("mount busy: detaching lazily", "dir", m.dir, "err", err)
 		if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
 			return fmt.Errorf("unmount %s: %w", m.dir, err)
@@ -196,6 +269,7 @@ func (m *Mounted) Unmount(ctx context.Context) error {
 	m.f.reclaimOrphans()
 	m.cancel()
 	m.f.cache.close()
+	m.dev.Close()
 	if ferr != nil {
 		return fmt.Errorf("unmount %s: %w", m.dir, ferr)
 	}

@@ -92,10 +92,10 @@ func TestObserver(t *testing.T) {
 // A mount without an Observer serves its fsys itself: nothing stands between go-fuse and it.
 func TestNoObserverServesFsys(t *testing.T) {
 	f := &fsys{}
-	if got := rawFS(f, nil); got != f {
-		t.Fatalf("rawFS(f, nil) = %T, want the fsys itself", got)
+	if got := rawFS(f, nil, nil); got != f {
+		t.Fatalf("rawFS(f, nil, nil) = %T, want the fsys itself", got)
 	}
-	if _, ok := rawFS(f, func(string, time.Duration, int, syscall.Errno) {}).(*observed); !ok {
+	if _, ok := rawFS(f, func(string, time.Duration, int, syscall.Errno) {}, nil).(*observed); !ok {
 		t.Fatal("rawFS with an observer does not time requests")
 	}
 }

@@ -80,6 +80,7 @@ func (f *fsys) snapshotSlot(name string) (*snapSlot, error) {
 	s = &snapSlot{slot: uint16(len(f.slots) + 1), name: name, created: info.CreatedAt, vol: v}
 	f.slots = append(f.slots, s)
 	f.snapByName[name] = s
+	go f.persist() // takes snapMu
 	return s, nil
 }
 
