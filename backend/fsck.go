@@ -60,7 +60,7 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	if repair {
-		if err := s.reclaimAllOrphans(ctx); err != nil {
+		if err := s.reclaimAllOrphans(ctx, nil); err != nil {
 			return nil, err
 		}
 		s.wmu.Lock()

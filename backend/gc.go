@@ -101,17 +101,28 @@ func (t *tx) dropVersion(k, v []byte) error {
 	return t.delete(k)
 }
 
-// reclaimAllOrphans frees the orphans of every volume: at Open nothing can hold them open.
-func (s *Store) reclaimAllOrphans(ctx context.Context) error {
+// reclaimAllOrphans frees the orphans of every volume but those keep names: at Open nothing
+// can hold them open, unless a mount of the volume outlived the process that served it.
+func (s *Store) reclaimAllOrphans(ctx context.Context, keep func(volume string) bool) error {
 	s.mu.RLock()
 	vols := s.sortedVolumesLocked()
 	s.mu.RUnlock()
 	for _, rec := range vols {
+		if keep != nil && keep(rec.Name) {
+			continue
+		}
 		if err := s.reclaimOrphans(ctx, rec.Name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ReclaimOrphans frees the orphans (inodes with no links) of a volume's live state. Only call
+// it when nothing can hold them open: the daemon does once a resumed mount of the volume
+// (Options.KeepOrphans) is unmounted.
+func (s *Store) ReclaimOrphans(ctx context.Context, volume string) error {
+	return s.reclaimOrphans(ctx, volume)
 }
 
 // reclaimOrphans frees the orphans a volume's live state shows. Only call it when nothing can

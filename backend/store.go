@@ -44,6 +44,9 @@ type Options struct {
 	// or when Badger's memory-mapped files cannot be given blocks before it writes them.
 	// 0 = no guard; ignored when InMemory.
 	DiskReserve int64
+	// KeepOrphans names the volumes whose orphans Open leaves alone: those of a FUSE mount
+	// that outlived the process serving it, whose files may still be open (live restart).
+	KeepOrphans func(volume string) bool
 
 	// noChecksums turns Badger's checksum checks off (BenchmarkChecksumCost's baseline only).
 	noChecksums bool
@@ -179,7 +182,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := s.reclaimAllOrphans(ctx); err != nil {
+	if err := s.reclaimAllOrphans(ctx, opts.KeepOrphans); err != nil {
 		s.closeIntents()
 		db.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/fusevol/fusevol/backend"
@@ -24,6 +25,9 @@ type fileHandle struct {
 	vol   fileData
 	ino   backend.Ino
 	write bool
+	// lostInCrash: adopted from a predecessor that crashed; the next fsync or flush fails with
+	// EIO (handles.go)
+	lostInCrash atomic.Bool
 
 	mu     sync.Mutex // read-ahead state
 	raNext int64      // where a sequential read would continue
@@ -79,6 +83,9 @@ func (f *fsys) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	if st != fuse.OK || !h.write {
 		return fuse.OK
 	}
+	if h.lostInCrash.Swap(false) {
+		return fuse.EIO
+	}
 	// A close reports data of the file that could not be stored, as fsync does.
 	return f.status("flush", f.wb.report(f.ctx, h.id))
 }
@@ -87,6 +94,9 @@ func (f *fsys) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	vol, ino, _, en := f.writable(in.NodeId)
 	if en != 0 {
 		return f.status("fsync", f.sync()) // a snapshot's file: nothing of it can be dirty
+	}
+	if h, st := f.fileHandle(in.NodeId, in.Fh); st == fuse.OK && h.lostInCrash.Swap(false) {
+		return fuse.EIO
 	}
 	return f.status("fsync", f.wb.fsync(f.ctx, in.NodeId, vol, ino, f.vol.Sync))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,8 @@ type fsys struct {
 	// references it was not told of: epoch numbers its own handles apart, and orphans whose
 	// references it cannot count wait for the unmount (see removed).
 	resumed bool
+	crashed bool // the predecessor did not Freeze: its buffered writes may be lost
+	frozen  atomic.Bool
 	epoch   uint16
 
 	init      fuse.InitIn // the kernel's INIT, kept for a successor

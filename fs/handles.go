@@ -82,6 +82,9 @@ func (f *fsys) adoptFile(id, fh uint64) (*fileHandle, fuse.Status) {
 		return h, fuse.OK
 	}
 	h := &fileHandle{id: id, vol: vol, ino: ino, write: write}
+	// What the handle wrote since its last fsync may have died with a crashed predecessor:
+	// its next fsync or close says so once, as a failed disk write would.
+	h.lostInCrash.Store(write && f.crashed)
 	f.handles[fh] = h
 	f.ref(id, 0, 1)
 	return h, fuse.OK

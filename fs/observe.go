@@ -268,9 +268,13 @@ func (o *observed) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 func (o *observed) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	t := o.begin()
 	n, st := o.RawFileSystem.Writev(c, in, data)
-	if st != fuse.ENOSYS {
-		o.done("write", t, int(n), st)
+	if st == fuse.ENOSYS { // go-fuse falls back to Write, which is observed itself
+		if o.gate != nil {
+			o.gate.exit()
+		}
+		return n, st
 	}
+	o.done("write", t, int(n), st)
 	return n, st
 }
 

@@ -35,10 +35,13 @@ import (
 
 // ResumeState is what a successor needs, besides the descriptor, to serve a mount.
 type ResumeState struct {
-	Init     []byte      `json:"init"`      // the kernel's INIT request body (fuse_init_in)
-	MaxWrite int         `json:"max_write"` // the largest write the kernel was told to send
-	Epoch    uint16      `json:"epoch"`     // handle epoch of the process that serves it
-	Slots    []SlotState `json:"slots,omitempty"`
+	Init     []byte `json:"init"`      // the kernel's INIT request body (fuse_init_in)
+	MaxWrite int    `json:"max_write"` // the largest write the kernel was told to send
+	Epoch    uint16 `json:"epoch"`     // handle epoch of the process that serves it
+	// Frozen: the process stopped serving after Freeze, with every buffered write stored. A
+	// successor of one that did not (it crashed) cannot know what writes it lost.
+	Frozen bool        `json:"frozen,omitempty"`
+	Slots  []SlotState `json:"slots,omitempty"`
 }
 
 // SlotState names the snapshot of one slot of <mount>/.snapshots, slot 1 first.
@@ -90,15 +93,18 @@ func (m *Mounted) Freeze(ctx context.Context) error {
 	if gerr != nil {
 		return fmt.Errorf("freeze %s: %w", m.dir, gerr)
 	}
+	m.f.frozen.Store(true)
+	m.f.persist()
 	return nil
 }
 
 func (f *fsys) resumeState() ResumeState {
 	in := f.init
 	st := ResumeState{
-		Init:     append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&in)), unsafe.Sizeof(in))...),
+		Init:     append([]byte(nil), initBody(&in)...),
 		MaxWrite: f.maxWrite,
 		Epoch:    f.epoch,
+		Frozen:   f.frozen.Load(),
 	}
 	f.snapMu.RLock()
 	for _, s := range f.slots {
@@ -124,14 +130,14 @@ func (f *fsys) persist() {
 func Resume(ctx context.Context, dir string, dev *os.File, st ResumeState, view Volume, opts Options) (*Mounted, error) {
 	opts = opts.withDefaults()
 	var init fuse.InitIn
-	if len(st.Init) != int(unsafe.Sizeof(init)) || st.MaxWrite <= 0 {
+	if len(st.Init) != len(initBody(&init)) || st.MaxWrite <= 0 {
 		dev.Close()
 		return nil, fmt.Errorf("resume %s: bad state (init %d bytes, max write %d)", dir, len(st.Init), st.MaxWrite)
 	}
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&init)), len(st.Init)), st.Init)
+	copy(initBody(&init), st.Init)
 	opts.MaxWrite = st.MaxWrite
 	m, err := serve(ctx, dir, dev, view, opts, func(f *fsys, mo *fuse.MountOptions) (*fuse.Server, error) {
-		f.resumed, f.epoch = true, st.Epoch+1
+		f.resumed, f.crashed, f.epoch = true, !st.Frozen, st.Epoch+1
 		f.restoreSlots(st.Slots)
 		return replayInit(rawFS(f, opts.Observe, f.gate), dev, st.Init, mo)
 	})
@@ -148,6 +154,12 @@ func Resume(ctx context.Context, dir string, dev *os.File, st ResumeState, view 
 	return m, nil
 }
 
+// initBody is the part of in that follows the request header: the kernel's fuse_init_in.
+func initBody(in *fuse.InitIn) []byte {
+	hdr := unsafe.Sizeof(in.InHeader)
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(in), hdr)), unsafe.Sizeof(*in)-hdr)
+}
+
 // replayInit makes a go-fuse server for the connection dev, whose INIT (body init) an earlier
 // server answered: go-fuse reads that INIT from one end of a socket pair and answers it there;
 // then dev's duplicate replaces that end, under the same descriptor number, before any other
@@ -158,7 +170,7 @@ func replayInit(fs fuse.RawFileSystem, dev *os.File, init []byte, mo *fuse.Mount
 		return nil, err
 	}
 	defer unix.Close(sp[1])
-	const inHeaderSize, opInit = 40, 26 // struct fuse_in_header; FUSE_INIT
+	const inHeaderSize, opInit = int(unsafe.Sizeof(fuse.InHeader{})), 26 // FUSE_INIT
 	msg := make([]byte, inHeaderSize, inHeaderSize+len(init))
 	binary.LittleEndian.PutUint32(msg[0:], uint32(inHeaderSize+len(init)))
 	binary.LittleEndian.PutUint32(msg[4:], opInit)
@@ -181,10 +193,10 @@ func replayInit(fs fuse.RawFileSystem, dev *os.File, init []byte, mo *fuse.Mount
 // notifyResend asks the kernel to queue again every request read from the connection but not
 // answered (FUSE_NOTIFY_RESEND: a fuse_out_header with the notification code and no body).
 func notifyResend(dev *os.File) error {
-	var notifyResend int32 = -7
+	const notifyResend = 7 // enum fuse_notify_code; go-fuse's NOTIFY_RESEND is its negation
 	var hdr [16]byte
 	binary.LittleEndian.PutUint32(hdr[0:], uint32(len(hdr)))
-	binary.LittleEndian.PutUint32(hdr[4:], uint32(notifyResend))
+	binary.LittleEndian.PutUint32(hdr[4:], notifyResend)
 	for {
 		_, err := unix.Write(int(dev.Fd()), hdr[:])
 		if err != syscall.EINTR {
