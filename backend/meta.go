@@ -144,10 +144,10 @@ func (r *renamer) replace(newDir *inode, srcN *inode, dst Ino) error {
 	case !isDir(srcN.Mode) && isDir(dstN.Mode):
 		return fmt.Errorf("rename a file over a directory: %w", ErrIsDir)
 	case isDir(dstN.Mode):
-		if err := r.t.removeDir(dstN); err != nil {
+		delete(r.dirs, dst) // removeDir writes it
+		if err := r.t.removeDir(dstN, r.ts); err != nil {
 			return err
 		}
-		delete(r.dirs, dst)
 		newDir.Nlink--
 		return nil
 	default:
