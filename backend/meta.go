@@ -376,3 +376,15 @@ func (v *View) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error) {
 	})
 	return a, err
 }
+
+// Touch sets an inode's access time alone: a read is no change, so ctime stays.
+func (v *View) Touch(ctx context.Context, ino Ino, atime int64) error {
+	return v.write(ctx, func(t *tx) error {
+		n, err := t.getInode(ino)
+		if err != nil {
+			return err
+		}
+		n.Atime = atime
+		return t.putInode(n)
+	})
+}

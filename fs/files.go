@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/fusevol/fusevol/backend"
@@ -24,6 +25,7 @@ type fileHandle struct {
 	vol   fileData
 	ino   backend.Ino
 	write bool
+	atime atomic.Bool // the next read updates atime (atimeDue at open)
 
 	mu     sync.Mutex // read-ahead state
 	raNext int64      // where a sequential read would continue
@@ -55,8 +57,13 @@ func (f *fsys) open(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
 	f.ref(id, 0, 1)
 	out.Fh = f.addHandle(h, write)
 	// The page cache stays valid across opens: every change to the data passes through
-	// this mount (and so through the kernel), and snapshots never change.
+	// this mount (and so through the kernel), and snapshots never change. Only a read that
+	// must update atime has to reach the mount.
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+	if f.atimeDue(id, flags) {
+		h.atime.Store(true)
+		out.OpenFlags = 0
+	}
 	return fuse.OK
 }
 
@@ -114,6 +121,9 @@ func (f *fsys) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.R
 	n, err := f.readAt(h, buf[:in.Size], int64(in.Offset))
 	if err != nil {
 		return nil, f.status("read", err)
+	}
+	if h.atime.Swap(false) {
+		f.touch(h)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
