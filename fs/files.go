@@ -54,8 +54,6 @@ func (f *fsys) open(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
 			return f.status("open", err)
 		}
 	}
-	f.ref(id, 0, 1)
-	out.Fh = f.addHandle(h, write)
 	// The page cache stays valid across opens: every change to the data passes through
 	// this mount (and so through the kernel), and snapshots never change. Only a read that
 	// must update atime has to reach the mount.
@@ -64,6 +62,8 @@ func (f *fsys) open(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
 		h.atime.Store(true)
 		out.OpenFlags = 0
 	}
+	f.ref(id, 0, 1)
+	out.Fh = f.addHandle(h, write)
 	return fuse.OK
 }
 
