@@ -181,9 +181,9 @@ var mountFlags = map[string]struct{ set, clear uintptr }{
 
 const atimeFlags = unix.MS_NOATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
 
-// helperAtime is the atime mode the daemon serves a mount with flags in: the kernel leaves
-// atime to FUSE servers, which cannot tell the mounts a read came through apart, so the daemon
-// is told. Nothing is read-only mounted updates atime. (A later mount -o remount changes the
+// helperAtime is the atime mode the daemon is to serve a mount with these flags in: the kernel
+// leaves atime to FUSE servers, which cannot tell which mount a read came through, so the
+// daemon is told. A read-only mount updates no atime. (A later mount -o remount changes the
 // flags alone.)
 func helperAtime(flags uintptr) string {
 	switch {

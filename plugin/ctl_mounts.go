@@ -43,11 +43,10 @@ func (d *Daemon) ctlMount(ctx context.Context, r *http.Request) (any, error) {
 			return nil, fmt.Errorf("snapshot name %q: %w", snap, err)
 		}
 	}
-	atime, err := fs.ParseAtime(req.Atime)
-	if err != nil {
+	if _, err := fs.ParseAtime(req.Atime); err != nil {
 		return nil, invalid("%v", err)
 	}
-	if err := d.mounts.mountAt(ctx, st, vol, snap, dir, atime); err != nil {
+	if err := d.mounts.mountAt(ctx, st, vol, snap, dir, req.Atime); err != nil {
 		return nil, err
 	}
 	return api.Mount{Source: req.Source, Volume: vol, Snapshot: snap, Dir: dir, ReadOnly: snap != ""}, nil

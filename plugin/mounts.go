@@ -311,7 +311,9 @@ func (t *mountTable) liveMounts() int {
 // read-only FUSE mount on the directory.
 
 // mountAt mounts volume vol (snap == "") or its snapshot snap on the volctl directory dir.
-func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, dir string, atime fs.Atime) error {
+// mountAt mounts vol (or its snapshot snap) on dir; atime, when not "", is the live volume's
+// atime mode from now on (checked by the caller).
+func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, dir, atime string) error {
 	t.reconcile(ctx)
 	v := t.lock(vol)
 	defer t.unlock(vol, v)
@@ -355,12 +357,14 @@ func (t *mountTable) mountSnapshot(ctx context.Context, st *backend.Store, vol, 
 	return nil
 }
 
-func (t *mountTable) bindLive(ctx context.Context, st *backend.Store, vol, dir string, v *volState, atime fs.Atime) error {
+func (t *mountTable) bindLive(ctx context.Context, st *backend.Store, vol, dir string, v *volState, atime string) error {
 	src, err := t.mountLive(ctx, st, vol, v)
 	if err != nil {
 		return err
 	}
-	v.mnt.SetAtime(atime)
+	if a, err := fs.ParseAtime(atime); err == nil && atime != "" {
+		v.mnt.SetAtime(a)
+	}
 	if err := t.sys.Bind(src, dir); err != nil {
 		err = fmt.Errorf("bind %s on %s: %w", src, dir, err)
 		if rerr := t.releaseLive(ctx, vol, v); rerr != nil {

@@ -135,7 +135,7 @@ func TestMountTable(t *testing.T) {
 	}
 	mountAt := func(snap, dir, wantErr string) step {
 		return step{do: func(ctx context.Context, e env) error {
-			return e.tb.mountAt(ctx, e.st, "v", snap, dir, fs.AtimeRelative)
+			return e.tb.mountAt(ctx, e.st, "v", snap, dir, "")
 		}, wantErr: wantErr}
 	}
 	unmountAt := func(dir, wantErr string) step {
@@ -211,19 +211,19 @@ func TestMountTable(t *testing.T) {
 			name: "the latest volctl mount sets the live mount's atime mode",
 			steps: []step{ref("a"), do(func(e env) error {
 				for _, m := range []struct {
-					dir   string
-					atime fs.Atime
-				}{{"/ctl/d", fs.AtimeStrict}, {"/ctl/e", fs.AtimeNever}} {
+					dir, atime string
+					want       fs.Atime
+				}{{"/ctl/d", "strictatime", fs.AtimeStrict}, {"/ctl/e", "", fs.AtimeStrict}, {"/ctl/f", "noatime", fs.AtimeNever}} {
 					if err := e.tb.mountAt(context.Background(), e.st, "v", "", m.dir, m.atime); err != nil {
 						return err
 					}
-					if e.fake.atime != m.atime {
-						return fmt.Errorf("after a mount on %s with %v, the live mount's atime is %v", m.dir, m.atime, e.fake.atime)
+					if e.fake.atime != m.want {
+						return fmt.Errorf("after a mount on %s with atime %q, the live mount's atime is %v, want %v", m.dir, m.atime, e.fake.atime, m.want)
 					}
 				}
 				return nil
 			})},
-			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol", "/ctl/e fuse.fusevol"}, refs: map[string]int{"a": 1}, fuse: 1,
+			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol", "/ctl/e fuse.fusevol", "/ctl/f fuse.fusevol"}, refs: map[string]int{"a": 1}, fuse: 1,
 		},
 		{
 			name: "volctl bind and Docker share the live mount",
