@@ -273,7 +273,7 @@ type cOp struct {
 	off         int64
 	data        []byte
 	name, value string
-	forget      bool // after unlink/rename-over: release the orphan right away
+	forget      bool // after unlink/rename-over/rmdir: release the orphan right away
 	sync        bool
 	writes      []cWriteRec // cExtents
 	off2, n     int64       // cCloneRange
@@ -430,7 +430,7 @@ func (g *cGen) try(m *cModel) (cOp, bool) {
 		if len(dirs) < 2 {
 			return op, false
 		}
-		op.kind, op.path = cRmdir, g.pick(dirs[1:])
+		op.kind, op.path, op.forget = cRmdir, g.pick(dirs[1:]), g.r.IntN(2) == 0
 		for f := range v.files {
 			if strings.HasPrefix(f, op.path+"/") {
 				return op, false
@@ -699,7 +699,11 @@ func (c *crashChild) exec(m *cModel, op cOp) func(v *cVol) error {
 			c.pendingIno = a.Ino
 			return err
 		case cRmdir:
-			return view.Rmdir(ctx, backend.RootIno, op.path)
+			// The directory stays an orphan until Forget, or until the next Open reclaims it.
+			if err := view.Rmdir(ctx, backend.RootIno, op.path); err != nil || !op.forget {
+				return err
+			}
+			return view.Forget(ctx, v.dirs[op.path])
 		case cSetXattr:
 			return view.SetXattr(ctx, v.files[op.path].ino, op.name, []byte(op.value), 0)
 		case cSnapshot:

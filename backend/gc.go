@@ -14,8 +14,9 @@ import (
 const gcBatch = 2000
 
 // reclaim frees an orphan (an inode with nlink 0) at the view's live node: its own chunk-map
-// and extent versions go batch by batch, then the inode, its xattrs and its orphan marker in a final
-// transaction. Anything else is left alone. Interrupted, it resumes at the next Open.
+// and extent versions go batch by batch, then the inode, its xattrs, its entries (a removed
+// directory's whiteouts) and its orphan marker in a final transaction. Anything else is left
+// alone. Interrupted, it resumes at the next Open.
 func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
 	for {
 		done := false
@@ -40,8 +41,10 @@ func (s *Store) reclaim(ctx context.Context, v *View, ino Ino) error {
 				return err
 			}
 			done = true
-			if err := t.dropOwn(metaKind(t.tree, kXattr, ino)); err != nil {
-				return err
+			for _, kind := range []byte{kDirent, kXattr} {
+				if err := t.dropOwn(metaKind(t.tree, kind, ino)); err != nil {
+					return err
+				}
 			}
 			for _, lk := range [][]byte{inodeLKey(t.tree, ino), orphanLKey(t.tree, ino)} {
 				if err := t.remove(lk); err != nil {

@@ -144,10 +144,10 @@ func (r *renamer) replace(newDir *inode, srcN *inode, dst Ino) error {
 	case !isDir(srcN.Mode) && isDir(dstN.Mode):
 		return fmt.Errorf("rename a file over a directory: %w", ErrIsDir)
 	case isDir(dstN.Mode):
-		if err := r.t.removeDir(dstN); err != nil {
+		delete(r.dirs, dst) // removeDir writes it
+		if err := r.t.removeDir(dstN, r.ts); err != nil {
 			return err
 		}
-		delete(r.dirs, dst)
 		newDir.Nlink--
 		return nil
 	default:
@@ -375,4 +375,16 @@ func (v *View) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error) {
 		return t.putInode(n)
 	})
 	return a, err
+}
+
+// Touch sets an inode's access time alone: a read is no change, so ctime stays.
+func (v *View) Touch(ctx context.Context, ino Ino, atime int64) error {
+	return v.write(ctx, func(t *tx) error {
+		n, err := t.getInode(ino)
+		if err != nil {
+			return err
+		}
+		n.Atime = atime
+		return t.putInode(n)
+	})
 }

@@ -151,7 +151,8 @@ func checkName(name string) error {
 
 func isDir(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFDIR }
 
-// dir returns a directory inode (ErrNotDir for anything else).
+// dir returns a directory inode (ErrNotDir for anything else). A removed directory still held
+// open has no entries and takes none, as on Linux: ErrNotFound.
 func (t *tx) dir(ino Ino) (*inode, error) {
 	n, err := t.getInode(ino)
 	if err != nil {
@@ -159,6 +160,9 @@ func (t *tx) dir(ino Ino) (*inode, error) {
 	}
 	if !isDir(n.Mode) {
 		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotDir)
+	}
+	if n.Nlink == 0 {
+		return nil, fmt.Errorf("directory %d: removed: %w", ino, ErrNotFound)
 	}
 	return n, nil
 }
@@ -435,10 +439,10 @@ func (v *View) Rmdir(ctx context.Context, parent Ino, name string) error {
 		if !isDir(n.Mode) {
 			return fmt.Errorf("%q: %w", name, ErrNotDir)
 		}
-		if err := t.removeDir(n); err != nil {
+		ts := now()
+		if err := t.removeDir(n, ts); err != nil {
 			return err
 		}
-		ts := now()
 		p.Nlink--
 		p.Mtime, p.Ctime = ts, ts
 		if err := t.remove(direntLKey(t.tree, parent, name)); err != nil {
@@ -448,8 +452,10 @@ func (v *View) Rmdir(ctx context.Context, parent Ino, name string) error {
 	})
 }
 
-// removeDir deletes an empty directory's inode and everything its live node holds for it.
-func (t *tx) removeDir(n *inode) error {
+// removeDir unlinks an empty directory's inode: like a file's last link, it becomes an orphan
+// (nlink 0, orphan marker) until Forget, because a process may still hold it open or sit in it,
+// and fstat must still answer there. Its entries' whiteouts go with it at reclaim.
+func (t *tx) removeDir(n *inode, ts int64) error {
 	empty, err := t.dirEmpty(n.Ino)
 	if err != nil {
 		return err
@@ -457,15 +463,11 @@ func (t *tx) removeDir(n *inode) error {
 	if !empty {
 		return fmt.Errorf("directory %d: %w", n.Ino, ErrNotEmpty)
 	}
-	for _, kind := range []byte{kDirent, kXattr} {
-		if err := t.dropOwn(metaKind(t.tree, kind, n.Ino)); err != nil {
-			return err
-		}
-	}
-	if err := t.remove(inodeLKey(t.tree, n.Ino)); err != nil {
+	n.Nlink, n.Ctime = 0, ts
+	if err := t.put(orphanLKey(t.tree, n.Ino), []byte{tagLive}); err != nil {
 		return err
 	}
-	return t.addUsage(t.node, 0, -1)
+	return t.putInode(n)
 }
 
 // dropOwn deletes every version under prefix written at the transaction's node (not chunk maps:

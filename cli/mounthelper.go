@@ -13,6 +13,7 @@ import (
 
 	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin"
+	"github.com/fusevol/fusevol/plugin/api"
 	"github.com/fusevol/fusevol/plugin/client"
 )
 
@@ -75,7 +76,7 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 0
 	}
 	c := client.New(req.socket)
-	m, err := c.Mount(ctx, req.source, req.dir)
+	m, err := c.MountWith(ctx, api.MountRequest{Source: req.source, Dir: req.dir, Atime: helperAtime(req.flags)})
 	if err != nil {
 		msg := oneLine(err.Error())
 		if errors.Is(err, client.ErrUnreachable) {
@@ -179,6 +180,20 @@ var mountFlags = map[string]struct{ set, clear uintptr }{
 }
 
 const atimeFlags = unix.MS_NOATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
+
+// helperAtime is the atime mode the daemon is to serve a mount with these flags in: the kernel
+// leaves atime to FUSE servers, which cannot tell which mount a read came through, so the
+// daemon is told. A read-only mount updates no atime. (A later mount -o remount changes the
+// flags alone.)
+func helperAtime(flags uintptr) string {
+	switch {
+	case flags&(unix.MS_RDONLY|unix.MS_NOATIME) != 0:
+		return "noatime"
+	case flags&unix.MS_STRICTATIME != 0:
+		return "strictatime"
+	}
+	return "relatime"
+}
 
 // daemonFlags are the per-mount flags of the daemon's mounts (fs.Mount's, and a bind's copy).
 const daemonFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RELATIME

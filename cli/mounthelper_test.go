@@ -82,6 +82,29 @@ func TestParseHelperArgs(t *testing.T) {
 	}
 }
 
+// The atime mode the helper asks the daemon for follows mount(8)'s options, as parsed.
+func TestHelperAtime(t *testing.T) {
+	for _, tc := range []struct {
+		opts, want string
+	}{
+		{"rw", "relatime"},
+		{"relatime", "relatime"},
+		{"strictatime", "strictatime"},
+		{"noatime", "noatime"},
+		{"strictatime,noatime", "noatime"},
+		{"noatime,strictatime", "strictatime"},
+		{"ro,strictatime", "noatime"},
+	} {
+		req, err := parseHelperArgs([]string{"v", "/m", "-o", tc.opts}, "", baseFlags(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := helperAtime(req.flags); got != tc.want {
+			t.Errorf("-o %s: atime %s, want %s", tc.opts, got, tc.want)
+		}
+	}
+}
+
 func TestMountHelperArgs(t *testing.T) {
 	cases := []struct {
 		args []string

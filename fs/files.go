@@ -28,6 +28,7 @@ type fileHandle struct {
 	// lostInCrash: adopted from a predecessor that crashed; the next fsync or flush fails with
 	// EIO (handles.go)
 	lostInCrash atomic.Bool
+	atime       atomic.Bool // the next read updates atime (atimeDue at open)
 
 	mu     sync.Mutex // read-ahead state
 	raNext int64      // where a sequential read would continue
@@ -56,11 +57,16 @@ func (f *fsys) open(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
 			return f.status("open", err)
 		}
 	}
+	// The page cache stays valid across opens: every change to the data passes through
+	// this mount (and so through the kernel), and snapshots never change. Only a read that
+	// must update atime has to reach the mount.
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+	if f.atimeDue(id, flags) {
+		h.atime.Store(true)
+		out.OpenFlags = 0
+	}
 	f.ref(id, 0, 1)
 	out.Fh = f.addHandle(h, write)
-	// The page cache stays valid across opens: every change to the data passes through
-	// this mount (and so through the kernel), and snapshots never change.
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
 }
 
@@ -124,6 +130,9 @@ func (f *fsys) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.R
 	n, err := f.readAt(h, buf[:in.Size], int64(in.Offset))
 	if err != nil {
 		return nil, f.status("read", err)
+	}
+	if h.atime.Swap(false) {
+		f.touch(h)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }

@@ -40,7 +40,8 @@ type fsys struct {
 	log     *slog.Logger
 	vol     Volume
 	ro      bool
-	snapDir bool // expose .snapshots in the root
+	atime   atomic.Int32 // an Atime: when reads update atime
+	snapDir bool         // expose .snapshots in the root
 	cs      int
 
 	snaps      snapshotter // nil: no .snapshots
@@ -104,6 +105,7 @@ func newFsys(ctx context.Context, vol Volume, opts Options) *fsys {
 		maxWrite:      opts.MaxWrite,
 		persistFn:     opts.Persist,
 	}
+	f.atime.Store(int32(opts.Atime))
 	if sn, ok := vol.(snapshotter); ok && !vol.ReadOnly() {
 		f.snaps, f.snapDir = sn, true
 	}

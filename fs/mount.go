@@ -46,7 +46,9 @@ type Options struct {
 	// Persist, when set, is given the mount's ResumeState when it is mounted and each time
 	// it changes, so that what a successor needs is kept outside this process.
 	Persist func(ResumeState)
-	Debug   bool
+	// Atime says when reads update atime (atime.go); SetAtime changes it later.
+	Atime Atime
+	Debug bool
 }
 
 // DefaultMaxWrite is Options.MaxWrite's default.

@@ -235,16 +235,25 @@ func TestTimes(t *testing.T) {
 	if m4, _ := stat(); !m4.Equal(explicit) {
 		t.Errorf("explicit mtime after close: %v, want %v", m4, explicit)
 	}
+	// chown(f, -1, -1) changes nothing but ctime, as on ext4.
+	m5, c5 := stat()
+	tick()
+	if err := os.Chown(p, -1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if m, c := stat(); !m.Equal(m5) || !c.After(c5) {
+		t.Errorf("chown(-1, -1): mtime %v->%v (want same), ctime %v->%v (want later)", m5, m, c5, c)
+	}
 	// rename changes the moved file's ctime, as ext4 does.
-	_, c5 := stat()
+	_, c6 := stat()
 	tick()
 	q := filepath.Join(tv.dir, "g")
 	if err := os.Rename(p, q); err != nil {
 		t.Fatal(err)
 	}
 	p = q
-	if _, c6 := stat(); !c6.After(c5) {
-		t.Errorf("rename: ctime %v -> %v, want later", c5, c6)
+	if _, c7 := stat(); !c7.After(c6) {
+		t.Errorf("rename: ctime %v -> %v, want later", c6, c7)
 	}
 	// UTIME_OMIT keeps a time, UTIME_NOW sets it to now.
 	before := time.Now().Add(-time.Second)

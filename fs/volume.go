@@ -20,6 +20,7 @@ type Volume interface {
 	rangeCloner // copy.go
 	syncer      // dirs.go, files.go: fsync
 	quotaSource // quota.go, dirs.go: statfs
+	atimeStore  // atime.go
 }
 
 var _ Volume = (*backend.View)(nil)

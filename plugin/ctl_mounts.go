@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
 	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin/api"
 )
@@ -42,7 +43,10 @@ func (d *Daemon) ctlMount(ctx context.Context, r *http.Request) (any, error) {
 			return nil, fmt.Errorf("snapshot name %q: %w", snap, err)
 		}
 	}
-	if err := d.mounts.mountAt(ctx, st, vol, snap, dir); err != nil {
+	if _, err := fs.ParseAtime(req.Atime); err != nil {
+		return nil, invalid("%v", err)
+	}
+	if err := d.mounts.mountAt(ctx, st, vol, snap, dir, req.Atime); err != nil {
 		return nil, err
 	}
 	return api.Mount{Source: req.Source, Volume: vol, Snapshot: snap, Dir: dir, ReadOnly: snap != ""}, nil

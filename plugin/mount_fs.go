@@ -31,6 +31,7 @@ type mounter interface {
 // fsMount is what the daemon needs from a live FUSE mount (fs.Mounted).
 type fsMount interface {
 	Dir() string
+	SetAtime(fs.Atime)
 	Flush(ctx context.Context) error
 	Unmount(ctx context.Context) error
 }

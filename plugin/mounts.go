@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
 	"github.com/fusevol/fusevol/fs/mountinfo"
 	"github.com/fusevol/fusevol/plugin/api"
 )
@@ -310,7 +311,9 @@ func (t *mountTable) liveMounts() int {
 // read-only FUSE mount on the directory.
 
 // mountAt mounts volume vol (snap == "") or its snapshot snap on the volctl directory dir.
-func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, dir string) error {
+// mountAt mounts vol (or its snapshot snap) on dir; atime, when not "", is the live volume's
+// atime mode from now on (checked by the caller).
+func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, dir, atime string) error {
 	t.reconcile(ctx)
 	v := t.lock(vol)
 	defer t.unlock(vol, v)
@@ -321,7 +324,7 @@ func (t *mountTable) mountAt(ctx context.Context, st *backend.Store, vol, snap, 
 	if snap != "" {
 		err = t.mountSnapshot(ctx, st, vol, snap, dir, v)
 	} else {
-		err = t.bindLive(ctx, st, vol, dir, v)
+		err = t.bindLive(ctx, st, vol, dir, v, atime)
 	}
 	if err != nil {
 		t.update(func() { delete(t.dirs, dir) })
@@ -354,10 +357,13 @@ func (t *mountTable) mountSnapshot(ctx context.Context, st *backend.Store, vol, 
 	return nil
 }
 
-func (t *mountTable) bindLive(ctx context.Context, st *backend.Store, vol, dir string, v *volState) error {
+func (t *mountTable) bindLive(ctx context.Context, st *backend.Store, vol, dir string, v *volState, atime string) error {
 	src, err := t.mountLive(ctx, st, vol, v)
 	if err != nil {
 		return err
+	}
+	if a, err := fs.ParseAtime(atime); err == nil && atime != "" {
+		v.mnt.SetAtime(a)
 	}
 	if err := t.sys.Bind(src, dir); err != nil {
 		err = fmt.Errorf("bind %s on %s: %w", src, dir, err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/fusevol/fusevol/backend"
+	"github.com/fusevol/fusevol/fs"
 	"github.com/fusevol/fusevol/fs/mountinfo"
 )
 
@@ -26,6 +27,7 @@ type fakeMounter struct {
 	failMount error           // returned by Mount
 	fuse      int             // FUSE mounts made
 	detaches  []string        // lazy unmounts, in order
+	atime     fs.Atime        // the live mount's, set by the latest volctl mount
 }
 
 type fakeMount struct {
@@ -34,6 +36,7 @@ type fakeMount struct {
 }
 
 func (m *fakeMount) Dir() string                 { return m.dir }
+func (m *fakeMount) SetAtime(a fs.Atime)         { m.f.atime = a }
 func (m *fakeMount) Flush(context.Context) error { return nil }
 func (m *fakeMount) Unmount(ctx context.Context) error {
 	// Like fs.Mounted, a mount already gone (unmounted behind the daemon's back) is no error.
@@ -131,7 +134,9 @@ func TestMountTable(t *testing.T) {
 		return step{do: func(ctx context.Context, e env) error { return e.tb.dropRef(ctx, "v", id) }}
 	}
 	mountAt := func(snap, dir, wantErr string) step {
-		return step{do: func(ctx context.Context, e env) error { return e.tb.mountAt(ctx, e.st, "v", snap, dir) }, wantErr: wantErr}
+		return step{do: func(ctx context.Context, e env) error {
+			return e.tb.mountAt(ctx, e.st, "v", snap, dir, "")
+		}, wantErr: wantErr}
 	}
 	unmountAt := func(dir, wantErr string) step {
 		return step{do: func(ctx context.Context, e env) error { return e.tb.unmountAt(ctx, dir) }, wantErr: wantErr}
@@ -201,6 +206,24 @@ func TestMountTable(t *testing.T) {
 				mountAt("s1", "/ctl/d", "already a volctl mount"),
 			},
 			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol"}, fuse: 1,
+		},
+		{
+			name: "the latest volctl mount sets the live mount's atime mode",
+			steps: []step{ref("a"), do(func(e env) error {
+				for _, m := range []struct {
+					dir, atime string
+					want       fs.Atime
+				}{{"/ctl/d", "strictatime", fs.AtimeStrict}, {"/ctl/e", "", fs.AtimeStrict}, {"/ctl/f", "noatime", fs.AtimeNever}} {
+					if err := e.tb.mountAt(context.Background(), e.st, "v", "", m.dir, m.atime); err != nil {
+						return err
+					}
+					if e.fake.atime != m.want {
+						return fmt.Errorf("after a mount on %s with atime %q, the live mount's atime is %v, want %v", m.dir, m.atime, e.fake.atime, m.want)
+					}
+				}
+				return nil
+			})},
+			mounts: []string{"R/v fuse.fusevol", "/ctl/d fuse.fusevol", "/ctl/e fuse.fusevol", "/ctl/f fuse.fusevol"}, refs: map[string]int{"a": 1}, fuse: 1,
 		},
 		{
 			name: "volctl bind and Docker share the live mount",

@@ -228,6 +228,11 @@ type FsckReport struct {
 type MountRequest struct {
 	Source string `json:"source"`
 	Dir    string `json:"dir"`
+	// Atime says when reads update atime: relatime, strictatime or noatime (what a read-only
+	// mount asks for); "" leaves the volume's mode as it is (relatime when it was not mounted).
+	// A live volume has one mode for all its mounts (they share one FUSE mount): that of its
+	// latest mount that named one. Snapshots' atime never changes.
+	Atime string `json:"atime,omitempty"`
 }
 
 // Mount is one volctl mount.

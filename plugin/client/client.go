@@ -170,8 +170,13 @@ func (c *Client) Fsck(ctx context.Context, repair bool) (api.FsckReport, error) 
 // Mount mounts source ("VOLUME" or "VOLUME@SNAPSHOT") on dir, an absolute directory on the
 // daemon's host. Snapshots mount read-only.
 func (c *Client) Mount(ctx context.Context, source, dir string) (api.Mount, error) {
+	return c.MountWith(ctx, api.MountRequest{Source: source, Dir: dir})
+}
+
+// MountWith is Mount with the request's other settings.
+func (c *Client) MountWith(ctx context.Context, req api.MountRequest) (api.Mount, error) {
 	var out api.Mount
-	err := c.do(ctx, http.MethodPost, "/mounts", nil, api.MountRequest{Source: source, Dir: dir}, &out)
+	err := c.do(ctx, http.MethodPost, "/mounts", nil, req, &out)
 	return out, err
 }
 
