@@ -319,6 +319,15 @@ func (r *Repository) readTree(ctx context.Context, volume, snapshot string) (*tr
 		return nil, err
 	}
 	defer c.Close()
+	t, err := treeOf(dec)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s@%s: %w: manifest: %w", volume, snapshot, ErrDamaged, err)
+	}
+	return t, nil
+}
+
+// treeOf reads the rest of a manifest into a tree.
+func treeOf(dec *sendstream.Decoder) (*tree, error) {
 	t := newTree(dec.Header())
 	for {
 		rec, err := dec.Next()
@@ -329,7 +338,7 @@ func (r *Repository) readTree(ctx context.Context, volume, snapshot string) (*tr
 			err = t.apply(rec)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("backup %s@%s: %w: manifest: %w", volume, snapshot, ErrDamaged, err)
+			return nil, err
 		}
 	}
 }
