@@ -86,4 +86,3 @@ func FuzzChunk(f *testing.F) {
 		}
 	})
 }
-
