@@ -11,6 +11,7 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/fusevol/fusevol/backend"
 	"github.com/fusevol/fusevol/backend/repository"
 )
 
@@ -100,10 +101,13 @@ func restoreAction(c *ucli.Context) error {
 		return err
 	}
 	newVol, dir := c.Args().Get(1), c.String("repo")
-	what := fmt.Sprintf("restore %s@%s from %s", vol, snap, dir)
+	what := fmt.Sprintf("restore %s@%s", vol, snap)
 	r, _, err := openRepo(c.Context, dir, false)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := backend.ValidateName(newVol); err != nil {
+		return usageErrorf(c, "NEWVOLUME %q: %v", newVol, err)
 	}
 	pr, pw := io.Pipe()
 	restored := make(chan error, 1)
@@ -117,7 +121,7 @@ func restoreAction(c *ucli.Context) error {
 	p.stop()
 	pr.CloseWithError(errBackupStopped)
 	if rerr := <-restored; rerr != nil && !errors.Is(rerr, errBackupStopped) {
-		return fmt.Errorf("%s: %w (nothing was made)", what, rerr) // the receive only saw a cut stream
+		return fmt.Errorf("%w (repository %s; nothing was made)", rerr, dir) // the receive only saw a cut stream
 	}
 	if err != nil {
 		return failure(what, err)
