@@ -109,7 +109,7 @@ type BackupStats struct {
 	Backup
 	Verified int64 // chunk bodies of the stream the repository held already: read and checked, not written
 	Repaired int64 // chunk bodies the repository held damaged, written again (counted in Added)
-	Bytes    int64 // stream bytes read
+	StreamBytes int64 // stream bytes read
 }
 
 // Backup reads a sendstream (full, or incremental from a snapshot the repository holds a
@@ -165,7 +165,7 @@ func (r *Repository) Backup(ctx context.Context, in io.Reader) (BackupStats, err
 			return st, err
 		}
 	}
-	st.Bytes = int64(dec.Counts().Bytes)
+	st.StreamBytes = int64(dec.Counts().Bytes)
 	if err := r.summarise(t, held, &st.Backup); err != nil {
 		return st, fmt.Errorf("backup %s@%s: %w", h.Volume, h.Snapshot, err)
 	}
