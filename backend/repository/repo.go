@@ -107,8 +107,8 @@ func (r *Repository) getChunk(ctx context.Context, h Hash) ([]byte, error) {
 // BackupStats is what a Backup wrote.
 type BackupStats struct {
 	Backup
-	Verified int64 // chunk bodies of the stream the repository held already: read and checked, not written
-	Repaired int64 // chunk bodies the repository held damaged, written again (counted in Added)
+	Verified    int64 // chunk bodies of the stream the repository held already: read and checked, not written
+	Repaired    int64 // chunk bodies the repository held damaged, written again (counted in Added)
 	StreamBytes int64 // stream bytes read
 }
 
