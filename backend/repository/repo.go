@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -146,6 +147,8 @@ func (r *Repository) Backup(ctx context.Context, in io.Reader) (BackupStats, err
 	}
 	held := map[Hash]bool{} // chunks known to be in the repository: the base's, and those the stream brought
 	_ = t.refs(func(_, _ uint64, c chunkRef) error { held[c.hash] = true; return nil })
+	w := r.newChunkWriter(ctx, &st)
+	defer w.wait()
 	for {
 		rec, err := dec.Next()
 		if err == io.EOF {
@@ -155,7 +158,7 @@ func (r *Repository) Backup(ctx context.Context, in io.Reader) (BackupStats, err
 			return st, fmt.Errorf("backup %s@%s: %w", h.Volume, h.Snapshot, err)
 		}
 		if rec.Type == sendstream.TBody {
-			if err := r.putChunk(ctx, rec, &st); err != nil {
+			if err := w.put(rec.Hash, rec.Data); err != nil {
 				return st, fmt.Errorf("backup %s@%s: %w", h.Volume, h.Snapshot, err)
 			}
 			held[rec.Hash] = true
@@ -164,6 +167,10 @@ func (r *Repository) Backup(ctx context.Context, in io.Reader) (BackupStats, err
 		if err := t.apply(rec); err != nil {
 			return st, err
 		}
+	}
+	// Every chunk durable before the backup file names it.
+	if err := w.wait(); err != nil {
+		return st, fmt.Errorf("backup %s@%s: %w", h.Volume, h.Snapshot, err)
 	}
 	st.StreamBytes = int64(dec.Counts().Bytes)
 	if err := r.summarise(t, held, &st.Backup); err != nil {
@@ -214,12 +221,69 @@ func (r *Repository) startTree(ctx context.Context, h sendstream.Header) (*tree,
 		h.Volume, h.BaseName, h.BaseID)
 }
 
-// putChunk stores a body unless the repository holds it intact already.
-func (r *Repository) putChunk(ctx context.Context, rec sendstream.Record, st *BackupStats) error {
-	if blake3.Sum256(rec.Data) != rec.Hash {
-		return fmt.Errorf("%w: a chunk body that does not match its hash %x", sendstream.ErrFormat, rec.Hash[:8])
+// chunkWriters is how many chunks a backup writes at once: each write waits for two fsyncs,
+// which a filesystem can batch (BenchmarkBackup).
+const chunkWriters = 8
+
+// chunkWriter stores a stream's bodies, several at once.
+type chunkWriter struct {
+	r   *Repository
+	ctx context.Context
+	sem chan struct{}
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	st  *BackupStats // its counts, under mu
+	err error        // the first failure, under mu
+}
+
+func (r *Repository) newChunkWriter(ctx context.Context, st *BackupStats) *chunkWriter {
+	return &chunkWriter{r: r, ctx: ctx, sem: make(chan struct{}, chunkWriters), st: st}
+}
+
+// put starts storing body data (copied: the decoder reuses it) under h, unless the repository
+// holds it intact already; it returns an earlier put's failure.
+func (w *chunkWriter) put(h Hash, data []byte) error {
+	if err := w.failed(); err != nil {
+		return err
 	}
-	_, err := r.getChunk(ctx, rec.Hash)
+	data = append([]byte(nil), data...)
+	w.sem <- struct{}{}
+	w.wg.Add(1)
+	go func() {
+		defer func() { <-w.sem; w.wg.Done() }()
+		var st BackupStats
+		err := w.r.putChunk(w.ctx, h, data, &st)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		w.st.Verified += st.Verified
+		w.st.Repaired += st.Repaired
+		w.st.Added += st.Added
+		w.st.AddedBytes += st.AddedBytes
+	}()
+	return nil
+}
+
+func (w *chunkWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// wait waits for every put and returns the first failure.
+func (w *chunkWriter) wait() error {
+	w.wg.Wait()
+	return w.failed()
+}
+
+// putChunk stores a body unless the repository holds it intact already.
+func (r *Repository) putChunk(ctx context.Context, h Hash, data []byte, st *BackupStats) error {
+	if blake3.Sum256(data) != h {
+		return fmt.Errorf("%w: a chunk body that does not match its hash %x", sendstream.ErrFormat, h[:8])
+	}
+	_, err := r.getChunk(ctx, h)
 	switch {
 	case err == nil:
 		st.Verified++
@@ -231,8 +295,8 @@ func (r *Repository) putChunk(ctx context.Context, rec sendstream.Record, st *Ba
 		r.log.Warn("backup: rewriting a damaged chunk", "err", err)
 	}
 	st.Added++
-	st.AddedBytes += int64(len(rec.Data))
-	return r.st.Put(ctx, chunkName(rec.Hash), bytes.NewReader(r.codec.encodeChunk(rec.Data)))
+	st.AddedBytes += int64(len(data))
+	return r.st.Put(ctx, chunkName(h), bytes.NewReader(r.codec.encodeChunk(data)))
 }
 
 // summarise counts what tree t uses, every chunk of which must be in held.
