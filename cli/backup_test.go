@@ -100,6 +100,20 @@ func TestBackupRepository(t *testing.T) {
 	if !strings.Contains(out, "is clean: 1 backup") || !strings.Contains(out, "0 unreferenced") {
 		t.Errorf("check printed %q", out)
 	}
+	var check struct {
+		Clean    bool
+		Backups  int
+		Problems []string
+	}
+	if err := json.Unmarshal([]byte(td.run(t, "backup", "check", "--repo", repo, "--format", "json").ok(t).stdout), &check); err != nil ||
+		!check.Clean || check.Backups != 1 || check.Problems == nil {
+		t.Errorf("check --format json: %v %+v", err, check)
+	}
+	var forget struct{ Forgotten []any }
+	if err := json.Unmarshal([]byte(td.run(t, "backup", "forget", "--repo", repo, "--keep", "1", "--format", "json").ok(t).stdout), &forget); err != nil ||
+		forget.Forgotten == nil || len(forget.Forgotten) != 0 {
+		t.Errorf("forget --format json: %v %+v", err, forget)
+	}
 	td.run(t, "backup", "ls", "--repo", filepath.Join(td.dir, "nosuch")).fails(t, 1, "nosuch")
 	td.run(t, "fsck").ok(t)
 }
