@@ -113,7 +113,51 @@ func TestEveryBackupRestores(t *testing.T) {
 	if err != nil || len(list) != 4 || list[0].Volume != "copy" || list[1].Snapshot != "a" {
 		t.Fatalf("list: %v %+v", err, list)
 	}
-	checkClean(t, r)
+	// Each chunk once: as many chunk files as distinct chunks the backups use.
+	rep := checkClean(t, r)
+	files, _ := r.st.List(context.Background(), "chunks/")
+	if rep.Unreferenced != 0 || int64(len(files)) != rep.Chunks {
+		t.Errorf("%d chunk files for %d distinct chunks (%+v)", len(files), rep.Chunks, rep)
+	}
+}
+
+// The exclusive lock (prune) keeps backups out until it goes, and the other way round.
+func TestLock(t *testing.T) {
+	ctx := context.Background()
+	d, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := d.Lock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := d.Lock(short, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a shared lock under an exclusive one: %v", err)
+	}
+	unlock()
+	u1, err := d.Lock(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := d.Lock(ctx, false)
+	if err != nil {
+		t.Fatalf("two shared locks: %v", err)
+	}
+	short2, cancel2 := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel2()
+	if _, err := d.Lock(short2, true); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an exclusive lock under shared ones: %v", err)
+	}
+	u1()
+	u2()
+	u3, err := d.Lock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u3()
 }
 
 // Refusals: a backup that exists, an incremental one without its base, a damaged stream, a
