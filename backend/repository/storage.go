@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -44,6 +45,10 @@ const tmpPrefix = ".tmp-"
 // Put made, in its parent).
 type Dir struct {
 	root string
+	mu   sync.Mutex
+	// durable holds the directories this process made sure of (made, or found, and fsynced in
+	// their parent): one found might be one a killed process made and never fsynced in.
+	durable map[string]bool
 }
 
 // NewDir is the Storage in directory root, which must exist.
@@ -55,7 +60,7 @@ func NewDir(root string) (*Dir, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s: not a directory", root)
 	}
-	return &Dir{root: root}, nil
+	return &Dir{root: root, durable: map[string]bool{}}, nil
 }
 
 func (d *Dir) path(name string) (string, error) {
@@ -105,22 +110,29 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader) (err error) {
 	return syncDir(dir)
 }
 
-// mkdirs makes dir and its missing parents below the root, each made durable in its parent.
+// mkdirs makes dir and its missing parents below the root, each durable in its parent.
 func (d *Dir) mkdirs(dir string) error {
-	if dir == d.root {
-		return nil
-	}
-	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mkdirsLocked(dir)
+}
+
+func (d *Dir) mkdirsLocked(dir string) error {
+	if dir == d.root || d.durable[dir] {
 		return nil
 	}
 	parent := filepath.Dir(dir)
-	if err := d.mkdirs(parent); err != nil {
+	if err := d.mkdirsLocked(parent); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+	d.durable[dir] = true
+	return nil
 }
 
 func syncDir(dir string) error {
