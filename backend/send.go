@@ -303,10 +303,26 @@ func (sn *sender) scanKind(ctx context.Context, kind byte, fn func(metaKey, vers
 }
 
 // baseBodies marks as sent the bodies the base holds as chunk-map entries of chunks without
-// extents: a receiver of the base holds exactly those (it received chunks with extents merged).
+// extents, of inodes it has links to: a receiver of the base holds exactly those (it received
+// chunks with extents merged, and no orphans; an orphan's chunks may be gone from it).
 func (sn *sender) baseBodies() error {
 	withExt := map[[2]uint64]bool{}
+	orphans := map[uint64]bool{}
 	return sn.from.read(func(t *tx) error {
+		iprefix := append(treePrefix(t.tree), kInode)
+		if err := t.scanVisible(iprefix, func(lkey []byte, ver version) error {
+			ino := beUint64(lkey[len(iprefix):])
+			if !ver.live() {
+				return nil // its chunk maps went with it
+			}
+			n, err := decodeInode(Ino(ino), ver.val)
+			if err == nil && n.Nlink == 0 {
+				orphans[ino] = true
+			}
+			return err
+		}); err != nil {
+			return err
+		}
 		eprefix := append(treePrefix(t.tree), kExtent)
 		if err := t.scanVisible(eprefix, func(lkey []byte, ver version) error {
 			if ver.live() {
@@ -318,7 +334,8 @@ func (sn *sender) baseBodies() error {
 		}
 		cprefix := append(treePrefix(t.tree), kChunk)
 		return t.scanVisible(cprefix, func(lkey []byte, ver version) error {
-			if !ver.live() || withExt[[2]uint64{beUint64(lkey[len(cprefix):]), beUint64(lkey[len(cprefix)+8:])}] {
+			ino := beUint64(lkey[len(cprefix):])
+			if !ver.live() || orphans[ino] || withExt[[2]uint64{ino, beUint64(lkey[len(cprefix)+8:])}] {
 				return nil
 			}
 			r, err := decodeChunkRef(ver.val)

@@ -740,3 +740,46 @@ func TestReceiveBoundedByQuotaAndDisk(t *testing.T) {
 	}
 	fsckClean(t, disk)
 }
+
+// An orphan of the base (unlinked while open at the snapshot) is not in the base's stream, so
+// its chunks are not the receiver's: a later stream using the same content carries the body.
+// (The sender took every chunk map the base sees as held, the orphans' too, and the receiver,
+// once it had dropped the older snapshot that held the chunk, refused the stream.)
+func TestIncrementalCarriesBodiesOfBaseOrphans(t *testing.T) {
+	ctx := context.Background()
+	src, dst := openTestStore(t), openTestStore(t)
+	v := mustVolume(t, src, "v", map[string]string{"chunk-size": "64KiB"})
+	data := make([]byte, 3<<16)
+	randomBytes(data, 5)
+	f := mustFile(t, v, RootIno, "f")
+	if _, err := v.WriteAt(ctx, f, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustSnap := func(name string) {
+		t.Helper()
+		if _, err := src.CreateSnapshot(ctx, "v", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSnap("s1")
+	if err := v.Unlink(ctx, RootIno, "f"); err != nil { // still open: an orphan in s2
+		t.Fatal(err)
+	}
+	mustSnap("s2")
+	receive(t, dst, "w", send2(t, src, "v", "s1", ""))
+	receive(t, dst, "w", send2(t, src, "v", "s2", "s1"))
+	if err := dst.DeleteSnapshot(ctx, "w", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g := mustFile(t, v, RootIno, "g")
+	if _, err := v.WriteAt(ctx, g, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustSnap("s3")
+	receive(t, dst, "w", send2(t, src, "v", "s3", "s2"))
+	sameTrees(t, "s3", dumpView(t, snapView(t, src, "v", "s3")), dumpView(t, snapView(t, dst, "w", "s3")))
+	fsckClean(t, dst)
+}

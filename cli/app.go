@@ -57,6 +57,8 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			snapshotCommand(),
 			sendCommand(),
 			receiveCommand(),
+			restoreCommand(),
+			backupCommand(),
 			dfCommand(),
 			gcCommand(),
 			fsckCommand(),

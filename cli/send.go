@@ -20,12 +20,14 @@ func sendCommand() *ucli.Command {
 		Usage:     "write a snapshot (or what changed since an older one) as a stream, for volctl receive",
 		ArgsUsage: "VOLUME@SNAPSHOT",
 		Description: "The stream goes to stdout (or -o FILE): volctl send db@daily | ssh host volctl receive db.\n" +
+			"With --to DIR it is stored in a backup repository instead (volctl backup, volctl restore).\n" +
 			"With --from OLDER it holds only what changed since VOLUME@OLDER, which the receiving\n" +
 			"volume must hold (received before). The stream is checksummed and ends with a trailer:\n" +
 			"a damaged or cut stream is refused by receive. Progress goes to stderr when it is a terminal.",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "from", Usage: "send only what changed since this older snapshot (VOLUME@OLDER or OLDER)"},
 			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to `FILE` instead of stdout"},
+			&ucli.StringFlag{Name: "to", Usage: "store the snapshot in the backup repository in `DIR` (made if missing or empty)"},
 		},
 		Action:       sendAction,
 		BashComplete: completeArgs(false, argSource),
@@ -68,6 +70,12 @@ func sendAction(c *ucli.Context) error {
 			return usageErrorf(c, "--from %s: the base must be a snapshot of %s", from, vol)
 		}
 		from = fs
+	}
+	if dir := c.String("to"); dir != "" {
+		if c.String("output") != "" {
+			return usageErrorf(c, "--to and -o are two destinations: give one")
+		}
+		return sendToRepo(c, vol, snap, from, dir)
 	}
 	out := c.App.Writer
 	path := c.String("output")
