@@ -53,6 +53,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		},
 		Commands: []*ucli.Command{
 			daemonCommand(),
+			fdKeeperCommand(),
 			volumeCommand(),
 			snapshotCommand(),
 			sendCommand(),

@@ -9,11 +9,13 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/fusevol/fusevol/backend"
 	"github.com/fusevol/fusevol/plugin"
+	"github.com/fusevol/fusevol/plugin/fdkeeper"
 )
 
 func daemonCommand() *ucli.Command {
@@ -47,6 +49,8 @@ func daemonCommand() *ucli.Command {
 				Usage: "serve Prometheus metrics at /metrics on a loopback HOST:PORT or a unix socket path (default: off)"},
 			&ucli.BoolFlag{Name: "allow-new-store", EnvVars: []string{"FUSEVOL_ALLOW_NEW_STORE"},
 				Usage: "start on a new, empty store although this mount root's marker says a store was served before"},
+			&ucli.BoolFlag{Name: "live-restart", EnvVars: []string{"FUSEVOL_LIVE_RESTART"},
+				Usage: "keep the volumes' FUSE connections in an fd keeper process: a stop, restart or crash of the daemon does not unmount them (Linux 6.9+)"},
 		},
 		Action: runDaemon,
 	}
@@ -80,6 +84,7 @@ func runDaemon(c *ucli.Context) error {
 		DebugAddr:     c.String("debug-addr"),
 		MetricsAddr:   c.String("metrics-addr"),
 		AllowNewStore: c.Bool("allow-new-store"),
+		LiveRestart:   c.Bool("live-restart"),
 	})
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)
@@ -134,4 +139,23 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// fdKeeperCommand is the fd keeper the daemon starts for --live-restart (plugin/fdkeeper); it is
+// not for users, so it is hidden.
+func fdKeeperCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:   "fd-keeper",
+		Hidden: true,
+		Usage:  "hold the daemon's FUSE connections across its restarts (started by the daemon)",
+		Flags:  []ucli.Flag{&ucli.StringFlag{Name: "socket", Required: true}},
+		Action: func(c *ucli.Context) error {
+			ln, err := fdkeeper.Listen(c.String("socket"))
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			return fdkeeper.New(log).Serve(ln, 10*time.Second)
+		},
+	}
 }

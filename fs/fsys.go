@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,7 +68,8 @@ type fsys struct {
 	init      fuse.InitIn // the kernel's INIT, kept for a successor
 	maxWrite  int
 	gate      *gate // nil unless restartable
-	persistFn func(ResumeState)
+	persistFn func(ResumeState, *os.File)
+	dev       *os.File // the connection, for persistFn
 	persistMu sync.Mutex
 
 	wb     *writeback

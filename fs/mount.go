@@ -43,9 +43,10 @@ type Options struct {
 	// Restartable holds every request at a gate that Freeze closes, so that a successor
 	// process can take the connection over (resume.go); it costs a shared lock per request.
 	Restartable bool
-	// Persist, when set, is given the mount's ResumeState when it is mounted and each time
-	// it changes, so that what a successor needs is kept outside this process.
-	Persist func(ResumeState)
+	// Persist, when set, is given the mount's ResumeState and connection (Mounted.Device) when
+	// it is mounted and each time the state changes, so that what a successor needs is kept
+	// outside this process.
+	Persist func(ResumeState, *os.File)
 	// Atime says when reads update atime (atime.go); SetAtime changes it later.
 	Atime Atime
 	Debug bool
@@ -167,7 +168,7 @@ func serve(ctx context.Context, dir string, dev *os.File, view Volume, opts Opti
 		f.cache.close()
 		return nil, err
 	}
-	f.init = *srv.KernelSettings()
+	f.init, f.dev = *srv.KernelSettings(), dev
 	m := &Mounted{dir: dir, f: f, srv: srv, dev: dev, gate: f.gate, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		srv.Serve()

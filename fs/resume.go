@@ -122,7 +122,7 @@ func (f *fsys) persist() {
 	}
 	f.persistMu.Lock()
 	defer f.persistMu.Unlock()
-	f.persistFn(f.resumeState())
+	f.persistFn(f.resumeState(), f.dev)
 }
 
 // Resume serves the connection dev of a view mounted at dir by an earlier process, which left

@@ -59,23 +59,20 @@ func runResumeChild(spec string) error {
 	if err != nil {
 		return err
 	}
-	var m *Mounted
-	opts := Options{Logger: log, Restartable: true, Persist: func(s ResumeState) {
-		if err := sendState(ctl, s, m); err != nil {
+	opts := Options{Logger: log, Restartable: true, Persist: func(s ResumeState, dev *os.File) {
+		if err := sendState(ctl, s, dev); err != nil {
 			log.Error("send state", "err", err)
 		}
 	}}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+	var m *Mounted
 	if rs.State == nil {
 		m, err = Mount(ctx, rs.Dir, view, opts)
 	} else {
 		m, err = Resume(ctx, rs.Dir, os.NewFile(4, "/dev/fuse"), *rs.State, view, opts)
 	}
 	if err != nil {
-		return err
-	}
-	if err := sendState(ctl, m.State(), m); err != nil { // Persist ran before m was set
 		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -90,15 +87,12 @@ func runResumeChild(spec string) error {
 	return st.Close()
 }
 
-func sendState(ctl *os.File, s ResumeState, m *Mounted) error {
-	if m == nil {
-		return nil
-	}
+func sendState(ctl *os.File, s ResumeState, dev *os.File) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	return unix.Sendmsg(int(ctl.Fd()), b, unix.UnixRights(int(m.Device().Fd())), nil, 0)
+	return unix.Sendmsg(int(ctl.Fd()), b, unix.UnixRights(int(dev.Fd())), nil, 0)
 }
 
 // resumeKeeper holds what the latest child sent: the connection's descriptor and its state.

@@ -68,6 +68,12 @@ type Config struct {
 	// ScheduleEvery, when set, replaces the interval of every snapshot schedule (which the
 	// store keeps at 1m or more, schedule.go). For end-to-end tests only: no flag sets it.
 	ScheduleEvery time.Duration
+	// LiveRestart keeps the live mounts' FUSE connections in an fd keeper process (keep.go):
+	// a stop (SIGTERM) freezes them instead of unmounting, and the next start, or the start
+	// after a crash, serves them again, so running containers never see the daemon go.
+	LiveRestart bool
+	// KeeperCommand is the volctl binary that runs the fd keeper (default: this executable).
+	KeeperCommand string
 }
 
 // Defaults for Config.
@@ -176,7 +182,11 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 		d.metrics = newMetrics(d, sm)
 		sm.observe = d.metrics.observer
 	}
+	if cfg.LiveRestart {
+		sm.keep = newKeptMounts(cfg.Logger)
+	}
 	d.mounts = newMountTable(cfg.MountRoot, sm, cfg.Logger)
+	d.mounts.keep = sm.keep
 	return d, nil
 }
 
@@ -289,9 +299,20 @@ func (d *Daemon) open(ctx context.Context) {
 		d.openErr = fmt.Errorf("create mount root: %w", err)
 		return
 	}
-	d.mounts.cleanStale()
+	kept, devs, err := d.keptMounts(ctx)
+	if err != nil {
+		d.openErr = err
+		d.log.Error("store not opened", "err", err)
+		return
+	}
+	keepVols, keepDirs := map[string]bool{}, map[string]bool{}
+	for _, r := range kept {
+		keepVols[r.Volume], keepDirs[r.Dir] = true, true
+	}
+	d.mounts.cleanStale(keepDirs)
 	start := time.Now()
-	st, err := backend.Open(ctx, dir, backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve})
+	st, err := backend.Open(ctx, dir, backend.Options{Logger: d.log, DiskReserve: backend.DefaultDiskReserve,
+		KeepOrphans: func(v string) bool { return keepVols[v] }})
 	if err != nil {
 		d.openErr = fmt.Errorf("open store in %s: %w", d.cfg.Root, err)
 		d.log.Error("store did not open", "err", err)
@@ -304,6 +325,32 @@ func (d *Daemon) open(ctx context.Context) {
 	}
 	d.store = st
 	d.log.Info("store open", "dir", dir, "took", time.Since(start).Round(time.Millisecond))
+	d.mounts.resumeAll(ctx, st, kept, devs)
+}
+
+// keptMounts connects to the fd keeper (Config.LiveRestart) and lists what it holds.
+func (d *Daemon) keptMounts(ctx context.Context) ([]keptMount, []*os.File, error) {
+	k := d.mounts.keep
+	if k == nil {
+		return nil, nil, nil
+	}
+	exe := d.cfg.KeeperCommand
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, nil, fmt.Errorf("live restart: %w", err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := k.connect(cctx, d.cfg.Root, exe); err != nil {
+		return nil, nil, fmt.Errorf("live restart: %w", err)
+	}
+	recs, devs, err := k.held()
+	if err != nil {
+		return nil, nil, fmt.Errorf("live restart: %w", err)
+	}
+	return recs, devs, nil
 }
 
 // shutdown stops taking requests, waits briefly for in-flight ones, unmounts every volume and
@@ -321,12 +368,17 @@ func (d *Daemon) shutdown(srv *http.Server, opened <-chan struct{}) {
 	d.stopScheduler()
 	ctx, cancel := context.WithTimeout(context.Background(), unmountTimeout)
 	defer cancel()
-	d.mounts.unmountAll(ctx)
+	if d.mounts.keep != nil {
+		d.mounts.freezeAll(ctx)
+	} else {
+		d.mounts.unmountAll(ctx)
+	}
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {
 			d.log.Error("close store", "err", err)
 		}
 	}
+	d.mounts.keep.close()
 	os.Remove(d.cfg.Socket)
 	d.log.Info("stopped")
 }

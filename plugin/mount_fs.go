@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +35,8 @@ type fsMount interface {
 	SetAtime(fs.Atime)
 	Flush(ctx context.Context) error
 	Unmount(ctx context.Context) error
+	// Freeze hands the mount over to a successor process (fs.Mounted.Freeze).
+	Freeze(ctx context.Context) error
 }
 
 // sysMounter mounts with the fs package and the mount system calls. All its mounts share one chunk
@@ -42,6 +45,7 @@ type sysMounter struct {
 	cache   *fs.Cache
 	budget  *fs.WriteBudget
 	observe func(volume string) fs.Observer // nil: no metrics
+	keep    *keptMounts                     // nil: live restart off
 }
 
 func newSysMounter(cacheSize, writeBuffer int64) sysMounter {
@@ -55,15 +59,29 @@ func newSysMounter(cacheSize, writeBuffer int64) sysMounter {
 const mountMaxWrite = backend.DefaultChunkSize
 
 func (sm sysMounter) Mount(ctx context.Context, dir string, view *backend.View, log *slog.Logger) (fsMount, error) {
-	opts := fs.Options{Logger: log, Cache: sm.cache, WriteBudget: sm.budget, MaxWrite: mountMaxWrite}
-	if sm.observe != nil {
-		opts.Observe = sm.observe(view.Volume().Name)
-	}
-	m, err := fs.Mount(ctx, dir, view, opts)
+	m, err := fs.Mount(ctx, dir, view, sm.options(dir, view, log))
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+func (sm sysMounter) options(dir string, view *backend.View, log *slog.Logger) fs.Options {
+	opts := fs.Options{Logger: log, Cache: sm.cache, WriteBudget: sm.budget, MaxWrite: mountMaxWrite}
+	if sm.observe != nil {
+		opts.Observe = sm.observe(view.Volume().Name)
+	}
+	if sm.keep != nil && !view.ReadOnly() {
+		name := view.Volume().Name
+		opts.Restartable = true
+		opts.Persist = func(st fs.ResumeState, dev *os.File) { sm.keep.state(dir, name, st, dev) }
+	}
+	return opts
+}
+
+// resume serves a live mount a predecessor left with the keeper.
+func (sm sysMounter) resume(ctx context.Context, r keptMount, dev *os.File, view *backend.View, log *slog.Logger) (fsMount, error) {
+	return fs.Resume(ctx, r.Dir, dev, r.State, view, sm.options(r.Dir, view, log))
 }
 
 // Bind mounts on dir through a descriptor opened without following symlinks: dir is a volctl

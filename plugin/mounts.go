@@ -30,6 +30,7 @@ type mountTable struct {
 	root string // MountRoot
 	sys  mounter
 	log  *slog.Logger
+	keep *keptMounts // nil: live restart off
 
 	mu   sync.Mutex // guards vols and dirs; never held across I/O
 	vols map[string]*volState
@@ -104,6 +105,7 @@ func (t *mountTable) lock(name string) *volState {
 
 // unlock releases name's lock and forgets its state when nothing refers to it.
 func (t *mountTable) unlock(name string, v *volState) {
+	t.keep.sync(t.dir(name), v.mnt != nil, v.refs, v.binds)
 	v.mu.Unlock()
 	t.mu.Lock()
 	v.users--

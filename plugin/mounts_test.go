@@ -35,9 +35,10 @@ type fakeMount struct {
 	dir string
 }
 
-func (m *fakeMount) Dir() string                 { return m.dir }
-func (m *fakeMount) SetAtime(a fs.Atime)         { m.f.atime = a }
-func (m *fakeMount) Flush(context.Context) error { return nil }
+func (m *fakeMount) Dir() string                  { return m.dir }
+func (m *fakeMount) SetAtime(a fs.Atime)          { m.f.atime = a }
+func (m *fakeMount) Flush(context.Context) error  { return nil }
+func (m *fakeMount) Freeze(context.Context) error { return nil }
 func (m *fakeMount) Unmount(ctx context.Context) error {
 	// Like fs.Mounted, a mount already gone (unmounted behind the daemon's back) is no error.
 	if err := m.f.Unmount(m.dir, false); !errors.Is(err, syscall.EINVAL) {
@@ -291,7 +292,7 @@ func TestMountTable(t *testing.T) {
 				f.dead[root+"/v"] = true
 			},
 			steps: []step{do(func(e env) error {
-				e.tb.cleanStale()
+				e.tb.cleanStale(nil)
 				if want := []string{e.root + "/v/inner", e.root + "/v"}; !slices.Equal(e.fake.detaches, want) {
 					return fmt.Errorf("detached %q, want %q", e.fake.detaches, want)
 				}

@@ -19,13 +19,16 @@ import (
 // cleanStale lazily detaches every mount under the root. Run before the store opens, when this
 // process holds no mount yet, so anything found there was left by a daemon that died (its FUSE
 // connection is gone and the path answers ENOTCONN).
-func (t *mountTable) cleanStale() {
+func (t *mountTable) cleanStale(keep map[string]bool) {
 	table, err := t.sys.Mounts()
 	if err != nil {
 		t.log.Warn("cannot read the mount table; stale mounts not cleaned", "err", err)
 		return
 	}
 	for _, m := range table.Under(t.root) {
+		if keep[m] {
+			continue // a live mount the fd keeper held across the restart
+		}
 		statErr := t.sys.Statfs(m)
 		if err := t.sys.Unmount(m, true); err != nil && !errors.Is(err, unix.EINVAL) {
 			t.log.Warn("stale mount not removed", "dir", m, "err", err)
